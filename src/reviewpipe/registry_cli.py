@@ -1,0 +1,69 @@
+"""`reviewpipe registry list|show|approve|reject`: the model registry from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from reviewpipe.config import load_params
+from reviewpipe.registry import APPROVED, REJECTED, STATUSES, Registry, current_user
+from reviewpipe.storage import StorageOptions
+
+DEFAULT_REGISTRY = "models/registry"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", help="registry URI (default: register.registry_uri, models/registry)")
+    parser.add_argument("--params", default="params.yaml", help="params file (for the registry URI, S3 options)")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = sub.add_parser("list", help="every version, newest last")
+    listing.add_argument("--status", choices=STATUSES, help="only versions with this status")
+    listing.add_argument("--model", help="only versions of this model (e.g. bert)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    show = sub.add_parser("show", help="one version in full (number, `latest` or `approved`)")
+    show.add_argument("version")
+    approve = sub.add_parser("approve", help="PendingManualApproval -> Approved")
+    approve.add_argument("version")
+    approve.add_argument("--reason", default="", help="why (kept in the version's history)")
+    approve.add_argument("--force", action="store_true", help="approve even a version the gate rejected")
+    reject = sub.add_parser("reject", help="-> Rejected")
+    reject.add_argument("version")
+    reject.add_argument("--reason", required=True, help="why (kept in the version's history)")
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    uri, options = args.registry, None
+    if Path(args.params).exists():
+        params = load_params(args.params)
+        options = StorageOptions.from_params(params.get("storage"))
+        if uri is None and "register" in params:
+            uri = params.register.get("registry_uri")
+    return Registry(uri or DEFAULT_REGISTRY, options)
+
+
+def run(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    if args.action == "list":
+        entries = registry.list(model_name=args.model, status=args.status)
+        if args.json:
+            print(json.dumps([e.to_dict() for e in entries], indent=2))
+            return 0
+        if not entries:
+            print(f"no versions in {registry.uri}")
+            return 0
+        print(f"{'version':>7}  {'model':<10} {'status':<22} {'metric':<20} {'gap':>6}  {'commit':<9} created")
+        for e in entries:
+            metric = f"{e.gate.get('metric', '?')}={e.gate.get('metric_value', float('nan')):.4f}"
+            gap = e.gate.get("fairness_gap")
+            print(f"{e.version:>7}  {e.model_name:<10} {e.status:<22} {metric:<20} "
+                  f"{'-' if gap is None else f'{gap:.3f}':>6}  {(e.git_commit or '-')[:8]:<9} {e.created_at}")
+        return 0
+    if args.action == "show":
+        print(json.dumps(registry.get(args.version).to_dict(), indent=2, sort_keys=True))
+        return 0
+    status = APPROVED if args.action == "approve" else REJECTED
+    entry = registry.set_status(args.version, status, by=current_user(), reason=args.reason,
+                                force=getattr(args, "force", False))
+    print(f"version {entry.version} ({entry.model_name}) is now {entry.status}")
+    return 0
