@@ -227,34 +227,35 @@ def _bodies(rng: np.random.Generator, rating: np.ndarray, category_idx: np.ndarr
     first = offsets[own_pool] + (rng.random(rows) * np.diff(offsets)[own_pool]).astype(int)
     flat[:, 0] = phrase_idx * len(sentences) + first
     newline = np.where(rng.random(rows) < NEWLINE_SHARE,
-                       rng.choice(["\n", "\r\n", "\n\n"], size=rows), " ")
+                       rng.choice(["\n", "\r\n", "\n\n"], size=rows), " ").astype(object)
 
-    bodies = []
-    for idx, k, sep in zip(flat.tolist(), n_sentences.tolist(), newline.tolist(), strict=True):
-        parts = list(dict.fromkeys(formatted[i] for i in idx[:k]))
-        if len(parts) > 1:
-            bodies.append(parts[0] + sep + " ".join(parts[1:]))
-        else:
-            bodies.append(parts[0])
-    return bodies
+    # Vectorised over rows (5M rows for the benchmark): each later slot is "<separator><sentence>",
+    # or "" when past the row's sentence count or a repeat of an earlier slot.
+    text = np.array(formatted, dtype=object)
+    bodies = text[flat[:, 0]]
+    for slot in range(1, slots):
+        repeat = (flat[:, :slot] == flat[:, slot:slot + 1]).any(axis=1)
+        keep = (n_sentences > slot) & ~repeat
+        separator = newline if slot == 1 else np.full(rows, " ", dtype=object)
+        part = np.where(keep, separator + text[flat[:, slot]], "")
+        bodies = bodies + part
+    return bodies.tolist()
 
 
 def _titles(rng: np.random.Generator, sentiment_pool: np.ndarray, category_idx: np.ndarray,
             null_category: np.ndarray, names: list[str]) -> list[str | None]:
     phrases = _phrases(names)
-    pick = rng.random(len(sentiment_pool))
-    missing = rng.random(len(sentiment_pool)) < TITLE_NULL_SHARE
-    titles: list[str | None] = []
-    for pool, cat, null_cat, u, miss in zip(sentiment_pool.tolist(), category_idx.tolist(),
-                                            null_category.tolist(), pick.tolist(), missing.tolist(),
-                                            strict=True):
-        if miss:
-            titles.append(None)
-            continue
-        this, item = phrases[len(names) if null_cat else cat]
-        options = TITLES[pool]
-        titles.append(_format(options[int(u * len(options))], this, item))
-    return titles
+    width = max(len(t) for t in TITLES)
+    # Every title formatted for every class: index (class, sentiment pool, option).
+    formatted = np.array([_format(pool[i % len(pool)], this, item)
+                          for this, item in phrases for pool in TITLES for i in range(width)], dtype=object)
+    rows = len(sentiment_pool)
+    n_options = np.array([len(t) for t in TITLES])[sentiment_pool]
+    option = (rng.random(rows) * n_options).astype(int)
+    phrase_idx = np.where(null_category, len(names), category_idx)
+    titles = formatted[(phrase_idx * len(TITLES) + sentiment_pool) * width + option]
+    titles[rng.random(rows) < TITLE_NULL_SHARE] = None
+    return titles.tolist()
 
 
 def _bad_counts(bad_rows: int | Mapping[str, int]) -> dict[str, int]:
