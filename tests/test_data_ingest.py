@@ -202,6 +202,8 @@ def test_unreadable_csv_is_a_user_error() -> None:
         parse_raw(csv_bytes([{}]) + b'1,2,3,"never closed\n')
     with pytest.raises(ReviewpipeError, match="empty"):
         parse_raw(b"")
+    with pytest.raises(ReviewpipeError, match="header but no data rows"):
+        parse_raw(csv_bytes([]))
 
 
 def test_reads_gzip_plain_and_file_uri(tmp_path: Path) -> None:

@@ -153,6 +153,8 @@ def parse_raw(data: bytes, encoding: str = "utf-8", source: str = "raw file") ->
 
     header = [_decode_header(name, codec) for name in records[0]]
     check_columns(header, source)
+    if len(records) == 1:
+        raise ReviewpipeError(f"{source} has a header but no data rows")
     width = len(header)
     position = {clean_name(name): i for i, name in reversed(list(enumerate(header))) if clean_name(name)}
     body = records[1:]
