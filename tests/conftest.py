@@ -70,3 +70,38 @@ def real_raw() -> Path:
     if not REAL_RAW.exists():
         pytest.skip(f"real dataset not present at {REAL_RAW}")
     return REAL_RAW
+
+
+def run_data_stages(workdir: Path, raw: Path | None = None, stages: tuple[str, ...] = ("ingest", "catalog"),
+                    overrides: list[str] | None = None) -> Path:
+    """Write params.yaml (the repository's, with relative paths) into `workdir` and run `stages` there.
+
+    Raw input: `raw` (linked in), else a synthetic file (3,000 rows, 2 bad rows of each kind).
+    Returns workdir; tests chdir into it to use the outputs."""
+    from contextlib import chdir
+    from importlib import import_module
+
+    from omegaconf import OmegaConf
+
+    from reviewpipe.config import load_params
+    from reviewpipe.data.synth import write_synth
+
+    raw_uri = "data/raw/reviews.csv.gz"
+    (workdir / "data" / "raw").mkdir(parents=True, exist_ok=True)
+    if raw is None:
+        write_synth(str(workdir / raw_uri), rows=3000, seed=11, bad_rows=2)
+    else:
+        (workdir / raw_uri).symlink_to(raw)
+    params = load_params(REPO_ROOT / "params.yaml", [
+        f"data.raw_uri={raw_uri}", f"explore.sql_dir={REPO_ROOT / 'sql'}", *(overrides or [])])
+    OmegaConf.save(params, workdir / "params.yaml")
+    with chdir(workdir):
+        for stage in stages:
+            import_module(f"reviewpipe.stages.{stage}").main(params)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def synthetic_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working directory where ingest → catalog ran on synthetic data (params.yaml inside)."""
+    return run_data_stages(tmp_path_factory.mktemp("synthetic_catalog"))
