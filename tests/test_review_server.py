@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -10,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from reviewpipe.review.queue import write_queue
 from reviewpipe.review.server import ReviewSession, make_server
@@ -114,3 +118,24 @@ def test_a_new_session_shows_skipped_but_never_labelled_reviews(folders: tuple[P
     second = ReviewSession(read_queue(str(queue_dir)), LabelStore(labels_dir, "carol"))
     assert second.state()["review"]["review_id"] == "r2"
     assert second.state()["progress"]["labelled"] == 2
+
+
+def test_review_command_serves_until_sigterm(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    queue_dir, labels_dir = folders
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"review": {"queue_dir": str(queue_dir), "labels_dir": str(labels_dir),
+                                                 "host": "127.0.0.1", "port": 8765, "confidence_threshold": 0.9}}))
+    reviewpipe = str(Path(sys.executable).parent / "reviewpipe")
+    process = subprocess.Popen([reviewpipe, "review", "--annotator", "dana", "--port", "0", "--params", str(params)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = process.stdout.readline()
+        assert "labelling 3 of 4 queued reviews as dana" in first
+        url = process.stdout.readline().split()[1]
+        assert call(f"{url}api/label", {"review_id": 1, "label": 1})[0] == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    assert "1 label(s) saved to" in out
+    assert [(r["review_id"], r["label"]) for r in read_labels(labels_dir) if r["annotator"] == "dana"] == [(1, 1)]

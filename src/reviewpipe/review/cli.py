@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 from typing import Any
 
 import numpy as np
@@ -75,6 +77,9 @@ def serve(params: Any, annotator: str, host: str | None = None, port: int | None
     progress = session.state()["progress"]
     print(f"labelling {progress['remaining']} of {progress['total']} queued reviews as {session.store.annotator}; "
           f"labels go to {session.store.path}\nopen http://{bound_host}:{bound_port}/  (Ctrl-C to stop)", flush=True)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a process manager) stops as cleanly as Ctrl-C; every label is already on disk.
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     try:
         server.serve_forever()
     finally:
