@@ -307,6 +307,8 @@ def test_predicted_class_drift_with_a_champion(workdir: Path, model) -> None:
     stats = json.loads((Path(run_dir) / "statistics.json").read_text())
     predicted = next(f for f in stats["features"] if f["name"] == "predicted_label")["string_statistics"]
     assert predicted["common"] == {"num_present": 595, "num_missing": 5}  # blank texts are not predicted
+    # Without a model, a baseline with predictions cannot be checked: a user error, not a silent gap.
+    assert main(["monitor", "check", "--params", "params.yaml", "--input", "negative.parquet"]) == 2
 
 
 def test_s3_input_and_output(moto_server: str, s3_bucket: str, tmp_path: Path,

@@ -179,8 +179,13 @@ def check_batch(params: Any, *, input_uri: str | None = None, since: str | None 
     _require_text(frame, columns, source)
 
     # Predict only when the baseline monitored predictions too.
-    probabilities = (predict_probabilities(_predictor(monitor, predictor), frame[columns.text], _batch_size(monitor))
-                     if feature(baseline, PREDICTED_LABEL) is not None else None)
+    probabilities = None
+    if feature(baseline, PREDICTED_LABEL) is not None:
+        champion = _predictor(monitor, predictor)
+        if champion is None:
+            raise ReviewpipeError("the baseline monitors the model's predictions but monitor.model.kind is `none`: "
+                                  "set monitor.model, or rebuild the baseline without a model")
+        probabilities = predict_probabilities(champion, frame[columns.text], _batch_size(monitor))
     monitored = monitor_frame(frame, probabilities, columns)
     sketch_size = int(monitor.get("sketch_size", 1001))
     batch_stats = dataset_statistics(monitored, columns, bins=int(monitor.get("buckets", 10)),
