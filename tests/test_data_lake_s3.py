@@ -159,6 +159,10 @@ def test_ingest_on_s3_equals_local(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     lake_s3 = f"s3://{s3_bucket}/lake"
     ingest_stage.main(_stage_params(raw_s3, lake_s3, moto_server))
     s3_metrics = json.loads(Path("metrics/ingest.json").read_text())
+    # DVC tracks data/lake: for a lake elsewhere it holds a pointer with the published manifests.
+    pointer = json.loads(Path("data/lake/_pointer.json").read_text())
+    assert pointer["uri"] == lake_s3
+    assert pointer["tables"]["reviews"] == lake.read_manifest(f"{lake_s3}/reviews", options)
 
     assert s3_metrics == local_metrics
     assert {k: v for k, v in s3_metrics["rejected_by_reason"].items() if v} == expected

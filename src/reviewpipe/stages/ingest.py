@@ -3,6 +3,7 @@ plus metrics/ingest.json. Fails unless rows_in == rows_clean + rows_rejected."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 
 from omegaconf import DictConfig
@@ -14,6 +15,9 @@ from reviewpipe.errors import ReviewpipeError
 from reviewpipe.storage import StorageOptions, write_json
 
 METRICS = "metrics/ingest.json"
+# What dvc.yaml tracks as this stage's output. When lake.uri points elsewhere (s3://, another disk),
+# this folder holds a pointer with the published manifests instead, so DVC still sees every change.
+TRACKED_LAKE = "data/lake"
 
 
 def main(params: DictConfig) -> None:
@@ -24,14 +28,20 @@ def main(params: DictConfig) -> None:
 
     result = ingest_params(data, options, ingested_at=now)
     run_id = lake.new_run_id(now)
-    lake.publish_table(lake_cfg.uri, "rejects", result.rejects, None, run_id, options)
+    rejects_manifest = lake.publish_table(lake_cfg.uri, "rejects", result.rejects, None, run_id, options)
     if result.metrics["rows_clean"] == 0:
         write_json(METRICS, result.metrics)
         raise ReviewpipeError(
             f"all {result.metrics['rows_in']} rows of {data.raw_uri} were rejected "
             f"({ {k: v for k, v in result.metrics['rejected_by_reason'].items() if v} }); "
             f"see the rejects table under {lake.table_uri(lake_cfg.uri, 'rejects')}")
-    lake.publish_table(lake_cfg.uri, "reviews", result.clean, lake_cfg.get("partition_by"), run_id, options)
+    manifests = {
+        "rejects": rejects_manifest,
+        "reviews": lake.publish_table(lake_cfg.uri, "reviews", result.clean, lake_cfg.get("partition_by"),
+                                      run_id, options),
+    }
+    if os.path.normpath(lake_cfg.uri) != os.path.normpath(TRACKED_LAKE):
+        write_json(os.path.join(TRACKED_LAKE, "_pointer.json"), {"uri": lake_cfg.uri, "tables": manifests})
     write_json(METRICS, result.metrics)
 
     m = result.metrics
