@@ -21,6 +21,7 @@ from reviewpipe.deploy import VariantConfig, package_info
 from reviewpipe.deploy.sagemaker import SageMakerDeployer, SageMakerSettings, resource_name
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.serving import package
+from reviewpipe.serving.server import ServeSettings
 
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/ReviewpipeSageMaker"
@@ -29,23 +30,27 @@ IMAGE = ("763104351884.dkr.ecr.{region}.amazonaws.com/huggingface-pytorch-infere
 ENVIRONMENT = {"REVIEWPIPE_QUANTIZE": "int8", "REVIEWPIPE_BACKEND": "torch", "REVIEWPIPE_BATCH_SIZE": "32"}
 
 
-@pytest.fixture(scope="module")
-def tarballs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Three real (tiny) baseline packages with different bytes, built by the package module."""
+def baseline_packages(root: Path, names: tuple[str, ...]) -> dict[str, Path]:
+    """Real (tiny) baseline packages with different bytes, built by the package module; about a second."""
     import joblib
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    root = tmp_path_factory.mktemp("packages")
+    root.mkdir(parents=True, exist_ok=True)
     model = root / "model.joblib"
     joblib.dump(make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(
         ["love it", "hate it", "it is ok"] * 4, [1, -1, 0] * 4), model)
     out = {}
-    for name in ("champion", "challenger", "challenger2"):
+    for name in names:
         out[name] = root / f"{name}.tar.gz"
         package.build_package(model, out[name], model_name=name, model_version=f"{name}-v1")
     return out
+
+
+@pytest.fixture(scope="module")
+def tarballs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return baseline_packages(tmp_path_factory.mktemp("packages"), ("champion", "challenger", "challenger2"))
 
 
 class Calls:
@@ -300,7 +305,8 @@ def sagemaker_params(moto_server: str, s3_bucket: str, tarballs: dict[str, Path]
     composed.sagemaker.region = REGION
     composed.sagemaker.wait_delay_s = 0.01
     params = OmegaConf.create({"deploy": composed, "storage": {},
-                               "serve": {"quantize": "none", "backend": "torch", "max_batch_size": 16}})
+                               "serve": {"quantize": "none", "backend": "torch", "max_batch_size": 16,
+                                                         "num_threads": 2}})
     OmegaConf.save(params, tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     yield tmp_path / "params.yaml"
@@ -321,8 +327,10 @@ def test_stage_and_cli_round_trip_without_leaking_credentials(
     assert state["target"] == "sagemaker" and state["endpoint_arn"] == endpoint["EndpointArn"]
     assert {v["name"]: v["weight"] for v in state["variants"]} == {"champion": 0.9, "challenger": 0.1}
     model = sm.describe_model(ModelName=state["variants"][0]["model_name"])
-    assert model["PrimaryContainer"]["Environment"] == {
-        "REVIEWPIPE_QUANTIZE": "none", "REVIEWPIPE_BACKEND": "torch", "REVIEWPIPE_BATCH_SIZE": "16"}
+    environment = model["PrimaryContainer"]["Environment"]  # the endpoint gets the local server's settings
+    assert environment == ServeSettings.from_mapping(params.serve).environment()
+    assert {k: environment[k] for k in ("REVIEWPIPE_QUANTIZE", "REVIEWPIPE_BATCH_SIZE", "REVIEWPIPE_NUM_THREADS")} \
+        == {"REVIEWPIPE_QUANTIZE": "none", "REVIEWPIPE_BATCH_SIZE": "16", "REVIEWPIPE_NUM_THREADS": "2"}
 
     assert cli.main(["deploy", "--params", str(sagemaker_params), "shift", "--variant", "challenger",
                      "--weight", "0.5", "--variant", "champion", "--weight", "0.5"]) == 0
