@@ -264,6 +264,10 @@ def test_user_mistakes_are_reported(session: boto3.Session, s3_bucket: str, tmp_
     with pytest.raises(ReviewpipeError, match="unknown keys"):
         SageMakerSettings.from_mapping({**good, "aws_secret_access_key": "x"})
     deployer = SageMakerDeployer(settings(s3_bucket), session=session)
+    with pytest.raises(ReviewpipeError, match="not a valid SageMaker name"):
+        deployer.deploy("reviews_v2", [VariantConfig("a", "x.tar.gz")])
+    with pytest.raises(ReviewpipeError, match="variants name 'champion 1'"):
+        deployer.deploy("reviews", [VariantConfig("champion 1", "x.tar.gz")])
     with pytest.raises(ReviewpipeError, match="not a model.tar.gz"):
         deployer.deploy("x", [VariantConfig("a", str(tmp_path / "missing.tar.gz"))])
     with pytest.raises(ReviewpipeError, match="NoSuchBucket"):

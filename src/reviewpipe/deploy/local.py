@@ -9,6 +9,7 @@ in-flight requests) and waits, then SIGKILLs after the timeout.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -46,6 +47,19 @@ class LocalSettings:
     @classmethod
     def from_mapping(cls, values: Any) -> LocalSettings:
         return cls(**checked_keys(values, cls.__dataclass_fields__, "deploy.local"))
+
+
+# What `reviewpipe serve` runs: a change here restarts the local server on the next deploy.
+SERVER_MODULES = ("server", "server_cli", "batching", "router", "metrics", "package")
+
+
+def server_code_hash() -> str:
+    serving = Path(__file__).resolve().parents[1] / "serving"
+    digest = hashlib.sha256()
+    for name in SERVER_MODULES:
+        path = serving / f"{name}.py"
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.exists() else b""))
+    return digest.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- processes
@@ -146,7 +160,7 @@ class LocalEndpoint:
         Returns server.json's record."""
         records = variant_records(variants)
         wanted = {"variants": records, "serve": serve_params or {}, "host": self.settings.host,
-                  "port": self.settings.port}
+                  "port": self.settings.port, "server_code": server_code_hash()}
         current = self.record()
         if current and self.is_running() and _ping(current["url"]) == 200:
             if current.get("spec") == wanted:

@@ -27,7 +27,8 @@ from typing import Any
 from reviewpipe.deploy import VariantConfig, checked_keys, now, package_info
 from reviewpipe.errors import ReviewpipeError
 
-NAME_LIMIT = 63  # SageMaker model / endpoint-config / endpoint names
+NAME_LIMIT = 63  # SageMaker model / endpoint-config / endpoint / variant names
+_VALID_NAME = re.compile(r"(?=.{1,63}$)[A-Za-z0-9](-*[A-Za-z0-9])*")  # SageMaker's own pattern
 _BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "UpdateRollbackFailed")
 
 
@@ -232,6 +233,11 @@ class SageMakerDeployer:
     def deploy(self, endpoint_name: str, variants: list[VariantConfig],
                environment: dict[str, str] | None = None) -> dict[str, Any]:
         """Bring `endpoint_name` to exactly `variants`; returns the deployment state."""
+        for what, name in (("deploy.endpoint_name", endpoint_name),
+                           *(("deploy.variants name", v.name) for v in variants)):
+            if not _VALID_NAME.fullmatch(name):
+                raise ReviewpipeError(f"{what} {name!r} is not a valid SageMaker name: letters, digits and "
+                                      f"single hyphens, at most {NAME_LIMIT} characters, e.g. reviewpipe-sentiment")
         records, production_variants = [], []
         for variant in variants:
             info = package_info(variant.package)
