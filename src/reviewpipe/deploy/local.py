@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from omegaconf import OmegaConf
 
 from reviewpipe.deploy import VariantConfig, checked_keys, now, variant_records
 from reviewpipe.errors import ReviewpipeError
@@ -178,7 +178,7 @@ class LocalEndpoint:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / ".gitignore").write_text("*\n")  # pid, log: runtime state, never committed
         settings_path = self.run_dir / SETTINGS_FILE
-        settings_path.write_text(yaml.safe_dump({"serve": serve_params or {}}, sort_keys=True))
+        OmegaConf.save(OmegaConf.create({"serve": serve_params or {}}), settings_path)
         command = [sys.executable, "-m", "reviewpipe.cli", "serve", "--params", str(settings_path),
                    "--host", self.settings.host, "--port", str(self.settings.port)]
         for variant in variants:
