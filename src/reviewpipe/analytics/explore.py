@@ -41,13 +41,16 @@ def age_bands_frame(edges: Sequence[int]) -> pd.DataFrame:
     })
 
 
-# A word is a run of characters other than whitespace (space, tab, LF, CR, FF): RE2's \S+. Splitting on
-# spaces after mapping the other whitespace to spaces is many times faster in DuckDB than
-# cardinality(regexp_extract_all(text, '\S+')). On Athena/Trino use regexp_count(text, '\S+').
+# A word is a run of characters other than whitespace (space, tab, LF, CR, FF): RE2's \S+. Mapping the
+# other whitespace to spaces (replace: ~10x faster than translate here), splitting on spaces and dropping
+# the empty pieces is ~4x faster in DuckDB than cardinality(regexp_extract_all(text, '\S+')).
+# On Athena/Trino use regexp_count(text, '\S+').
 WORD_COUNT_MACRO = """
 CREATE OR REPLACE TEMP MACRO word_count(text) AS
-    len(list_filter(string_split(translate(text, chr(9) || chr(10) || chr(12) || chr(13), '    '), ' '),
-                    lambda w: w <> ''))
+    len(list_filter(
+        string_split(replace(replace(replace(replace(text, chr(9), ' '), chr(10), ' '), chr(12), ' '),
+                             chr(13), ' '), ' '),
+        lambda w: w <> ''))
 """
 
 

@@ -5,6 +5,7 @@ order, as the sql/ file of the same name.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 
 import pandas as pd
@@ -12,7 +13,10 @@ import pandas as pd
 from reviewpipe.prep.bands import age_band, band_labels
 
 # A word is a run of non-whitespace, as RE2's \S in the SQL (whitespace = space, tab, CR, LF, FF).
-WORD = r"[^ \t\r\n\f]+"
+# str.split() is the fast way in Python, but it also splits on \v, \x1c-\x1f, NBSP and other Unicode
+# spaces: those become ordinary characters first (about twice as fast as str.count(r"[^ \t\r\n\f]+")).
+_NOT_A_SEPARATOR = str.maketrans({chr(c): "x" for c in range(sys.maxunicode + 1)
+                                  if chr(c).isspace() and chr(c) not in " \t\r\n\f"})
 # Columns each query reads (pandas gets the same projection DuckDB pushes down).
 REVIEW_COLUMNS = ["sentiment", "product_category", "review_body", "age"]
 
@@ -44,7 +48,7 @@ def category_sentiment_counts(reviews: pd.DataFrame) -> pd.DataFrame:
 
 
 def word_counts(reviews: pd.DataFrame) -> pd.Series:
-    return reviews["review_body"].dropna().str.count(WORD)
+    return reviews["review_body"].dropna().map(lambda text: len(text.translate(_NOT_A_SEPARATOR).split()))
 
 
 def word_count_stats(reviews: pd.DataFrame) -> pd.DataFrame:
@@ -91,6 +95,18 @@ REVIEW_QUERIES: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
     "word_count_stats": word_count_stats,
     "word_count_histogram": word_count_histogram,
 }
+
+
+def comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    """NULLs as None and numbers as float64, so a DuckDB result and its pandas twin compare by value
+    (pd.testing.assert_frame_equal) whatever dtypes each side chose."""
+    out = frame.copy()
+    for column in out.columns:
+        if pd.api.types.is_numeric_dtype(out[column]):
+            out[column] = out[column].astype("float64")
+        else:
+            out[column] = out[column].astype(object).where(out[column].notna(), None)
+    return out
 
 
 def run_all(reviews: pd.DataFrame, rejects: pd.DataFrame | None, edges: Sequence[int]) -> dict[str, pd.DataFrame]:
