@@ -97,7 +97,7 @@ def test_inference_code_imports_nothing_from_reviewpipe() -> None:
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert imported <= {"__future__", "json", "os", "typing", "numpy", "joblib", "torch", "transformers",
-                        "onnxruntime", "tempfile"}
+                        "onnxruntime", "tempfile", "threading"}
 
 
 def test_tarball_runs_where_reviewpipe_cannot_be_imported(tmp_path: Path) -> None:
@@ -177,6 +177,24 @@ def test_long_texts_are_truncated_not_rejected(tmp_path: Path) -> None:
     np.testing.assert_allclose(probs[0], probs[1], atol=1e-6)  # both cut to the same 64 tokens
 
 
+def test_forward_passes_group_similar_lengths(tmp_path: Path) -> None:
+    art = tiny_artifacts()
+    model = inference.model_fn(str(package.unpack_package(art["bert_tar"], tmp_path / "h")))
+    model.batch_size = 4
+    lengths = [10, 11, 12, 50, 52, 9, 10, 10, 10, 10, 200]
+    chunks = model.chunks(lengths)
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(lengths)))
+    for chunk in chunks:
+        sizes = [lengths[i] for i in chunk]
+        assert len(chunk) <= 4 and len(chunk) * max(sizes) <= 1.15 * sum(sizes)
+    assert [3, 4] in chunks and [10] in chunks  # long reviews never pad the short ones
+    # batched (grouped, padded) predictions equal one-by-one predictions
+    texts = ["short", "a much longer review about the fit and the fabric of this dress", "ok"] * 3
+    together = model.predict_proba(texts)
+    alone = np.vstack([model.predict_proba([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
 def test_int8_quantisation_replaces_linear_layers_and_stays_close(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     art = tiny_artifacts()
@@ -187,6 +205,20 @@ def test_int8_quantisation_replaces_linear_layers_and_stays_close(tmp_path: Path
     quantized = inference.model_fn(model_dir)
     assert any("quantized" in type(m).__module__ for m in quantized.model.modules())
     np.testing.assert_allclose(quantized.predict_proba(texts), reference, atol=0.05)
+
+
+def test_onnx_backend_matches_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    art = tiny_artifacts()
+    model_dir = str(package.unpack_package(art["bert_tar"], tmp_path / "h"))
+    texts = ["love this dress", "awful fabric, returned it", "fine " * 200]
+    reference = inference.model_fn(model_dir).predict_proba(texts)
+    monkeypatch.setenv("REVIEWPIPE_BACKEND", "onnx")
+    onnx_model = inference.model_fn(model_dir)
+    assert (tmp_path / "h" / "onnx" / "model.onnx").exists()  # exported once, cached beside the model
+    np.testing.assert_allclose(onnx_model.predict_proba(texts), reference, atol=1e-4)
+    monkeypatch.setenv("REVIEWPIPE_QUANTIZE", "int8")
+    np.testing.assert_allclose(inference.model_fn(model_dir).predict_proba(texts), reference, atol=0.05)
 
 
 def test_unpack_rejects_what_is_not_a_package(tmp_path: Path) -> None:

@@ -21,11 +21,15 @@ _STOP = object()
 
 
 class MicroBatcher:
-    """One worker thread running `run_batch(items) -> results` (same length, same order)."""
+    """Worker threads running `run_batch(items) -> results` (same length, same order).
+
+    Several workers let several batches run at once (torch releases the GIL), which uses all
+    cores without large intra-op thread teams, the robust choice on a shared CPU.
+    """
 
     def __init__(self, run_batch: Callable[[list[Any]], list[Any]], max_batch_size: int = 32,
                  max_wait_ms: float = 5.0, name: str = "batcher",
-                 on_batch: Callable[[int, int], None] | None = None) -> None:
+                 on_batch: Callable[[int, int], None] | None = None, workers: int = 1) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.run_batch = run_batch
@@ -33,12 +37,13 @@ class MicroBatcher:
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self.on_batch = on_batch  # (requests, reviews) per model call, for metrics
         self._queue: queue.Queue[Any] = queue.Queue()
-        self._carry: tuple[Any, int, Future] | None = None
         self._closed = False
         self._announced = 0
         self._announced_lock = threading.Lock()
-        self._worker = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._worker.start()
+        self._workers = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
+                         for i in range(max(1, workers))]
+        for worker in self._workers:
+            worker.start()
 
     def announce(self) -> None:
         """A request is on its way (headers read, body not yet parsed): worth waiting for."""
@@ -63,18 +68,19 @@ class MicroBatcher:
     def close(self, timeout: float | None = None) -> None:
         """Finish everything already queued, then stop the worker."""
         self._closed = True
-        self._queue.put(_STOP)
-        self._worker.join(timeout)
+        for _ in self._workers:
+            self._queue.put(_STOP)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _next(self, timeout: float | None) -> Any:
-        if self._carry is not None:
-            entry, self._carry = self._carry, None
-            return entry
         return self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
 
     def _loop(self) -> None:
+        carry = None  # a request too big for the last batch starts this worker's next one
         while True:
-            first = self._next(None)
+            first, carry = (carry, None) if carry is not None else (self._next(None), None)
             if first is _STOP:
                 break
             batch, total, stop_seen = [first], first[1], False
@@ -95,7 +101,7 @@ class MicroBatcher:
                     stop_seen = True
                     break
                 if total + entry[1] > self.max_batch_size:
-                    self._carry = entry  # starts the next batch
+                    carry = entry
                     break
                 batch.append(entry)
                 total += entry[1]
@@ -107,8 +113,10 @@ class MicroBatcher:
                 entry = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if entry is not _STOP:
-                self._run([entry], entry[1])
+            if entry is _STOP:  # another worker's marker
+                self._queue.put(entry)
+                break
+            self._run([entry], entry[1])
 
     def _run(self, batch: list[tuple[Any, int, Future]], total: int) -> None:
         live = [entry for entry in batch if entry[2].set_running_or_notify_cancel()]

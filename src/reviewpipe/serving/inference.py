@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,7 @@ SKLEARN_FILE = "model.joblib"
 # Characters kept before tokenising: far more than any token limit needs (a word piece spans at
 # most ~100 characters), but it bounds tokenizer time for a multi-megabyte "review".
 _CHARS_PER_TOKEN_BOUND = 100
+MAX_PADDING_WASTE = 0.15  # share of padded tokens a forward pass may carry
 
 
 class RequestError(ValueError):
@@ -103,6 +105,8 @@ class HFModel(_Model):
             torch.set_num_threads(threads)
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        # A fast tokenizer's padding/truncation state is mutated per call: one caller at a time.
+        self.tokenizer_lock = threading.Lock()
         model = AutoModelForSequenceClassification.from_pretrained(model_dir)
         model.eval()
         config = model.config
@@ -128,30 +132,58 @@ class HFModel(_Model):
             model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         self.model = model
 
-    def _logits(self, texts: list[str]) -> np.ndarray:
+    def _encode(self, texts: list[str]) -> dict[str, list[list[int]]]:
+        """Token ids per text, truncated to the model's limit, not padded."""
+        with self.tokenizer_lock:
+            return dict(self.tokenizer(texts, truncation=True, max_length=self.max_length))
+
+    def _pad(self, encoded: dict[str, list[list[int]]], rows: list[int]) -> dict[str, np.ndarray]:
+        width = max(len(encoded["input_ids"][i]) for i in rows)
+        pad_id = self.tokenizer.pad_token_id or 0
+        batch = {}
+        for key, values in encoded.items():
+            array = np.full((len(rows), width), pad_id if key == "input_ids" else 0, dtype=np.int64)
+            for r, i in enumerate(rows):
+                array[r, :len(values[i])] = values[i]
+            batch[key] = array
+        return batch
+
+    def _logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         if self.onnx_session is not None:
-            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="np")
             wanted = {i.name for i in self.onnx_session.get_inputs()}
-            feed = {k: v.astype(np.int64) for k, v in enc.items() if k in wanted}
-            return self.onnx_session.run(["logits"], feed)[0]
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
+            return self.onnx_session.run(["logits"], {k: v for k, v in batch.items() if k in wanted})[0]
         with self.torch.inference_mode():
-            return self.model(**enc).logits.float().numpy()
+            tensors = {k: self.torch.from_numpy(v) for k, v in batch.items()}
+            return self.model(**tensors).logits.float().numpy()
+
+    def chunks(self, lengths: list[int]) -> list[list[int]]:
+        """Rows grouped for forward passes: sorted by token length, at most batch_size each, and
+        cut wherever padding would waste more than MAX_PADDING_WASTE of the compute (on CPU a
+        padded token costs as much as a real one, and outweighs what batching saves)."""
+        out: list[list[int]] = []
+        current: list[int] = []
+        real = 0
+        for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+            padded = (len(current) + 1) * lengths[i]  # sorted: the newcomer is the longest
+            if current and (len(current) >= self.batch_size
+                            or padded > (1 + MAX_PADDING_WASTE) * (real + lengths[i])):
+                out.append(current)
+                current, real = [], 0
+            current.append(i)
+            real += lengths[i]
+        if current:
+            out.append(current)
+        return out
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         limit = self.max_length * _CHARS_PER_TOKEN_BOUND
-        texts = [t[:limit] for t in texts]
-        # Sort by length so each forward pass pads to similar lengths; restore order after.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        encoded = self._encode([t[:limit] for t in texts])
         out = np.empty((len(texts), len(self.labels)), dtype=np.float64)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            logits = self._logits([texts[i] for i in idx]).astype(np.float64)
+        for rows in self.chunks([len(ids) for ids in encoded["input_ids"]]):
+            logits = self._logits(self._pad(encoded, rows)).astype(np.float64)
             logits -= logits.max(axis=1, keepdims=True)
             probs = np.exp(logits)
-            out[idx] = probs / probs.sum(axis=1, keepdims=True)
+            out[rows] = probs / probs.sum(axis=1, keepdims=True)
         return out
 
 
@@ -196,6 +228,8 @@ def _onnx_session(model: Any, tokenizer: Any, model_dir: str, int8: bool) -> Any
             quantize_dynamic(fp32_path, path + ".tmp", weight_type=QuantType.QInt8)
             os.replace(path + ".tmp", path)
     options = ort.SessionOptions()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-waiting on shared CPUs
     threads = int(_env("REVIEWPIPE_NUM_THREADS", "0") or 0)
     if threads > 0:
         options.intra_op_num_threads = threads

@@ -48,7 +48,8 @@ class ServeSettings:
     max_payload_bytes: int = 6 * 1024 * 1024
     quantize: str = "none"
     backend: str = "torch"
-    num_threads: int = 0
+    num_threads: int = 1
+    workers: int = 2
     drain_timeout_s: float = 30.0
     idle_timeout_s: float = 60.0
 
@@ -136,7 +137,7 @@ class Variant:
         self.module = module
         self.model = module.model_fn(str(self.model_dir))
         self.batcher = MicroBatcher(self._run_batch, self.settings.max_batch_size, self.settings.max_wait_ms,
-                                    name=f"batcher-{self.name}",
+                                    name=f"batcher-{self.name}", workers=self.settings.workers,
                                     on_batch=lambda n, size: self.metrics.batch(self.name, n, size))
         self.ready = True
 
