@@ -55,6 +55,20 @@ def test_gate_errors_name_the_problem() -> None:
         registry.evaluate_gate(METRICS, FAIRNESS, "macro_f1", 0.5, 0.5, candidates=["xgb"])
 
 
+def test_largest_gap_reads_the_evaluate_stage_layout() -> None:
+    feature = {"groups": {"Dresses": {"rows": 40, "accuracy": 0.9}, "Tops": {"rows": 30, "accuracy": 0.7}},
+               "overall": {"accuracy": 0.8}, "groups_below_min_rows": [],
+               "gaps": {"accuracy": 0.2, "macro_f1": 0.25},
+               "largest_gap": {"metric": "macro_f1", "value": 0.25, "lowest_group": "Tops", "highest_group": "Dresses"}}
+    fairness = {"features": ["product_category"], "min_group_rows": 1, "models": {"bert": {
+        "product_category": feature,
+        "largest_gap": {"feature": "product_category", "metric": "macro_f1", "value": 0.25,
+                        "lowest_group": "Tops", "highest_group": "Dresses"}}}}
+    assert registry.largest_gap(fairness, "bert") == pytest.approx(0.25)
+    decision = registry.evaluate_gate(METRICS, fairness, "macro_f1", 0.6, 0.2, candidates=["bert"])
+    assert not decision.passed and "0.2500 exceeds" in decision.reasons[0]
+
+
 def test_largest_gap_reads_a_flat_metric_to_gap_section() -> None:
     assert registry.largest_gap({"bert": {"accuracy": 0.03, "macro_f1": 0.07}}, "bert") == pytest.approx(0.07)
     assert registry.largest_gap({"bert": {"accuracy": 0.03}}, "baseline") is None

@@ -72,16 +72,21 @@ def choose_champion(models: dict[str, dict[str, Any]], metric: str,
 def largest_gap(fairness: dict[str, Any], model: str) -> float | None:
     """The largest between-group gap recorded for `model` (None when fairness says nothing about it).
 
-    Accepts `{"models": {name: ...}}` or `{name: ...}`. Inside a model's section, numbers under any
-    key containing "gap" count (e.g. {"product_category": {"largest_gap": {"accuracy": 0.1}}});
-    when no key mentions a gap, the section itself is read as {metric: gap}.
+    Reads the evaluate stage's fairness.json: `{"models": {name: {"largest_gap": {"value": ...},
+    <feature>: {"gaps": {metric: gap}, ...}}}}`. Other layouts work too: without a model-level
+    `largest_gap.value`, numbers under any key containing "gap" count; when no key mentions a gap,
+    the model's section itself is read as {metric: gap}.
     """
     section = fairness.get("models", fairness)
-    if not isinstance(section, dict) or model not in section:
+    if not isinstance(section, dict) or not isinstance(section.get(model), dict):
         return None
-    gaps = list(_numbers(section[model], counted=False))
+    report = section[model]
+    stated = report.get("largest_gap")
+    if isinstance(stated, dict) and isinstance(stated.get("value"), int | float):
+        return float(stated["value"])
+    gaps = list(_numbers(report, counted=False))
     if not gaps:
-        gaps = list(_numbers(section[model], counted=True))
+        gaps = list(_numbers(report, counted=True))
     return max(gaps) if gaps else None
 
 
