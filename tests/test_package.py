@@ -97,7 +97,8 @@ def test_inference_code_imports_nothing_from_reviewpipe() -> None:
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert imported <= {"__future__", "json", "os", "typing", "numpy", "joblib", "torch", "transformers",
-                        "onnxruntime", "tempfile", "threading"}
+                        "onnxruntime", "tempfile", "threading",
+                        "logging", "warnings"}
 
 
 def test_tarball_runs_where_reviewpipe_cannot_be_imported(tmp_path: Path) -> None:

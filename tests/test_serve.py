@@ -200,7 +200,6 @@ def test_concurrent_requests_share_model_calls(server: ModelServer) -> None:
     assert reviews == 12 and calls < 12  # micro-batching merged some of them
 
 
-@pytest.mark.slow
 def test_load_8_clients_x_200_requests_without_errors(server: ModelServer) -> None:
     def client(worker: int) -> Counter:
         host, port = server.url.removeprefix("http://").split(":")

@@ -24,8 +24,10 @@ Settings come from the environment, as a SageMaker endpoint's Environment would 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -216,8 +218,10 @@ def _onnx_session(model: Any, tokenizer: Any, model_dir: str, int8: bool) -> Any
             def forward(self, *args: Any) -> Any:
                 return self.inner(**dict(zip(names, args, strict=True))).logits
 
-        torch.onnx.export(_Logits(model), tuple(sample[k] for k in names), tmp_path, input_names=names,
-                          output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
+        with warnings.catch_warnings():  # tracer warnings about Python control flow: expected here
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_Logits(model), tuple(sample[k] for k in names), tmp_path, input_names=names,
+                              output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
         os.replace(tmp_path, fp32_path)
     path = fp32_path
     if int8:
@@ -225,7 +229,13 @@ def _onnx_session(model: Any, tokenizer: Any, model_dir: str, int8: bool) -> Any
         if not os.path.exists(path):
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(fp32_path, path + ".tmp", weight_type=QuantType.QInt8)
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(max(level, logging.WARNING))  # the quantizer logs every tensor at INFO
+            try:
+                quantize_dynamic(fp32_path, path + ".tmp", weight_type=QuantType.QInt8)
+            finally:
+                root.setLevel(level)
             os.replace(path + ".tmp", path)
     options = ort.SessionOptions()
     options.inter_op_num_threads = 1
