@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-payload-bytes", type=int, help="request size limit (serve.max_payload_bytes)")
     parser.add_argument("--quantize", choices=["none", "int8"], help="dynamic int8 on CPU (serve.quantize)")
     parser.add_argument("--backend", choices=["torch", "onnx"], help="torch or ONNX Runtime (serve.backend)")
-    parser.add_argument("--num-threads", type=int, help="torch threads (serve.num_threads; 0: default)")
+    parser.add_argument("--num-threads", type=int, help="threads per model call (serve.num_threads; 0: default)")
+    parser.add_argument("--workers", type=int, help="model calls at once (serve.workers)")
     parser.add_argument("--params", default="params.yaml", help="params file with a `serve` section, if present")
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG logs every request)")
 
@@ -41,7 +42,7 @@ def settings_from(args: argparse.Namespace) -> ServeSettings:
     return ServeSettings.from_mapping(
         section, host=args.host, port=args.port, max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms, max_payload_bytes=args.max_payload_bytes, quantize=args.quantize,
-        backend=args.backend, num_threads=args.num_threads)
+        backend=args.backend, num_threads=args.num_threads, workers=args.workers)
 
 
 def run(args: argparse.Namespace) -> int:
