@@ -169,6 +169,26 @@ def test_predict_and_output_for_both_kinds(tmp_path: Path) -> None:
         TRAIN_LABELS[:3]
 
 
+def test_sklearn_pipelines_fit_on_class_ids_map_to_labels(tmp_path: Path) -> None:
+    import joblib
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    ids = [i + 1 for i in TRAIN_LABELS]  # 0/1/2, as the baseline stage trains
+    joblib.dump(make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(TRAIN_TEXTS, ids), tmp_path / "m.joblib")
+    package.build_package(tmp_path / "m.joblib", tmp_path / "b.tar.gz", model_name="baseline")
+    model = inference.model_fn(str(package.unpack_package(tmp_path / "b.tar.gz", tmp_path / "u")))
+    assert [r["label"] for r in inference.predict_fn({"texts": TRAIN_TEXTS[:3]}, model)["predictions"]] == \
+        TRAIN_LABELS[:3]
+    two_classes = [i for i in ids if i != 2]  # a class unseen in training gets probability 0
+    texts = [t for t, i in zip(TRAIN_TEXTS, ids, strict=True) if i != 2]
+    joblib.dump(make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, two_classes), tmp_path / "m.joblib")
+    model = inference.SklearnModel(str(tmp_path / "m.joblib"))
+    probs = model.predict_proba(["love this dress, great fit", "awful fabric"])
+    assert probs.shape == (2, 3) and (probs[:, 2] == 0).all() and probs[1].argmax() == 0
+
+
 def test_long_texts_are_truncated_not_rejected(tmp_path: Path) -> None:
     art = tiny_artifacts()
     model = inference.model_fn(str(package.unpack_package(art["bert_tar"], tmp_path / "h")))

@@ -85,12 +85,16 @@ class SklearnModel(_Model):
 
         self.pipeline = joblib.load(path)
         classes = [int(c) for c in getattr(self.pipeline, "classes_", range(len(LABELS)))]
-        # Reorder columns to LABELS whether the pipeline was fit on labels (-1/0/1) or ids (0/1/2).
-        as_labels = [c if set(classes) <= set(LABELS) else LABELS[c] for c in classes]
-        self.columns = [as_labels.index(label) for label in LABELS]
+        # Fit on class ids (0/1/2, reviewpipe's baseline) or on labels (-1/0/1, recognised by -1):
+        # column j of predict_proba goes to its label's position; classes unseen in training stay 0.
+        as_labels = classes if -1 in classes else [LABELS[c] for c in classes]
+        self.positions = [LABELS.index(label) for label in as_labels]
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(self.pipeline.predict_proba(texts), dtype=np.float64)[:, self.columns]
+        raw = np.asarray(self.pipeline.predict_proba(texts), dtype=np.float64)
+        out = np.zeros((raw.shape[0], len(LABELS)), dtype=np.float64)
+        out[:, self.positions] = raw
+        return out
 
 
 class HFModel(_Model):
