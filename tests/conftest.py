@@ -105,3 +105,58 @@ def run_data_stages(workdir: Path, raw: Path | None = None, stages: tuple[str, .
 def synthetic_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A working directory where ingest → catalog ran on synthetic data (params.yaml inside)."""
     return run_data_stages(tmp_path_factory.mktemp("synthetic_catalog"))
+
+
+# ---- models, evaluation, explain (issue 4): tiny prepared splits with sentiment vocabulary ----
+SENTIMENT_WORDS = {
+    -1: ["awful", "cheap", "returned", "itchy", "ripped", "disappointed", "poor", "tight"],
+    0: ["okay", "average", "fine", "decent", "mixed", "alright", "so-so", "ordinary"],
+    1: ["superb", "love", "gorgeous", "perfect", "soft", "flattering", "beautiful", "comfy"],
+}
+FILLER_WORDS = ["dress", "top", "fabric", "size", "color", "wore", "ordered", "the", "this", "and", "with", "it"]
+
+
+def make_prepared_frame(rows: int, seed: int = 0, signal: float = 0.3) -> pd.DataFrame:  # noqa: F821
+    """Prepared-contract rows: each review mixes words of its own sentiment (share `signal`) with filler;
+    `superb` appears in positive reviews only (a planted word for explanation tests)."""
+    import numpy as np
+    import pandas as pd
+
+    from reviewpipe.prep.bands import age_band
+
+    rng = np.random.default_rng(seed)
+    sentiment = np.resize(np.array([-1, 0, 1]), rows)
+    rng.shuffle(sentiment)
+    texts = []
+    for s in sentiment:
+        words = [str(rng.choice(SENTIMENT_WORDS[s])) if rng.random() < signal else str(rng.choice(FILLER_WORDS))
+                 for _ in range(int(rng.integers(5, 10)))]
+        if s == 1 and rng.random() < 0.5:
+            words.insert(int(rng.integers(0, len(words))), "superb")
+        texts.append(" ".join(words).capitalize() + ".")
+    ages = pd.Series(rng.integers(18, 80, rows))
+    categories = rng.choice(["Dresses", "Knits", "Pants"], size=rows)
+    return pd.DataFrame({
+        "review_id": np.arange(rows),
+        "review_body": texts,
+        "product_category": categories,
+        "division_name": rng.choice(["General", "General Petite"], size=rows),
+        "department_name": np.where(categories == "Pants", "Bottoms", np.where(categories == "Knits", "Tops", "Dresses")),
+        "age": ages,
+        "age_band": age_band(ages, [0, 25, 35, 45, 55, 65, 200]),
+        "sentiment": sentiment,
+        "label_id": sentiment + 1,
+    })
+
+
+@pytest.fixture
+def prepared_splits(tmp_path: Path) -> Path:
+    """data/prepared/{train,validation,test}.parquet + class_weights.json under tmp_path (which it returns)."""
+    import json
+
+    out = tmp_path / "data" / "prepared"
+    out.mkdir(parents=True)
+    for i, (name, rows) in enumerate((("train", 300), ("validation", 60), ("test", 90))):
+        make_prepared_frame(rows, seed=i).assign(split_type=name).to_parquet(out / f"{name}.parquet", index=False)
+    (out / "class_weights.json").write_text(json.dumps({"-1": 1.0, "0": 1.0, "1": 1.0}))
+    return tmp_path

@@ -1,0 +1,144 @@
+"""AutoML (SageMaker Autopilot, locally): AutoGluon's TabularPredictor on review text + category.
+
+The review text becomes AutoGluon's bag-of-n-grams and text statistics features (no neural text
+models, nothing downloaded); gradient-boosted trees (LightGBM, CatBoost, XGBoost) and a linear
+model compete on them, and a weighted ensemble may combine them. The leaderboard is the
+"candidates" view.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reviewpipe import SENTIMENTS
+from reviewpipe.errors import ReviewpipeError
+
+LABEL = "sentiment"
+TEXT = "review_body"
+CATEGORY = "product_category"
+FEATURES: tuple[str, ...] = (TEXT, CATEGORY)
+# AutoGluon's names for the model families a user may list in automl.model_types.
+KNOWN_MODEL_TYPES: tuple[str, ...] = ("GBM", "CAT", "XGB", "LR", "RF", "XT", "KNN", "NN_TORCH", "FASTAI")
+
+
+def to_features(texts: Sequence[str], categories: Sequence[str] | None = None) -> pd.DataFrame:
+    """The frame AutoGluon sees: text as object strings (so it is detected as text), category as category."""
+    frame = pd.DataFrame({TEXT: pd.Series(list(texts), dtype="object").fillna("").astype(str).astype(object)})
+    values = [None] * len(frame) if categories is None else list(categories)
+    frame[CATEGORY] = pd.Series(values, dtype="object").astype("category")
+    return frame
+
+
+def training_frame(split: pd.DataFrame) -> pd.DataFrame:
+    """Features + label from a prepared split."""
+    missing = [c for c in (*FEATURES, LABEL) if c not in split.columns]
+    if missing:
+        raise ReviewpipeError(f"the prepared split lacks columns {missing}; rerun `reviewpipe stage prepare`.")
+    frame = to_features(split[TEXT].tolist(), split[CATEGORY].astype(str).tolist())
+    frame[LABEL] = split[LABEL].astype(int).to_numpy()
+    return frame
+
+
+def feature_generator(cfg: Mapping[str, Any]) -> Any:
+    """AutoGluon's default pipeline with our n-gram vectorizer; raw-text (neural) features stay off."""
+    from autogluon.features.generators import AutoMLPipelineFeatureGenerator
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    ngram = cfg.get("ngram", {}) or {}
+    vectorizer = CountVectorizer(
+        min_df=int(ngram.get("min_df", 30)),
+        ngram_range=tuple(ngram.get("ngram_range", (1, 3))),
+        max_features=int(ngram.get("max_features", 10000)),
+        dtype=np.uint8,
+    )
+    return AutoMLPipelineFeatureGenerator(
+        enable_text_ngram_features=True, enable_text_special_features=True,
+        enable_raw_text_features=False, enable_vision_features=False, vectorizer=vectorizer, verbosity=0,
+    )
+
+
+def model_hyperparameters(model_types: Sequence[str]) -> dict[str, Any]:
+    """{type: {}} for each requested family: AutoGluon's default settings of that model."""
+    unknown = [t for t in model_types if t not in KNOWN_MODEL_TYPES]
+    if unknown or not model_types:
+        raise ReviewpipeError(
+            f"automl.model_types {list(model_types)} must be a non-empty subset of {list(KNOWN_MODEL_TYPES)}.")
+    return {t: {} for t in model_types}
+
+
+def train_automl(train: pd.DataFrame, validation: pd.DataFrame | None, cfg: Mapping[str, Any],
+                 path: str) -> Any:
+    """Fit a TabularPredictor at `path` (a fresh directory) on prepared splits; returns it."""
+    from autogluon.tabular import TabularPredictor
+
+    predictor = TabularPredictor(
+        label=LABEL, problem_type="multiclass", eval_metric=cfg.get("eval_metric", "accuracy"), path=path,
+        verbosity=int(cfg.get("verbosity", 1)),
+    )
+    num_cpus = cfg.get("num_cpus", "auto")
+    predictor.fit(
+        training_frame(train),
+        tuning_data=None if validation is None else training_frame(validation),
+        time_limit=cfg.get("time_limit"),
+        presets=cfg.get("presets", "medium_quality"),
+        hyperparameters=model_hyperparameters(list(cfg.get("model_types", ("GBM", "CAT", "XGB", "LR")))),
+        feature_generator=feature_generator(cfg),
+        num_cpus=num_cpus if num_cpus is not None else "auto",
+        num_gpus=0,
+    )
+    return predictor
+
+
+def leaderboard(predictor: Any) -> pd.DataFrame:
+    """Every trained candidate, best validation score first."""
+    board = predictor.leaderboard(silent=True)
+    return board.sort_values("score_val", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def keep_best_only(predictor: Any) -> None:
+    """Drop every model the best one does not need (the leaderboard CSV keeps their record)."""
+    predictor.delete_models(models_to_keep="best", dry_run=False)
+    predictor.save_space()
+
+
+def leaderboard_plot(board: pd.DataFrame, metric: str = "accuracy") -> bytes:
+    """PNG: one bar per candidate, its validation score."""
+    import matplotlib.pyplot as plt
+
+    from reviewpipe.evaluation.figures import figure_png
+
+    ordered = board.sort_values("score_val", kind="stable")
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(ordered) + 1.2))
+    ax.barh(ordered["model"], ordered["score_val"], color="#4C72B0")
+    for y, value in enumerate(ordered["score_val"]):
+        ax.text(value, y, f" {value:.3f}", va="center", fontsize=8)
+    low = float(ordered["score_val"].min())
+    ax.set_xlim(max(0.0, low - 0.1), min(1.0, float(ordered["score_val"].max()) + 0.08))
+    ax.set_xlabel(f"validation {metric}")
+    ax.set_title("AutoML candidates (AutoGluon leaderboard)")
+    return figure_png(fig, dpi=110)
+
+
+def load_automl(path: str) -> Any:
+    from autogluon.tabular import TabularPredictor
+
+    logging.getLogger("autogluon").setLevel(logging.WARNING)
+    return TabularPredictor.load(path, verbosity=0, require_py_version_match=False,
+                                 require_version_match=False)
+
+
+def predict_proba(predictor: Any, texts: Sequence[str], categories: Sequence[str] | None = None) -> np.ndarray:
+    """(n, 3) probabilities in SENTIMENTS order (zero for a class AutoGluon never saw)."""
+    if len(texts) == 0:
+        return np.zeros((0, len(SENTIMENTS)))
+    raw = predictor.predict_proba(to_features(texts, categories), as_pandas=True)
+    columns = {int(c): c for c in raw.columns}
+    return np.column_stack([
+        raw[columns[s]].to_numpy(dtype=np.float64) if s in columns else np.zeros(len(raw))
+        for s in SENTIMENTS
+    ])

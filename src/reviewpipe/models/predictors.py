@@ -1,0 +1,116 @@
+"""One predictor interface over the three model kinds (baseline, automl, bert).
+
+`load_predictor(kind, path).predict_proba(texts, categories=None)` -> (n, 3) probabilities in
+class order -1, 0, 1 (`reviewpipe.SENTIMENTS`). Each kind's library is imported only when that
+kind is loaded, so serving the baseline never imports torch or AutoGluon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from reviewpipe import SENTIMENTS, storage
+from reviewpipe.errors import ReviewpipeError
+
+
+class Predictor(Protocol):
+    kind: str
+
+    def predict_proba(self, texts: Sequence[str], categories: Sequence[str] | None = None) -> np.ndarray: ...
+
+
+def _texts(texts: Sequence[Any]) -> list[str]:
+    return ["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in texts]
+
+
+class BaselinePredictor:
+    """The TF-IDF pipeline (one joblib file); product categories are not used."""
+
+    kind = "baseline"
+
+    def __init__(self, path: str | Path) -> None:
+        from reviewpipe.models.baseline import load_model
+
+        self.path = Path(path)
+        self.model = load_model(str(path))
+
+    def predict_proba(self, texts: Sequence[str], categories: Sequence[str] | None = None) -> np.ndarray:
+        from reviewpipe.models.baseline import predict_proba
+
+        return predict_proba(self.model, _texts(texts))
+
+
+class AutoMLPredictor:
+    """An AutoGluon TabularPredictor directory; the best model (or the ensemble) predicts."""
+
+    kind = "automl"
+
+    def __init__(self, path: str | Path) -> None:
+        from reviewpipe.models.automl import load_automl
+
+        self.path = Path(path)
+        self.predictor = load_automl(str(path))
+
+    def predict_proba(self, texts: Sequence[str], categories: Sequence[str] | None = None) -> np.ndarray:
+        from reviewpipe.models.automl import predict_proba
+
+        return predict_proba(self.predictor, _texts(texts), None if categories is None else list(categories))
+
+
+class BertAdapter:
+    """`reviewpipe.models.bert.predict.BertPredictor` behind the common interface."""
+
+    kind = "bert"
+
+    def __init__(self, path: str | Path) -> None:
+        from reviewpipe.models.bert.predict import BertPredictor
+
+        self.path = Path(path)
+        self.bert = BertPredictor(path)
+        self.tokenizer = self.bert.tokenizer  # the SHAP Text masker splits text with it
+
+    def predict_proba(self, texts: Sequence[str], categories: Sequence[str] | None = None) -> np.ndarray:
+        return np.asarray(self.bert.predict_proba(_texts(texts)), dtype=np.float64)
+
+
+LOADERS: dict[str, Callable[[str | Path], Predictor]] = {
+    "baseline": BaselinePredictor,
+    "automl": AutoMLPredictor,
+    "bert": BertAdapter,
+}
+
+
+def load_predictor(kind: str, path: str | Path) -> Predictor:
+    """The model at `path` behind `predict_proba(texts, categories=None) -> (n, 3)`."""
+    if kind not in LOADERS:
+        raise ReviewpipeError(f"unknown model kind {kind!r}; expected one of {sorted(LOADERS)}.")
+    if not Path(path).exists():
+        raise ReviewpipeError(f"no {kind} model at {path}; train it with `dvc repro {kind}` "
+                              f"(or `reviewpipe stage {kind}`) or fix the configured path.")
+    return LOADERS[kind](path)
+
+
+def predict_labels(predictor: Predictor, texts: Sequence[str],
+                   categories: Sequence[str] | None = None) -> np.ndarray:
+    """Sentiment labels (-1/0/1) with the highest probability."""
+    return np.asarray(SENTIMENTS)[predictor.predict_proba(texts, categories).argmax(axis=1)]
+
+
+def configured_models(cfg: Mapping[str, Any], section_name: str = "evaluate") -> dict[str, str]:
+    """{model: path} for the models listed in `<section>.models`, each with a path that exists."""
+    models = list(cfg.get("models") or [])
+    paths = dict(cfg.get("model_paths") or {})
+    if not models:
+        raise ReviewpipeError(f"{section_name}.models is empty; list at least one of {sorted(paths)}.")
+    unknown = [m for m in models if m not in paths]
+    if unknown:
+        raise ReviewpipeError(f"{section_name}.models lists {unknown} without a path in "
+                              f"{section_name}.model_paths ({sorted(paths)}).")
+    for name in models:
+        storage.require_exists(paths[name], f"the {name} model", f"Train it with `dvc repro {name}`, or drop "
+                               f"{name!r} from {section_name}.models.")
+    return {name: str(paths[name]) for name in models}

@@ -1,0 +1,54 @@
+"""Stage `automl`: AutoGluon's search over gradient-boosted trees and a linear model.
+
+Writes the predictor directory (`automl.model_dir`), the candidates view
+(`{report_dir}/leaderboard.csv`, `leaderboard.png`) and validation metrics (`automl.metrics_path`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from omegaconf import DictConfig
+
+from reviewpipe import storage
+from reviewpipe.config import section, to_dict
+from reviewpipe.models.automl import keep_best_only, leaderboard, leaderboard_plot, train_automl
+from reviewpipe.models.splits import prepared_dir, read_split
+from reviewpipe.storage import StorageOptions
+
+
+def main(params: DictConfig) -> None:
+    cfg = to_dict(section(params, "automl"))
+    options = StorageOptions.from_params(params.get("storage"))
+    data_dir = prepared_dir(params)
+    train = read_split(data_dir, "train", options, required=("review_body", "product_category", "sentiment"))
+    validation = read_split(data_dir, "validation", options,
+                            required=("review_body", "product_category", "sentiment"))
+
+    model_dir, report_dir = cfg["model_dir"], cfg["report_dir"]
+    shutil.rmtree(model_dir, ignore_errors=True)  # AutoGluon refuses to overwrite a previous run
+    started = time.perf_counter()
+    predictor = train_automl(train, validation, cfg, model_dir)
+    seconds = time.perf_counter() - started
+
+    board = leaderboard(predictor)
+    os.makedirs(report_dir, exist_ok=True)
+    board.to_csv(os.path.join(report_dir, "leaderboard.csv"), index=False)
+    with open(os.path.join(report_dir, "leaderboard.png"), "wb") as f:
+        f.write(leaderboard_plot(board, cfg.get("eval_metric", "accuracy")))
+    best = str(predictor.model_best)
+    if cfg.get("keep_best_only", True):
+        keep_best_only(predictor)
+
+    metrics = {
+        "best_model": best,
+        "validation": {cfg.get("eval_metric", "accuracy"): float(board.loc[board["model"] == best, "score_val"].iloc[0])},
+        "candidates": int(len(board)),
+        "fit_seconds": round(seconds, 1),
+        "train_rows": int(len(train)),
+    }
+    storage.write_json(cfg["metrics_path"], metrics)
+    print(f"automl: {len(board)} candidates in {seconds:.0f}s; best {best} "
+          f"validation {metrics['validation']} -> {model_dir}")

@@ -1,0 +1,168 @@
+"""SHAP explanations: planted sentiment words surface, attributions add up, the page is self-contained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from reviewpipe.errors import ReviewpipeError
+from reviewpipe.evaluation.explain import (
+    attribute_to_words,
+    explain_baseline_reviews,
+    global_importance,
+    linear_explainer,
+    partition_explanations,
+    render_html,
+)
+from reviewpipe.models.baseline import predict_proba, save_model, train_baseline
+from tests.conftest import make_prepared_frame
+
+CFG = {"word": {"ngram_range": [1, 2], "min_df": 1}, "char": {"ngram_range": [2, 4], "min_df": 1},
+       "classifier": {"C": 1.0}}
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple:
+    train = make_prepared_frame(300, seed=1)
+    model = train_baseline(train, CFG)
+    return model, linear_explainer(model, train["review_body"].tolist()[:100])
+
+
+def test_global_importance_ranks_the_planted_word_for_positive(trained: tuple) -> None:
+    model, explainer = trained
+    texts = make_prepared_frame(60, seed=2)["review_body"].tolist()
+    top = global_importance(explainer, model, texts, top_k=5, analyzer="word")
+    positive = {t["feature"]: t for t in top["positive"]}
+    assert "superb" in positive, list(positive)
+    assert positive["superb"]["mean_shap_present"] > 0 and positive["superb"]["reviews"] > 0
+    assert all(t["kind"] == "word" for t in top["negative"])
+    chars = global_importance(explainer, model, texts, top_k=3, analyzer="char")
+    assert all(t["kind"] == "char" for t in chars["neutral"])
+
+
+def test_word_attributions_add_up_to_the_margin(trained: tuple) -> None:
+    model, explainer = trained
+    text = "Superb dress, ordered the size I wear.  Superb!"
+    values = np.asarray(explainer.shap_values(model.named_steps["features"].transform([text])))[0]
+    margin = model.named_steps["classifier"].decision_function(model.named_steps["features"].transform([text]))[0]
+    np.testing.assert_allclose(values.sum(axis=0), margin - explainer.expected_value, atol=1e-4)
+    per_word, other = attribute_to_words(model, text, values[:, 2])
+    assert len(per_word) == 8  # whitespace-separated words
+    assert per_word.sum() + other == pytest.approx(values[:, 2].sum(), abs=1e-6)
+    assert int(np.argmax(per_word)) in (0, 7)  # one of the two "superb"s pushes hardest towards positive
+    assert per_word[0] == pytest.approx(per_word[7], rel=0.35)
+
+
+def test_review_explanation_highlights_the_planted_word(trained: tuple) -> None:
+    model, explainer = trained
+    texts = ["superb dress ordered the size", "awful cheap top"]
+    (first, second) = explain_baseline_reviews(explainer, model, texts, observed=["positive", "negative"])
+    assert first.explained_class == "positive" and second.explained_class == "negative"
+    assert "".join(t for t, _ in first.pieces) == texts[0]
+    assert max(first.pieces, key=lambda p: p[1])[0].strip() == "superb"
+    assert first.top_features[0][0] in ("word:superb", "char: su", "char:sup", "char:superb")
+    assert first.probabilities["positive"] == pytest.approx(predict_proba(model, texts)[0, 2])
+    assert first.unit == "log-odds"
+
+
+@pytest.mark.slow  # shap's Partition explainer JIT-compiles (numba) on first use: ~30 s on a busy CPU
+def test_partition_explainer_with_a_text_masker_finds_the_planted_word(trained: tuple) -> None:
+    from transformers import AutoTokenizer
+
+    from reviewpipe.hf import PACKAGED_MINILM, resolve_checkpoint
+
+    model, _ = trained
+    tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(PACKAGED_MINILM))
+    texts = ["the dress is superb and I ordered my size", "this top was cheap and awful"]
+    reviews, raw = partition_explanations(lambda t: predict_proba(model, t), tokenizer, texts, max_evals=60)
+    assert reviews[0].explained_class == "positive"
+    assert max(reviews[0].pieces, key=lambda p: p[1])[0].strip() == "superb"
+    # Efficiency: base value + contributions = the explained probability.
+    for r, text in zip(reviews, texts, strict=True):
+        c = ["negative", "neutral", "positive"].index(r.explained_class)
+        total = r.base_value + sum(v for _, v in r.pieces)
+        assert total == pytest.approx(predict_proba(model, [text])[0, c], abs=1e-3)
+    assert raw.values[0].shape[1] == 3
+
+
+def test_page_is_self_contained_and_escapes_review_text(trained: tuple) -> None:
+    model, explainer = trained
+    reviews = explain_baseline_reviews(explainer, model, ["<b>superb</b> & cheap"], observed=["positive"])
+    page = render_html([{"model": "baseline", "method": "LinearExplainer", "unit": "log-odds",
+                         "plot": "baseline/importance.png", "reviews": reviews}])
+    assert "&lt;b&gt;superb&lt;/b&gt;" in page and "<b>superb</b>" not in page
+    assert "<script" not in page and "http" not in page
+    assert page.count("<span style=") == len(reviews[0].pieces)
+
+
+def _tiny_bert(path: Path) -> None:
+    """A small random BERT with the packaged MiniLM tokenizer, saved as the bert stage saves it."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from reviewpipe.hf import PACKAGED_MINILM, resolve_checkpoint
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(PACKAGED_MINILM))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=128, num_labels=3,
+                        id2label={0: "-1", 1: "0", 2: "1"}, label2id={"-1": 0, "0": 1, "1": 2})
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def _explain_params(models: list[str]) -> dict:
+    return {"prepare": {"out_dir": "data/prepared"}, "explain": {
+        "models": models, "out_dir": "reports/explain",
+        "model_paths": {"baseline": "models/baseline/model.joblib", "bert": "models/bert"},
+        "top_k": 5, "background_rows": 50, "global_rows": 30, "reviews": 2, "bert_sample": 3, "max_evals": 30,
+        "batch_size": 16, "seed": 1}}
+
+
+def test_stage_explains_the_baseline(prepared_splits: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reviewpipe.stages.explain import main
+
+    monkeypatch.chdir(prepared_splits)
+    save_model(train_baseline(make_prepared_frame(300, seed=0), CFG), "models/baseline/model.joblib")
+    main(OmegaConf.create(_explain_params(["baseline"])))  # bert absent by config: not needed on disk
+    page = Path("reports/explain/index.html").read_text()
+    assert "LinearExplainer" in page and page.count("class='review'") == 2
+    importance = json.loads(Path("reports/explain/baseline/importance.json").read_text())
+    assert importance["rows"] == 30 and len(importance["top"]["positive"]) == 5 and "char_ngrams" in importance
+    assert Path("reports/explain/baseline/importance.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(json.loads(Path("reports/explain/baseline/reviews.json").read_text())) == 2
+
+
+@pytest.mark.slow  # Partition explainer (numba JIT) over a tiny random BERT
+def test_stage_explains_baseline_and_bert_into_one_page(prepared_splits: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reviewpipe.stages.explain import main
+
+    monkeypatch.chdir(prepared_splits)
+    save_model(train_baseline(make_prepared_frame(300, seed=0), CFG), "models/baseline/model.joblib")
+    _tiny_bert(prepared_splits / "models" / "bert")
+    main(OmegaConf.create(_explain_params(["baseline", "bert"])))
+    page = Path("reports/explain/index.html").read_text()
+    assert "LinearExplainer" in page and "Partition explainer" in page
+    assert page.count("class='review'") == 4  # 2 shown per model
+    bert_reviews = json.loads(Path("reports/explain/bert/reviews.json").read_text())
+    assert len(bert_reviews) == 3 and bert_reviews[0]["unit"] == "probability"
+    for r in bert_reviews:  # tokens cover the review text
+        assert "".join(t for t, _ in r["pieces"]).replace(" ", "") in r["text"].replace(" ", "")
+    assert Path("reports/explain/bert/importance.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_stage_refuses_models_it_cannot_explain_or_find(prepared_splits: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from reviewpipe.stages.explain import main
+
+    monkeypatch.chdir(prepared_splits)
+    base = {"out_dir": "reports/explain", "model_paths": {"baseline": "models/baseline/model.joblib",
+                                                          "bert": "models/bert", "automl": "models/automl"}}
+    with pytest.raises(ReviewpipeError, match="unsupported"):
+        main(OmegaConf.create({"explain": {**base, "models": ["automl"]}}))
+    with pytest.raises(ReviewpipeError, match="dvc repro bert"):
+        main(OmegaConf.create({"explain": {**base, "models": ["bert"]}}))

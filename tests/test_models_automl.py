@@ -1,0 +1,64 @@
+"""AutoGluon AutoML: gradient-boosted candidates really train on text n-grams; the stage writes its views."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from reviewpipe.errors import ReviewpipeError
+from reviewpipe.models.automl import model_hyperparameters, predict_proba, to_features
+from reviewpipe.models.predictors import load_predictor
+
+CFG = {
+    "time_limit": 90, "presets": "medium_quality", "eval_metric": "accuracy",
+    "model_types": ["GBM", "CAT", "XGB", "LR"], "ngram": {"ngram_range": [1, 1], "min_df": 2, "max_features": 500},
+    "keep_best_only": True, "num_cpus": 1, "verbosity": 0,
+    "model_dir": "models/automl", "report_dir": "reports/automl", "metrics_path": "metrics/automl.json",
+}
+
+
+def test_model_types_are_checked() -> None:
+    assert model_hyperparameters(["GBM", "CAT"]) == {"GBM": {}, "CAT": {}}
+    with pytest.raises(ReviewpipeError, match="subset of"):
+        model_hyperparameters(["GBM", "AG_TEXT_NN"])
+    with pytest.raises(ReviewpipeError, match="non-empty"):
+        model_hyperparameters([])
+
+
+def test_features_keep_text_as_object_and_category_as_category() -> None:
+    frame = to_features(["a b c", None], ["Dresses", "Pants"])
+    assert frame["review_body"].dtype == object and frame["review_body"].tolist() == ["a b c", ""]
+    assert isinstance(frame["product_category"].dtype, pd.CategoricalDtype)
+    assert frame["product_category"].tolist() == ["Dresses", "Pants"]
+    assert to_features(["x"], None)["product_category"].isna().all()  # serving sends no category
+
+
+@pytest.mark.slow
+def test_stage_trains_gbm_candidates_and_predicts_valid_classes(prepared_splits: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from reviewpipe.stages.automl import main
+
+    monkeypatch.chdir(prepared_splits)
+    main(OmegaConf.create({"prepare": {"out_dir": "data/prepared"}, "automl": CFG}))
+
+    board = pd.read_csv("reports/automl/leaderboard.csv")
+    families = {m.split("_")[0] for m in board["model"]}
+    assert {"LightGBM", "CatBoost", "XGBoost"} <= families, board["model"].tolist()
+    assert Path("reports/automl/leaderboard.png").read_bytes()[:4] == b"\x89PNG"
+    metrics = json.loads(Path("metrics/automl.json").read_text())
+    assert metrics["candidates"] == len(board) and metrics["best_model"] in set(board["model"])
+
+    test = pd.read_parquet("data/prepared/test.parquet")
+    predictor = load_predictor("automl", "models/automl")
+    proba = predictor.predict_proba(test["review_body"].tolist(), test["product_category"].tolist())
+    assert proba.shape == (len(test), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    accuracy = (proba.argmax(axis=1) == test["label_id"].to_numpy()).mean()
+    assert accuracy > 0.7, accuracy  # the n-gram features carry the sentiment words
+    # Without categories (the serving path) predictions still come back for every row.
+    assert predict_proba(predictor.predictor, ["superb love", "awful cheap"]).shape == (2, 3)

@@ -1,0 +1,102 @@
+"""TF-IDF baseline: learns sentiment vocabulary, saves one loadable file, the stage writes its outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from sklearn.metrics import accuracy_score
+
+from reviewpipe.errors import ReviewpipeError
+from reviewpipe.models.baseline import build_pipeline, load_model, predict_proba, save_model, train_baseline
+from reviewpipe.models.predictors import load_predictor, predict_labels
+from tests.conftest import make_prepared_frame
+
+CFG = {
+    "word": {"ngram_range": [1, 2], "min_df": 1, "sublinear_tf": True},
+    "char": {"enabled": True, "ngram_range": [2, 4], "min_df": 1},
+    "classifier": {"C": 1.0, "max_iter": 500},
+}
+
+
+def test_build_pipeline_follows_config() -> None:
+    pipe = build_pipeline({**CFG, "char": {"enabled": False}, "classifier": {"C": 0.25}}, {0: 1.0, 1: 2.0, 2: 1.0})
+    union = pipe.named_steps["features"]
+    assert [name for name, _ in union.transformer_list] == ["word"]
+    assert union.transformer_list[0][1].ngram_range == (1, 2)
+    assert pipe.named_steps["classifier"].C == 0.25
+    assert pipe.named_steps["classifier"].class_weight == {0: 1.0, 1: 2.0, 2: 1.0}
+
+
+def test_baseline_beats_majority_class_and_round_trips(tmp_path: Path) -> None:
+    train, test = make_prepared_frame(300, seed=1), make_prepared_frame(120, seed=2)
+    model = train_baseline(train, CFG)
+    proba = predict_proba(model, test["review_body"])
+    assert proba.shape == (120, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    accuracy = accuracy_score(test["label_id"], proba.argmax(axis=1))
+    majority = test["label_id"].value_counts(normalize=True).max()
+    assert accuracy > majority + 0.3, (accuracy, majority)
+
+    path = tmp_path / "models" / "baseline" / "model.joblib"
+    save_model(model, str(path))
+    assert sorted(os.listdir(path.parent)) == ["model.joblib"]  # one file, no temporary left behind
+    np.testing.assert_allclose(predict_proba(load_model(str(path)), test["review_body"]), proba)
+    predictor = load_predictor("baseline", path)
+    np.testing.assert_allclose(predictor.predict_proba(test["review_body"].tolist()), proba)
+    assert set(predict_labels(predictor, ["superb love gorgeous", "awful cheap returned"])) == {1, -1}
+
+
+def test_classes_missing_from_training_get_zero_probability() -> None:
+    train = make_prepared_frame(60, seed=3)
+    train = train[train["sentiment"] != 0]
+    proba = predict_proba(train_baseline(train, CFG), ["okay fine", None])
+    assert proba.shape == (2, 3)
+    assert (proba[:, 1] == 0).all()
+
+
+def test_single_class_training_data_is_a_user_error() -> None:
+    train = make_prepared_frame(30, seed=4)
+    with pytest.raises(ReviewpipeError, match="fewer than two classes"):
+        train_baseline(train[train["sentiment"] == 1], CFG)
+
+
+def test_stage_writes_model_and_validation_metrics(prepared_splits: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reviewpipe.stages.baseline import main
+
+    monkeypatch.chdir(prepared_splits)
+    params = OmegaConf.create({
+        "prepare": {"out_dir": "data/prepared"},
+        "baseline": {**CFG, "model_path": "models/baseline/model.joblib", "metrics_path": "metrics/baseline.json",
+                     "classifier": {"C": 1.0, "class_weight": "prepared"}},
+    })
+    main(params)
+    metrics = json.loads(Path("metrics/baseline.json").read_text())
+    assert metrics["validation"]["rows"] == 60
+    assert metrics["validation"]["accuracy"] > 0.8
+    assert load_model("models/baseline/model.joblib").named_steps["classifier"].class_weight == {0: 1.0, 1: 1.0, 2: 1.0}
+
+
+def test_stage_rejects_unknown_class_weight(prepared_splits: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reviewpipe.stages.baseline import main
+
+    monkeypatch.chdir(prepared_splits)
+    params = OmegaConf.create({"prepare": {"out_dir": "data/prepared"},
+                               "baseline": {**CFG, "model_path": "m.joblib", "metrics_path": "m.json",
+                                            "classifier": {"class_weight": "heavy"}}})
+    with pytest.raises(ReviewpipeError, match="class_weight must be one of"):
+        main(params)
+
+
+def test_missing_split_says_run_prepare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reviewpipe.stages.baseline import main
+
+    monkeypatch.chdir(tmp_path)
+    params = OmegaConf.create({"prepare": {"out_dir": "data/prepared"},
+                               "baseline": {**CFG, "model_path": "m.joblib", "metrics_path": "m.json"}})
+    with pytest.raises(ReviewpipeError, match="stage prepare"):
+        main(params)
