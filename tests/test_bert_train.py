@@ -78,13 +78,27 @@ def test_weight_decay_skips_biases_and_layer_norm(tokenizer) -> None:
     assert all(p is not frozen for g in decay_parameter_groups(module.network, 0.01) for p in g["params"])
 
 
+class ModesSeen(L.Callback):
+    def __init__(self) -> None:
+        self.train: list[bool] = []
+        self.val: list[bool] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self.train.append(pl_module.network.training)
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self.val.append(pl_module.network.training)
+
+
 def test_fast_dev_run_fits_and_the_saved_model_predicts_the_same(tokenizer, tmp_path: Path) -> None:
-    net = tiny_network(tokenizer.vocab_size)
+    net = tiny_network(tokenizer.vocab_size).eval()  # as from_pretrained returns it
     before = {k: v.clone() for k, v in net.state_dict().items()}
+    modes = ModesSeen()
     metrics = fit_bert(tiny_cfg(fast_dev_run=True), tiny_frame(), out_dir=tmp_path / "bert",
                        ckpt_dir=tmp_path / "ckpt", network=net, tokenizer=tokenizer,
-                       class_weights=[1.0, 2.0, 1.0])
+                       class_weights=[1.0, 2.0, 1.0], extra_callbacks=[modes])
     assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())  # it trained a step
+    assert modes.train == [True] and modes.val == [False]  # dropout on while training only
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["test_rows"] == 6
 
     saved = json.loads((tmp_path / "bert" / "config.json").read_text())

@@ -25,11 +25,13 @@ NUM_LABELS = len(SENTIMENTS)
 
 
 def build_network(checkpoint: str) -> nn.Module:
-    """AutoModelForSequenceClassification with a fresh 3-way head and the project's label map."""
+    """AutoModelForSequenceClassification with a 3-way head and the project's label map. A checkpoint
+    that already has a classifier head of another size (e.g. a 2-class sentiment model) gets a new one."""
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification.from_pretrained(
-        resolve_checkpoint(checkpoint), num_labels=NUM_LABELS, id2label=ID2LABEL, label2id=LABEL2ID)
+        resolve_checkpoint(checkpoint), num_labels=NUM_LABELS, id2label=ID2LABEL, label2id=LABEL2ID,
+        ignore_mismatched_sizes=True)
 
 
 def decay_parameter_groups(network: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -64,6 +66,11 @@ class SentimentClassifier(L.LightningModule):
         self.val_macro_f1 = MulticlassF1Score(NUM_LABELS, average="macro")
         self.test_accuracy = MulticlassAccuracy(NUM_LABELS, average="micro")
         self.test_macro_f1 = MulticlassF1Score(NUM_LABELS, average="macro")
+
+    def on_train_start(self) -> None:
+        # from_pretrained returns the network in eval mode and Lightning keeps a module's mode as it
+        # finds it, so without this dropout would stay off for the whole fine-tuning.
+        self.network.train()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.network(input_ids=input_ids, attention_mask=attention_mask).logits
