@@ -221,3 +221,17 @@ def test_test_split_is_never_read(prepared: Path) -> None:
     # The prepared fixture has no test.parquet at all; tuning works without it.
     assert not (prepared / "test.parquet").exists()
     assert set(read_tuning_data(str(prepared))) == {"train", "validation"}
+
+
+def test_other_models_space_comes_from_conf_with_the_commands_overrides(project: Path) -> None:
+    from reviewpipe.config import load_params
+    from reviewpipe.tuning.cli import tune_section
+
+    overrides = ["tune.objective.max_train_rows=10", "tune.trials=3"]
+    params = load_params(project / "params.yaml", overrides)
+    assert tune_section(params, None, project / "conf")["model"] == "baseline"
+    assert tune_section(params, "baseline", project / "conf")["trials"] == 3
+    bert = tune_section(params, "bert", project / "conf", overrides)
+    assert bert["model"] == "bert" and bert["trials"] == 3 and bert["objective"]["max_train_rows"] == 10
+    assert set(bert["space"]) == {"learning_rate", "batch_size", "warmup_ratio", "max_epochs", "weight_decay"}
+    assert bert["objective"]["fixed"]["val_check_interval"] == 0.5  # the rest of conf/tune/bert.yaml

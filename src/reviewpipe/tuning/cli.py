@@ -35,8 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a param for this run, e.g. -S tune.objective.max_train_rows=5000")
 
 
-def tune_section(params: Any, model: str | None, conf_dir: str | Path) -> dict[str, Any]:
-    """params.yaml's `tune` section when it is for `model`, else conf/tune/<model>.yaml."""
+def tune_section(params: Any, model: str | None, conf_dir: str | Path,
+                 overrides: list[str] | None = None) -> dict[str, Any]:
+    """params.yaml's `tune` section when it is for `model`, else conf/tune/<model>.yaml with the
+    command's `-S tune.*` overrides applied."""
     from omegaconf import OmegaConf
 
     from reviewpipe.config import to_dict
@@ -51,7 +53,11 @@ def tune_section(params: Any, model: str | None, conf_dir: str | Path) -> dict[s
     path = Path(conf_dir) / "tune" / f"{model}.yaml"
     if not path.exists():
         raise ReviewpipeError(f"no search space for {model}: {path} is missing.")
-    return dict(to_dict(OmegaConf.load(path)))
+    cfg = OmegaConf.create({"tune": OmegaConf.load(path)})
+    tune_overrides = [o for o in overrides or [] if o.startswith("tune.")]
+    if tune_overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(tune_overrides))
+    return dict(to_dict(cfg.tune))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     params = load_params(args.params, args.overrides)
-    cfg = tune_section(params, args.model, args.conf_dir)
+    cfg = tune_section(params, args.model, args.conf_dir, args.overrides)
     flags = {"trials": args.trials, "sampler": args.sampler, "pruner": args.pruner, "seed": args.seed,
              "timeout_s": args.timeout, "out_dir": args.out_dir}
     cfg.update({k: v for k, v in flags.items() if v is not None})
