@@ -132,16 +132,22 @@ def _last(ckpt_dir: Path) -> dict[str, Any]:
     return torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)
 
 
-def test_resume_after_interruption_reaches_the_uninterrupted_state(tokenizer, tmp_path: Path) -> None:
-    frame, cfg = tiny_frame(), tiny_cfg()  # 24 train rows: 6 steps per epoch, 12 in all
+@pytest.mark.parametrize(("every_n_steps", "interrupt_at", "saved_at"), [
+    (1, 8, 8),  # mid-epoch: the loader skips the batches epoch 2 already trained on
+    (0, 9, 6),  # from the checkpoint written at the end-of-epoch validation
+])
+def test_resume_after_interruption_reaches_the_uninterrupted_state(
+        tokenizer, tmp_path: Path, every_n_steps: int, interrupt_at: int, saved_at: int) -> None:
+    frame, cfg = tiny_frame(), tiny_cfg(ckpt_every_n_steps=every_n_steps)  # 6 steps per epoch, 12 in all
     fit_bert(cfg, frame, out_dir=tmp_path / "a" / "bert", ckpt_dir=tmp_path / "a" / "ckpt",
              live_dir=tmp_path / "a" / "live", network=tiny_network(tokenizer.vocab_size), tokenizer=tokenizer)
 
     b = tmp_path / "b"
     with pytest.raises(RuntimeError, match="simulated interruption"):
         fit_bert(cfg, frame, out_dir=b / "bert", ckpt_dir=b / "ckpt", live_dir=b / "live",
-                 network=tiny_network(tokenizer.vocab_size), tokenizer=tokenizer, extra_callbacks=[Interrupt(8)])
-    assert _last(b / "ckpt")["global_step"] == 8 and not (b / "bert").exists()
+                 network=tiny_network(tokenizer.vocab_size), tokenizer=tokenizer,
+                 extra_callbacks=[Interrupt(interrupt_at)])
+    assert _last(b / "ckpt")["global_step"] == saved_at and not (b / "bert").exists()
     # A different initial network: the resumed weights must come from the checkpoint, not from it.
     metrics = fit_bert(cfg, frame, out_dir=b / "bert", ckpt_dir=b / "ckpt", live_dir=b / "live",
                        network=tiny_network(tokenizer.vocab_size, seed=99), tokenizer=tokenizer)
@@ -162,8 +168,11 @@ def test_resume_after_interruption_reaches_the_uninterrupted_state(tokenizer, tm
     # DVCLive kept logging across the interruption: one history, the test metrics in the summary.
     live = json.loads((b / "live" / "metrics.json").read_text())
     assert {"accuracy", "macro_f1"} <= set(live["val"]) and {"accuracy", "macro_f1"} <= set(live["test"])
-    history = pd.read_csv(b / "live" / "plots" / "metrics" / "train" / "loss_step.tsv", sep="\t")
-    assert history["step"].is_monotonic_increasing and history["step"].max() >= 10
+    plots = b / "live" / "plots" / "metrics"
+    train_steps = pd.read_csv(plots / "train" / "loss_step.tsv", sep="\t")["step"].iloc[1:]  # DVCLive logs step 0 as 1
+    assert train_steps.is_monotonic_increasing and train_steps.is_unique and train_steps.max() == 11
+    val_steps = pd.read_csv(plots / "val" / "macro_f1.tsv", sep="\t")["step"]
+    assert val_steps.tolist() == [5, 11]  # once per epoch
 
 
 def test_only_an_interrupted_run_of_the_same_settings_and_data_is_resumed(tmp_path: Path) -> None:
@@ -188,3 +197,11 @@ def test_fingerprint_follows_training_settings_and_rows_only() -> None:
     assert run_fingerprint(cfg, frame, [1.0, 2.0, 1.0]) != base
     relabelled = frame.assign(label_id=frame["label_id"].iloc[::-1].to_numpy())
     assert run_fingerprint(cfg, relabelled, None) != base
+
+
+def test_max_time_stops_training_then_tests_and_saves(tokenizer, tmp_path: Path) -> None:
+    metrics = fit_bert(tiny_cfg(max_epochs=10_000, max_time="00:00:00:02", ckpt_every_n_steps=0),
+                       tiny_frame(), out_dir=tmp_path / "bert", ckpt_dir=tmp_path / "ckpt",
+                       network=tiny_network(tokenizer.vocab_size), tokenizer=tokenizer)
+    assert 0 < metrics["global_step"] < 6 * 10_000
+    assert (tmp_path / "bert" / "test_metrics.json").exists()

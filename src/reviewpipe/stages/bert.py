@@ -7,6 +7,7 @@ the label map and test_metrics.json.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,11 @@ from reviewpipe import SENTIMENTS, storage
 from reviewpipe.config import section, to_dict
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.storage import StorageOptions
+
+# OpenMP threads that spin while waiting make torch 5-15x slower when other processes share the
+# cores (measured on the 2-core dev machine under load); sleeping costs little when it is idle.
+# Only effective before torch is first imported, which this module does not do at import time.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def main(params: DictConfig) -> None:

