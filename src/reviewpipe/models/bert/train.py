@@ -110,17 +110,21 @@ class CpuThreads(Callback):
 
 
 def build_trainer(cfg: Mapping[str, Any], ckpt_dir: str | Path, live_dir: str | Path | None,
-                  extra_callbacks: list[Callback] | None = None, resume_logs: bool = False) -> L.Trainer:
-    """A Trainer from the section: best-by-macro-F1 and rolling last checkpoints, early stopping,
+                  extra_callbacks: list[Callback] | None = None, resume_logs: bool = False,
+                  checkpointing: bool = True) -> L.Trainer:
+    """A Trainer from the section: best-by-macro-F1 and rolling last checkpoints (unless
+    `checkpointing` is off, e.g. for tuning trials that keep only a score), early stopping,
     DVCLive (when live_dir is given), precision by accelerator."""
     s = settings(cfg)
-    best = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best-epoch{epoch:02d}-step{step:05d}",
-                           auto_insert_metric_name=False, monitor=MONITOR, mode="max", save_top_k=1)
-    callbacks: list[Callback] = [best, LastCheckpoint(ckpt_dir, int(s["ckpt_every_n_steps"])),
-                                 # Checked right after each validation: on resuming from a checkpoint taken
-                                 # there, the epoch-end hooks run again without validation metrics.
-                                 EarlyStopping(monitor=MONITOR, mode="max", check_on_train_epoch_end=False,
-                                               patience=int(s["early_stopping_patience"]))]
+    callbacks: list[Callback] = []
+    if checkpointing:
+        callbacks += [ModelCheckpoint(dirpath=str(ckpt_dir), filename="best-epoch{epoch:02d}-step{step:05d}",
+                                      auto_insert_metric_name=False, monitor=MONITOR, mode="max", save_top_k=1),
+                      LastCheckpoint(ckpt_dir, int(s["ckpt_every_n_steps"]))]
+    # Checked right after each validation: on resuming from a checkpoint taken there, the epoch-end
+    # hooks run again without validation metrics.
+    callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", check_on_train_epoch_end=False,
+                                   patience=int(s["early_stopping_patience"])))
     callbacks += extra_callbacks or []
     logger: Any = live_logger(live_dir, resume_logs) if live_dir is not None else False
     if s["threads"]:
@@ -138,6 +142,7 @@ def build_trainer(cfg: Mapping[str, Any], ckpt_dir: str | Path, live_dir: str | 
         # The datamodule's batch sampler splits batches across ranks itself, keeping length buckets intact.
         use_distributed_sampler=False,
         callbacks=callbacks, logger=logger, default_root_dir=str(ckpt_dir), deterministic=False,
+        enable_checkpointing=checkpointing,
     )
 
 
