@@ -184,9 +184,11 @@ def test_only_an_interrupted_run_of_the_same_settings_and_data_is_resumed(tmp_pa
     (ckpt / "last.ckpt").write_bytes(b"weights")
     assert prepare_checkpoint_dir(ckpt, "run-b", resume=True) is False  # other settings or data
     (ckpt / "last.ckpt").write_bytes(b"weights")
+    (ckpt / "best").mkdir()
+    (ckpt / "best" / "epoch00-step00006.ckpt").write_bytes(b"weights")
     mark_finished(ckpt)
     assert prepare_checkpoint_dir(ckpt, "run-b", resume=True) is False  # a finished run starts afresh
-    assert list(ckpt.glob("*.ckpt")) == []
+    assert list(ckpt.rglob("*.ckpt")) == []
 
 
 def test_fingerprint_follows_training_settings_and_rows_only() -> None:

@@ -118,7 +118,7 @@ def build_trainer(cfg: Mapping[str, Any], ckpt_dir: str | Path, live_dir: str | 
     s = settings(cfg)
     callbacks: list[Callback] = []
     if checkpointing:
-        callbacks += [ModelCheckpoint(dirpath=str(ckpt_dir), filename="best-epoch{epoch:02d}-step{step:05d}",
+        callbacks += [ModelCheckpoint(dirpath=str(Path(ckpt_dir) / "best"), filename="epoch{epoch:02d}-step{step:05d}",
                                       auto_insert_metric_name=False, monitor=MONITOR, mode="max", save_top_k=1),
                       LastCheckpoint(ckpt_dir, int(s["ckpt_every_n_steps"]))]
     # Checked right after each validation: on resuming from a checkpoint taken there, the epoch-end
@@ -176,7 +176,7 @@ def prepare_checkpoint_dir(ckpt_dir: str | Path, fingerprint: str, resume: bool)
         return True
     if _is_launching_rank():
         if ckpt_dir.exists():
-            for old in ckpt_dir.glob("*.ckpt"):
+            for old in ckpt_dir.rglob("*.ckpt"):
                 old.unlink()
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         run_file.write_text(json.dumps({"fingerprint": fingerprint, "status": "running"}) + "\n")
@@ -249,7 +249,8 @@ def fit_bert(cfg: Mapping[str, Any], frame: pd.DataFrame, *, out_dir: str | Path
         # Counted from the frame: under ddp_spawn the datamodule is set up in the worker processes only.
         "test_rows": int((frame["split_type"] == "test").sum()),
         "train_rows": int((frame["split_type"] == "train").sum()),
-        "best_checkpoint": Path(best).name if best else None, "global_step": _trained_steps(trainer, last), "resumed": resume, "world_size": int(trainer.world_size),
+        "best_checkpoint": Path(best).name if best else None, "global_step": _trained_steps(trainer, last),
+        "resumed": resume, "world_size": int(trainer.world_size),
         "wall_seconds": round(time.perf_counter() - started, 1),
     })
     if trainer.is_global_zero:
