@@ -107,7 +107,9 @@ def test_fast_dev_run_fits_and_the_saved_model_predicts_the_same(tokenizer, tmp_
     assert json.loads((tmp_path / "bert" / "test_metrics.json").read_text())["test_rows"] == 6
 
     texts = ["lovely soft perfect dress", "itchy", "it is okay, fits fine", ""]
-    proba = BertPredictor(tmp_path / "bert", batch_size=3).predict_proba(texts)
+    predictor = BertPredictor(tmp_path / "bert", batch_size=3)
+    assert predictor.max_length == 16 and tokenizer.model_max_length == 512  # the training length, saved
+    proba = predictor.predict_proba(texts)
     net.eval()
     with torch.inference_mode():
         enc = tokenizer(texts, padding=True, return_tensors="pt")

@@ -33,8 +33,9 @@ class BertPredictor:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         self.batch_size = batch_size
+        # The training length (saved as the tokenizer's model_max_length), within the model's positions.
         positions = getattr(self.model.config, "max_position_embeddings", 512)
-        self.max_length = min(max_length or positions, positions)
+        self.max_length = min(max_length or self.tokenizer.model_max_length or positions, positions)
         self.column_order = self._column_order()
 
     def _column_order(self) -> list[int]:

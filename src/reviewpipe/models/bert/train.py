@@ -254,7 +254,7 @@ def fit_bert(cfg: Mapping[str, Any], frame: pd.DataFrame, *, out_dir: str | Path
         "wall_seconds": round(time.perf_counter() - started, 1),
     })
     if trainer.is_global_zero:
-        save_pretrained(module, tokenizer, out_dir, metrics)
+        save_pretrained(module, tokenizer, out_dir, metrics, max_seq_length=int(s["max_seq_length"]))
         mark_finished(ckpt_dir)
     return metrics
 
@@ -280,13 +280,19 @@ def trim_live_history(live_dir: str | Path, step: int) -> None:
 
 
 def save_pretrained(module: SentimentClassifier, tokenizer: Any, out_dir: str | Path,
-                    metrics: Mapping[str, Any]) -> None:
-    """The serving artefact: HF model + tokenizer + label map, and the test metrics beside them."""
+                    metrics: Mapping[str, Any], max_seq_length: int | None = None) -> None:
+    """The serving artefact: HF model + tokenizer + label map, and the test metrics beside them.
+    The tokenizer's model_max_length becomes the training length, so serving truncates alike."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     network = module.network
     network.config.id2label = dict(ID2LABEL)
     network.config.label2id = {label: i for i, label in ID2LABEL.items()}
     network.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    previous = tokenizer.model_max_length
+    tokenizer.model_max_length = max_seq_length or previous
+    try:
+        tokenizer.save_pretrained(out)
+    finally:
+        tokenizer.model_max_length = previous
     (out / TEST_METRICS_FILE).write_text(json.dumps(dict(metrics), indent=2, sort_keys=True) + "\n")
