@@ -140,11 +140,8 @@ def bert_objective(data: Mapping[str, pd.DataFrame], objective_cfg: Mapping[str,
             freeze_word_embeddings=bool(s["freeze_word_embeddings"]))
         pruning = OptunaPruning(trial, MONITOR)
         with tempfile.TemporaryDirectory(prefix="tune-bert-") as scratch:
-            trainer = build_trainer({**s, "fast_dev_run": False}, scratch, None, [pruning])
-            # A trial keeps no weights, only its score: drop the checkpoint writers (hundreds of MB a save).
-            from lightning.pytorch.callbacks import ModelCheckpoint
-
-            trainer.callbacks[:] = [cb for cb in trainer.callbacks if not isinstance(cb, ModelCheckpoint)]
+            # A trial keeps no weights, only its score: no checkpoint writers (hundreds of MB a save).
+            trainer = build_trainer({**s, "fast_dev_run": False}, scratch, None, [pruning], checkpointing=False)
             try:
                 trainer.fit(module, datamodule=datamodule)
             finally:
