@@ -16,14 +16,15 @@ from reviewpipe.models.predictors import load_predictor
 
 CFG = {
     "time_limit": 90, "presets": "medium_quality", "eval_metric": "accuracy",
-    "model_types": ["GBM", "CAT", "XGB", "LR"], "ngram": {"ngram_range": [1, 1], "min_df": 2, "max_features": 500},
+    "model_types": ["GBM", "CAT", "XGB"], "ngram": {"ngram_range": [1, 1], "min_df": 2, "max_features": 500},
     "keep_best_only": True, "num_cpus": 1, "verbosity": 0,
     "model_dir": "models/automl", "report_dir": "reports/automl", "metrics_path": "metrics/automl.json",
 }
 
 
 def test_model_types_are_checked() -> None:
-    assert model_hyperparameters(["GBM", "CAT"]) == {"GBM": {}, "CAT": {}}
+    assert model_hyperparameters(["LR", "GBM"]) == {"LR": {"ag_args": {"priority": 2}},
+                                                    "GBM": {"ag_args": {"priority": 1}}}
     with pytest.raises(ReviewpipeError, match="subset of"):
         model_hyperparameters(["GBM", "AG_TEXT_NN"])
     with pytest.raises(ReviewpipeError, match="non-empty"):

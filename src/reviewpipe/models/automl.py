@@ -1,9 +1,8 @@
 """AutoML (SageMaker Autopilot, locally): AutoGluon's TabularPredictor on review text + category.
 
 The review text becomes AutoGluon's bag-of-n-grams and text statistics features (no neural text
-models, nothing downloaded); gradient-boosted trees (LightGBM, CatBoost, XGBoost) and a linear
-model compete on them, and a weighted ensemble may combine them. The leaderboard is the
-"candidates" view.
+models, nothing downloaded); gradient-boosted trees (LightGBM, CatBoost, XGBoost) compete on them,
+and a weighted ensemble may combine them. The leaderboard is the "candidates" view.
 """
 
 from __future__ import annotations
@@ -63,12 +62,13 @@ def feature_generator(cfg: Mapping[str, Any]) -> Any:
 
 
 def model_hyperparameters(model_types: Sequence[str]) -> dict[str, Any]:
-    """{type: {}} for each requested family: AutoGluon's default settings of that model."""
+    """AutoGluon's default settings of each requested family, trained in the order listed
+    (so a cheap model listed first is never skipped when the time limit runs out)."""
     unknown = [t for t in model_types if t not in KNOWN_MODEL_TYPES]
     if unknown or not model_types:
         raise ReviewpipeError(
             f"automl.model_types {list(model_types)} must be a non-empty subset of {list(KNOWN_MODEL_TYPES)}.")
-    return {t: {} for t in model_types}
+    return {t: {"ag_args": {"priority": len(model_types) - i}} for i, t in enumerate(model_types)}
 
 
 def train_automl(train: pd.DataFrame, validation: pd.DataFrame | None, cfg: Mapping[str, Any],
@@ -86,7 +86,7 @@ def train_automl(train: pd.DataFrame, validation: pd.DataFrame | None, cfg: Mapp
         tuning_data=None if validation is None else training_frame(validation),
         time_limit=cfg.get("time_limit"),
         presets=cfg.get("presets", "medium_quality"),
-        hyperparameters=model_hyperparameters(list(cfg.get("model_types", ("GBM", "CAT", "XGB", "LR")))),
+        hyperparameters=model_hyperparameters(list(cfg.get("model_types", ("GBM", "CAT", "XGB")))),
         feature_generator=feature_generator(cfg),
         num_cpus=num_cpus if num_cpus is not None else "auto",
         num_gpus=0,
