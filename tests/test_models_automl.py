@@ -11,13 +11,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from reviewpipe.errors import ReviewpipeError
-from reviewpipe.models.automl import model_hyperparameters, predict_proba, to_features
+from reviewpipe.models.automl import WEIGHT, model_hyperparameters, predict_proba, to_features, training_frame
 from reviewpipe.models.predictors import load_predictor
 
 CFG = {
-    "time_limit": 90, "presets": "medium_quality", "eval_metric": "accuracy",
+    "time_limit": 60, "presets": "medium_quality", "eval_metric": "accuracy",
     "model_types": ["GBM", "CAT", "XGB"], "ngram": {"ngram_range": [1, 1], "min_df": 2, "max_features": 500},
-    "keep_best_only": True, "num_cpus": 1, "verbosity": 0,
+    "class_weight": "prepared", "keep_best_only": True, "num_cpus": 1, "verbosity": 0,
     "model_dir": "models/automl", "report_dir": "reports/automl", "metrics_path": "metrics/automl.json",
 }
 
@@ -39,7 +39,20 @@ def test_features_keep_text_as_object_and_category_as_category() -> None:
     assert to_features(["x"], None)["product_category"].isna().all()  # serving sends no category
 
 
-@pytest.mark.slow
+def test_class_weights_become_a_sample_weight_column() -> None:
+    split = pd.DataFrame({"review_body": ["a b c"] * 3, "product_category": ["Pants"] * 3, "sentiment": [-1, 0, 1]})
+    assert WEIGHT not in training_frame(split)
+    assert training_frame(split, {-1: 2.0, 0: 1.5, 1: 0.5})[WEIGHT].tolist() == [2.0, 1.5, 0.5]
+
+
+def test_stage_rejects_an_unknown_weighting(prepared_splits: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reviewpipe.stages.automl import main
+
+    monkeypatch.chdir(prepared_splits)
+    with pytest.raises(ReviewpipeError, match="class_weight must be"):
+        main(OmegaConf.create({"prepare": {"out_dir": "data/prepared"}, "automl": {**CFG, "class_weight": "balanced"}}))
+
+
 def test_stage_trains_gbm_candidates_and_predicts_valid_classes(prepared_splits: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from reviewpipe.stages.automl import main

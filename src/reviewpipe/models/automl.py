@@ -21,6 +21,7 @@ LABEL = "sentiment"
 TEXT = "review_body"
 CATEGORY = "product_category"
 FEATURES: tuple[str, ...] = (TEXT, CATEGORY)
+WEIGHT = "class_weight"  # sample-weight column (training only) when classes are weighted
 # AutoGluon's names for the model families a user may list in automl.model_types.
 KNOWN_MODEL_TYPES: tuple[str, ...] = ("GBM", "CAT", "XGB", "LR", "RF", "XT", "KNN", "NN_TORCH", "FASTAI")
 
@@ -33,13 +34,15 @@ def to_features(texts: Sequence[str], categories: Sequence[str] | None = None) -
     return frame
 
 
-def training_frame(split: pd.DataFrame) -> pd.DataFrame:
-    """Features + label from a prepared split."""
+def training_frame(split: pd.DataFrame, class_weights: Mapping[int, float] | None = None) -> pd.DataFrame:
+    """Features + label from a prepared split; with `class_weights` ({sentiment: w}) a weight column."""
     missing = [c for c in (*FEATURES, LABEL) if c not in split.columns]
     if missing:
         raise ReviewpipeError(f"the prepared split lacks columns {missing}; rerun `reviewpipe stage prepare`.")
     frame = to_features(split[TEXT].tolist(), split[CATEGORY].astype(str).tolist())
     frame[LABEL] = split[LABEL].astype(int).to_numpy()
+    if class_weights is not None:
+        frame[WEIGHT] = frame[LABEL].map(class_weights).astype(float).to_numpy()
     return frame
 
 
@@ -72,18 +75,20 @@ def model_hyperparameters(model_types: Sequence[str]) -> dict[str, Any]:
 
 
 def train_automl(train: pd.DataFrame, validation: pd.DataFrame | None, cfg: Mapping[str, Any],
-                 path: str) -> Any:
-    """Fit a TabularPredictor at `path` (a fresh directory) on prepared splits; returns it."""
+                 path: str, class_weights: Mapping[int, float] | None = None) -> Any:
+    """Fit a TabularPredictor at `path` (a fresh directory) on prepared splits; returns it.
+
+    `class_weights` ({sentiment: weight}) weight the training rows (validation scores stay unweighted)."""
     from autogluon.tabular import TabularPredictor
 
     predictor = TabularPredictor(
         label=LABEL, problem_type="multiclass", eval_metric=cfg.get("eval_metric", "accuracy"), path=path,
-        verbosity=int(cfg.get("verbosity", 1)),
+        verbosity=int(cfg.get("verbosity", 1)), sample_weight=None if class_weights is None else WEIGHT,
     )
     num_cpus = cfg.get("num_cpus", "auto")
     predictor.fit(
-        training_frame(train),
-        tuning_data=None if validation is None else training_frame(validation),
+        training_frame(train, class_weights),
+        tuning_data=None if validation is None else training_frame(validation, class_weights),
         time_limit=cfg.get("time_limit"),
         presets=cfg.get("presets", "medium_quality"),
         hyperparameters=model_hyperparameters(list(cfg.get("model_types", ("GBM", "CAT", "XGB")))),

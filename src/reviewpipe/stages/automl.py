@@ -12,10 +12,11 @@ import time
 
 from omegaconf import DictConfig
 
-from reviewpipe import storage
+from reviewpipe import SENTIMENTS, storage
 from reviewpipe.config import section, to_dict
+from reviewpipe.errors import ReviewpipeError
 from reviewpipe.models.automl import keep_best_only, leaderboard, leaderboard_plot, train_automl
-from reviewpipe.models.splits import prepared_dir, read_split
+from reviewpipe.models.splits import prepared_dir, read_class_weights, read_split
 from reviewpipe.storage import StorageOptions
 
 
@@ -27,10 +28,17 @@ def main(params: DictConfig) -> None:
     validation = read_split(data_dir, "validation", options,
                             required=("review_body", "product_category", "sentiment"))
 
+    weighting = cfg.get("class_weight")
+    if weighting not in ("prepared", None):
+        raise ReviewpipeError(f"automl.class_weight must be `prepared` or null, got {weighting!r}.")
+    class_weights = None
+    if weighting == "prepared":  # prepare's weights by label id -> by sentiment (AutoGluon's label)
+        class_weights = {SENTIMENTS[i]: w for i, w in read_class_weights(data_dir, options).items()}
+
     model_dir, report_dir = cfg["model_dir"], cfg["report_dir"]
     shutil.rmtree(model_dir, ignore_errors=True)  # AutoGluon refuses to overwrite a previous run
     started = time.perf_counter()
-    predictor = train_automl(train, validation, cfg, model_dir)
+    predictor = train_automl(train, validation, cfg, model_dir, class_weights)
     seconds = time.perf_counter() - started
 
     board = leaderboard(predictor)
