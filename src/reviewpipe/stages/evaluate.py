@@ -76,9 +76,10 @@ def main(params: DictConfig) -> None:
             for i, s in enumerate(SENTIMENTS):
                 predictions[f"{name}_p_{CLASS_NAMES[s]}"] = proba[:, i]
             gap = fairness[name]["largest_gap"]
+            gap_text = f"largest group gap {gap['value']:.3f} ({gap['metric']} by {gap['feature']})" if gap \
+                else "no group large enough for a gap"
             print(f"evaluate: {name}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
-                  f"largest group gap {gap['value']:.3f} ({gap['metric']} by {gap['feature']})" if gap else
-                  f"evaluate: {name}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+                  f"{gap_text}")
 
     protocol = (params.get("prepare") or {}).get("protocol", "unknown")
     storage.write_json(storage.join(out_dir, "metrics.json"),
