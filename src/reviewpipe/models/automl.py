@@ -86,12 +86,17 @@ def train_automl(train: pd.DataFrame, validation: pd.DataFrame | None, cfg: Mapp
         verbosity=int(cfg.get("verbosity", 1)), sample_weight=None if class_weights is None else WEIGHT,
     )
     num_cpus = cfg.get("num_cpus", "auto")
+    model_types = list(cfg.get("model_types", ("GBM", "CAT", "XGB")))
+    time_limit = cfg.get("time_limit")
+    # Each family gets an equal share of the budget, so one slow booster cannot starve the others.
+    ag_args_fit = {"max_time_limit": 0.9 * float(time_limit) / len(model_types)} if time_limit else None
     predictor.fit(
         training_frame(train, class_weights),
         tuning_data=None if validation is None else training_frame(validation, class_weights),
-        time_limit=cfg.get("time_limit"),
+        time_limit=time_limit,
         presets=cfg.get("presets", "medium_quality"),
-        hyperparameters=model_hyperparameters(list(cfg.get("model_types", ("GBM", "CAT", "XGB")))),
+        hyperparameters=model_hyperparameters(model_types),
+        ag_args_fit=ag_args_fit,
         feature_generator=feature_generator(cfg),
         num_cpus=num_cpus if num_cpus is not None else "auto",
         num_gpus=0,
