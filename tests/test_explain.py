@@ -17,6 +17,7 @@ from reviewpipe.evaluation.explain import (
     linear_explainer,
     partition_explanations,
     render_html,
+    token_importance,
 )
 from reviewpipe.models.baseline import predict_proba, save_model, train_baseline
 from tests.conftest import make_prepared_frame
@@ -87,6 +88,22 @@ def test_partition_explainer_with_a_text_masker_finds_the_planted_word(trained: 
         total = r.base_value + sum(v for _, v in r.pieces)
         assert total == pytest.approx(predict_proba(model, [text])[0, c], abs=1e-3)
     assert raw.values[0].shape[1] == 3
+
+
+def test_token_importance_averages_over_reviews_so_rare_tokens_do_not_dominate() -> None:
+    from types import SimpleNamespace
+
+    def row(*values: float) -> list[float]:  # a token's SHAP value for the positive class only
+        return [[0.0, 0.0, v] for v in values]
+
+    explanation = SimpleNamespace(
+        data=[["", "Great ", "fit"], ["great", " zz"], ["fine", ""]],
+        values=[np.array(row(0.5, 0.1, 0.02)), np.array(row(-0.1, 0.15)), np.array(row(0.01, 0.5))])
+    top = token_importance(explanation, top_k=3)["positive"]
+    assert [t["feature"] for t in top] == ["great", "zz", "fit"]  # "" ([CLS]/[SEP]) is skipped
+    assert top[0]["mean_abs_shap"] == pytest.approx(0.2 / 3) and top[0]["occurrences"] == 2
+    assert top[0]["mean_shap_present"] == pytest.approx(0.0)
+    assert top[1]["mean_abs_shap"] == pytest.approx(0.15 / 3)
 
 
 def test_page_is_self_contained_and_escapes_review_text(trained: tuple) -> None:
