@@ -298,7 +298,7 @@ def test_resource_names_are_valid_for_sagemaker() -> None:
 def sagemaker_params(moto_server: str, s3_bucket: str, tarballs: dict[str, Path], tmp_path: Path,
                      monkeypatch: pytest.MonkeyPatch, endpoint_name: str) -> Iterator[Path]:
     """A working dir with params.yaml for deploy=sagemaker, and distinctive fake credentials in the chain."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREVIEWPIPELEAK01")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "canary-access-key-must-not-leak")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "reviewpipe-secret-must-not-leak")
     composed = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "deploy" / "sagemaker.yaml")
     composed.endpoint_name = endpoint_name
@@ -359,7 +359,7 @@ def test_stage_and_cli_round_trip_without_leaking_credentials(
     assert json.loads(status_printed.out)["status"] == "NotFound"
 
     written = [p.read_text() for p in Path.cwd().rglob("*") if p.is_file()]
-    for secret in ("AKIAREVIEWPIPELEAK01", "reviewpipe-secret-must-not-leak"):
+    for secret in ("canary-access-key-must-not-leak", "reviewpipe-secret-must-not-leak"):
         assert all(secret not in text for text in written)
         for out in (stage_printed, shift_printed, printed, status_printed):
             assert secret not in out.out + out.err
