@@ -91,19 +91,23 @@ def read_json(uri: str, options: StorageOptions | None = None) -> Any:
         return json.load(f)
 
 
-def write_json(uri: str, obj: Any, options: StorageOptions | None = None) -> None:
-    """Write JSON atomically: a temporary sibling, then rename (local) or a single PUT (S3)."""
+def write_bytes(uri: str, data: bytes, options: StorageOptions | None = None) -> None:
+    """Publish a file whole: a temporary sibling, then rename (local) or a single PUT (S3),
+    so readers see the old or the new content, never a part."""
     fs, path = get_fs(uri, options)
-    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
     if is_remote(uri):
-        with fs.open(path, "w") as f:  # one PUT: readers see the old or the new object
-            f.write(text)
+        fs.pipe_file(path, data)
         return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        f.write(data)
     os.replace(tmp, path)
+
+
+def write_json(uri: str, obj: Any, options: StorageOptions | None = None) -> None:
+    """Write JSON atomically (see write_bytes)."""
+    write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode(), options)
 
 
 def require_exists(uri: str, what: str, hint: str, options: StorageOptions | None = None) -> None:

@@ -22,7 +22,6 @@ import io
 import json
 import os
 import posixpath
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -256,19 +255,6 @@ def predictions_frame(valid: pd.DataFrame, predictions: list[dict[str, Any]], id
     return out
 
 
-def _put(uri: str, data: bytes, options: StorageOptions | None) -> None:
-    """Publish a file whole: rename into place (local) or one PUT (S3)."""
-    fs, path = storage.get_fs(uri, options)
-    if storage.is_remote(uri):
-        fs.pipe_file(path, data)
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _encode(frame: pd.DataFrame, fmt: str) -> bytes:
     if fmt == "parquet":
         buffer = io.BytesIO()
@@ -373,7 +359,7 @@ def run_batch(model: Predictor, job: BatchJob, options: StorageOptions | None = 
             bar.update(len(part))
             if on_part is not None:
                 on_part(index, marker_name(index) in done)
-    _put(storage.join(job.output_uri, REJECTS_FILE),
+    storage.write_bytes(storage.join(job.output_uri, REJECTS_FILE),
          "".join(json.dumps(r, default=str) + "\n" for r in rejects).encode("utf-8"), options)
     manifest = {"parts": part_files, "rejects_file": REJECTS_FILE, "model_version": model.version,
                 "model": model.fingerprint, "input_uri": job.input_uri, "id_column": job.id_column,
@@ -396,11 +382,11 @@ def _predict_part(model: Predictor, job: BatchJob, part: pd.DataFrame, index: in
     name = part_name(index, job.output_format) if texts else None
     if name:
         frame = predictions_frame(valid, predictions, job.id_column)
-        _put(storage.join(job.output_uri, name), _encode(frame, job.output_format), options)
+        storage.write_bytes(storage.join(job.output_uri, name), _encode(frame, job.output_format), options)
     marker = {"part": index, "first_row": first_row, "rows": len(part), "predicted": len(texts),
               "file": name, "rejects": rejects}
     # The marker goes last: a part without one is redone on the next run.
-    _put(storage.join(job.output_uri, marker_name(index)),
+    storage.write_bytes(storage.join(job.output_uri, marker_name(index)),
          json.dumps(marker, default=str).encode("utf-8"), options)
     return marker
 
