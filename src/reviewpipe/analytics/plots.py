@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
 import matplotlib
@@ -13,17 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from reviewpipe.figures import figure_png  # noqa: E402
+
 MISSING_LABEL = "(missing)"
 SENTIMENT_NAMES = {-1: "negative (-1)", 0: "neutral (0)", 1: "positive (1)"}
 SENTIMENT_COLORS = {-1: "#d95f02", 0: "#7570b3", 1: "#1b9e77"}
-
-
-def _png(fig: plt.Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
 
 
 def _labels(values: pd.Series) -> pd.Series:
@@ -36,14 +29,14 @@ def sentiment_counts(frame: pd.DataFrame) -> bytes:
     ax.bar([SENTIMENT_NAMES.get(s, str(s)) for s in sentiments], frame["reviews"],
            color=[SENTIMENT_COLORS.get(s, "grey") for s in sentiments])
     ax.set(title="Reviews per sentiment", xlabel="sentiment", ylabel="reviews")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def category_counts(frame: pd.DataFrame) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(frame) + 1.5))
     sns.barplot(x=frame["reviews"], y=_labels(frame["product_category"]), color="#4c72b0", ax=ax)
     ax.set(title="Reviews per product category", xlabel="reviews", ylabel="product category")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def category_avg_sentiment(frame: pd.DataFrame) -> bytes:
@@ -51,7 +44,7 @@ def category_avg_sentiment(frame: pd.DataFrame) -> bytes:
     sns.barplot(x=frame["avg_sentiment"], y=_labels(frame["product_category"]), color="#55a868", ax=ax)
     ax.set(title="Average sentiment per product category", xlabel="average sentiment (-1..1)",
            ylabel="product category")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def category_sentiment_share(frame: pd.DataFrame) -> bytes:
@@ -66,7 +59,7 @@ def category_sentiment_share(frame: pd.DataFrame) -> bytes:
         left += shares[sentiment]
     ax.set(title="Sentiment share per product category", xlabel="share of reviews", xlim=(0, 1))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", title="sentiment")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def word_count_histogram(frame: pd.DataFrame) -> bytes:
@@ -75,7 +68,7 @@ def word_count_histogram(frame: pd.DataFrame) -> bytes:
     ax.bar(frame["bin_start"], frame["reviews"], width=width, align="edge", color="#8172b2",
            edgecolor="white")
     ax.set(title="Words per review", xlabel="words in review_body", ylabel="reviews")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def sentiment_by_age_band(frame: pd.DataFrame) -> bytes:
@@ -86,7 +79,7 @@ def sentiment_by_age_band(frame: pd.DataFrame) -> bytes:
                 palette={SENTIMENT_NAMES[k]: c for k, c in SENTIMENT_COLORS.items()})
     ax.set(title="Sentiment share per age band", xlabel="age band", ylabel="share of the band's reviews")
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
-    return _png(fig)
+    return figure_png(fig)
 
 
 # plot name -> (title, SQL result it draws, function)

@@ -267,7 +267,7 @@ def importance_plot(importance: Mapping[str, Sequence[Mapping[str, Any]]], title
     """PNG: one horizontal bar chart per class (mean |SHAP|, coloured by the sign when present)."""
     import matplotlib.pyplot as plt
 
-    from reviewpipe.evaluation.figures import figure_png
+    from reviewpipe.figures import figure_png
 
     classes = list(importance)
     rows = max((len(v) for v in importance.values()), default=1)

@@ -120,7 +120,7 @@ def leaderboard_plot(board: pd.DataFrame, metric: str = "accuracy") -> bytes:
     """PNG: one bar per candidate, its validation score."""
     import matplotlib.pyplot as plt
 
-    from reviewpipe.evaluation.figures import figure_png
+    from reviewpipe.figures import figure_png
 
     ordered = board.sort_values("score_val", kind="stable")
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(ordered) + 1.2))
