@@ -110,10 +110,12 @@ class HFModel(_Model):
         if threads > 0:
             torch.set_num_threads(threads)
         self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        # trust_remote_code: a mean-pooling model ships its modeling file inside the package (config.json
+        # auto_map, which the tokenizer reads too); standard architectures ignore the flag.
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
         # A fast tokenizer's padding/truncation state is mutated per call: one caller at a time.
         self.tokenizer_lock = threading.Lock()
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True)
         model.eval()
         config = model.config
         self.labels = tuple(int(config.id2label[i]) for i in range(config.num_labels))

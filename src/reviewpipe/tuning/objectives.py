@@ -133,7 +133,7 @@ def bert_objective(data: Mapping[str, pd.DataFrame], objective_cfg: Mapping[str,
             rows, tok, max_seq_length=int(s["max_seq_length"]), batch_size=int(s["batch_size"]),
             eval_batch_size=int(s["eval_batch_size"]), length_bucketing=bool(s["length_bucketing"]),
             num_workers=int(s["num_workers"]), seed=int(s["seed"]), reuse_input_ids=True)
-        network = network_factory(s) if network_factory else build_network(str(s["checkpoint"]))
+        network = network_factory(s) if network_factory else build_network(str(s["checkpoint"]), str(s["pooling"]))
         module = SentimentClassifier(
             network, learning_rate=float(s["learning_rate"]), weight_decay=float(s["weight_decay"]),
             warmup_ratio=float(s["warmup_ratio"]), class_weights=class_weights if s["class_weights"] else None,

@@ -24,14 +24,33 @@ LABEL2ID: dict[str, int] = {label: i for i, label in ID2LABEL.items()}
 NUM_LABELS = len(SENTIMENTS)
 
 
-def build_network(checkpoint: str) -> nn.Module:
-    """AutoModelForSequenceClassification with a 3-way head and the project's label map. A checkpoint
-    that already has a classifier head of another size (e.g. a 2-class sentiment model) gets a new one."""
-    from transformers import AutoModelForSequenceClassification
+POOLINGS = ("cls", "mean")
 
-    network = AutoModelForSequenceClassification.from_pretrained(
-        resolve_checkpoint(checkpoint), num_labels=NUM_LABELS, id2label=ID2LABEL, label2id=LABEL2ID,
-        ignore_mismatched_sizes=True)
+
+def build_network(checkpoint: str, pooling: str = "cls") -> nn.Module:
+    """A 3-way sequence classifier with the project's label map on the checkpoint's encoder.
+
+    `cls`: AutoModelForSequenceClassification (the architecture's own [CLS] head; a checkpoint with a
+    head of another size, e.g. a 2-class sentiment model, gets a new one). `mean`: a head on the
+    attention-masked mean of the token states, the pooling sentence-embedding checkpoints such as
+    the packaged MiniLM were trained for (saved as remote code: loaders pass trust_remote_code).
+    """
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    labels = {"num_labels": NUM_LABELS, "id2label": ID2LABEL, "label2id": LABEL2ID}
+    path = resolve_checkpoint(checkpoint)
+    if pooling == "cls":
+        network = AutoModelForSequenceClassification.from_pretrained(path, ignore_mismatched_sizes=True, **labels)
+    elif pooling == "mean":
+        from reviewpipe.models.bert.modeling_mean_pooling import (
+            MeanPoolingForSequenceClassification,
+            without_pooler,
+        )
+
+        network = MeanPoolingForSequenceClassification.from_encoder(
+            without_pooler(AutoModel.from_pretrained, path), **labels)
+    else:
+        raise ValueError(f"bert.pooling must be one of {POOLINGS}, not {pooling!r}")
     # from_pretrained returns the model in eval mode and Lightning keeps submodule modes as found,
     # so without this dropout would stay off during fine-tuning.
     return network.train()

