@@ -111,7 +111,23 @@ print(m.output_fn(m.predict_fn(data, model), 'application/json').decode())
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
                           cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip(), done.stderr[-3000:]
-    served = json.loads(done.stdout.strip().splitlines()[-1])["predictions"]
+    served = json.loads(done.stdout)["predictions"]  # nothing else on stdout: no trust prompt
     labels = [int(ID2LABEL[i]) for i in expected.argmax(1)]
     assert [p["label"] for p in served] == labels
+
+
+def test_onnx_and_int8_backends_serve_the_mean_pooling_head(tokenizer, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    from reviewpipe.serving import inference
+
+    model_dir = tmp_path / "bert"
+    tiny_mean_pooling(tokenizer.vocab_size, seed=1).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    texts = ["love this dress", "awful fabric, returned it", "fine " * 200]
+    reference = inference.model_fn(str(model_dir)).predict_proba(texts)
+    assert reference.shape == (3, 3)
+    monkeypatch.setenv("REVIEWPIPE_BACKEND", "onnx")
+    np.testing.assert_allclose(inference.model_fn(str(model_dir)).predict_proba(texts), reference, atol=1e-4)
+    monkeypatch.setenv("REVIEWPIPE_QUANTIZE", "int8")
+    np.testing.assert_allclose(inference.model_fn(str(model_dir)).predict_proba(texts), reference, atol=0.05)
