@@ -209,8 +209,8 @@ def make_objective(settings: Any, section: Mapping[str, Any], data: Mapping[str,
         if section.get("class_weights"):
             from reviewpipe.stages.bert import read_class_weights
 
-            weights = read_class_weights(str(section.get("class_weights_uri")
-                                             or storage.join(settings.data_dir, "class_weights.json")), options)
+            # The weights of the data the trials train on (tune.data_dir), as the baseline objective does.
+            weights = read_class_weights(storage.join(settings.data_dir, "class_weights.json"), options)
         return bert_objective(data, settings.objective, class_weights=weights)
     if settings.model == "baseline":
         return baseline_objective(data, settings.objective, data_dir=settings.data_dir, options=options)
