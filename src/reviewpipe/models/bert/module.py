@@ -17,6 +17,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from reviewpipe import SENTIMENTS
+from reviewpipe.errors import ReviewpipeError
 from reviewpipe.hf import resolve_checkpoint
 
 ID2LABEL: dict[int, str] = {i: str(s) for i, s in enumerate(SENTIMENTS)}
@@ -50,7 +51,8 @@ def build_network(checkpoint: str, pooling: str = "cls") -> nn.Module:
         network = MeanPoolingForSequenceClassification.from_encoder(
             without_pooler(AutoModel.from_pretrained, path), **labels)
     else:
-        raise ValueError(f"bert.pooling must be one of {POOLINGS}, not {pooling!r}")
+        raise ReviewpipeError(f"bert.pooling must be one of {POOLINGS}, not {pooling!r}; set it in "
+                              "conf/bert/cpu.yaml or with `dvc exp run -S bert.pooling=mean`")
     # from_pretrained returns the model in eval mode and Lightning keeps submodule modes as found,
     # so without this dropout would stay off during fine-tuning.
     return network.train()
