@@ -38,11 +38,17 @@ def read_split(data_dir: str, name: str, options: StorageOptions | None = None,
 
 
 def read_class_weights(data_dir: str, options: StorageOptions | None = None) -> dict[int, float]:
-    """prepare's class_weights.json ({"-1": w, "0": w, "1": w}) as {label_id: weight}."""
-    uri = storage.join(data_dir, "class_weights.json")
-    storage.require_exists(uri, "class_weights.json", "Run `reviewpipe stage prepare`.", options)
+    """prepare's class_weights.json in `data_dir` as {label_id: weight}."""
+    return class_weights_at(storage.join(data_dir, "class_weights.json"), options)
+
+
+def class_weights_at(uri: str, options: StorageOptions | None = None,
+                     hint: str = "Run `dvc repro prepare`.") -> dict[int, float]:
+    """A class_weights.json ({"-1": w, "0": w, "1": w}, stage prepare) as {label_id: weight}."""
+    storage.require_exists(uri, "class weights", hint, options)
     raw: dict[str, Any] = storage.read_json(uri, options)
-    try:
-        return {i: float(raw[str(s)]) for i, s in enumerate(SENTIMENTS)}
-    except KeyError as exc:
-        raise ReviewpipeError(f"{uri} lacks the weight of sentiment {exc}; rerun `reviewpipe stage prepare`.") from exc
+    missing = [str(s) for s in SENTIMENTS if str(s) not in raw]
+    if missing:
+        raise ReviewpipeError(f"{uri} lacks weights for sentiments {missing}; expected keys "
+                              f"{[str(s) for s in SENTIMENTS]} (rerun `dvc repro prepare`).")
+    return {i: float(raw[str(s)]) for i, s in enumerate(SENTIMENTS)}

@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from reviewpipe import SENTIMENTS, storage
 from reviewpipe.config import section, to_dict
 from reviewpipe.errors import ReviewpipeError
+from reviewpipe.models.splits import class_weights_at
 from reviewpipe.storage import StorageOptions
 
 # OpenMP threads that spin while waiting make torch 5-15x slower when other processes share the
@@ -61,12 +61,5 @@ def tokens_reusable(features: Mapping[str, Any], bert: Mapping[str, Any]) -> boo
 
 
 def read_class_weights(uri: str, options: StorageOptions | None = None) -> list[float]:
-    """{"-1": w, "0": w, "1": w} (stage prepare) -> weights in class-id order."""
-    storage.require_exists(uri, "class weights", "Run `dvc repro prepare`, or set bert.class_weights=false.",
-                           options)
-    weights = storage.read_json(uri, options)
-    missing = [str(s) for s in SENTIMENTS if str(s) not in weights]
-    if missing:
-        raise ReviewpipeError(f"{uri} lacks weights for sentiments {missing}; expected keys "
-                              f"{[str(s) for s in SENTIMENTS]}.")
-    return [float(weights[str(s)]) for s in SENTIMENTS]
+    """prepare's class weights in class-id order (the loss's `weight`)."""
+    return list(class_weights_at(uri, options, "Run `dvc repro prepare`, or set bert.class_weights=false.").values())

@@ -20,7 +20,6 @@ import optuna
 import pandas as pd
 from lightning.pytorch.callbacks import Callback
 
-from reviewpipe import storage
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.storage import StorageOptions
 from reviewpipe.tuning.study import Objective
@@ -207,10 +206,10 @@ def make_objective(settings: Any, section: Mapping[str, Any], data: Mapping[str,
     if settings.model == "bert":
         weights = None
         if section.get("class_weights"):
-            from reviewpipe.stages.bert import read_class_weights
+            from reviewpipe.models.splits import read_class_weights
 
             # The weights of the data the trials train on (tune.data_dir), as the baseline objective does.
-            weights = read_class_weights(storage.join(settings.data_dir, "class_weights.json"), options)
+            weights = list(read_class_weights(settings.data_dir, options).values())
         return bert_objective(data, settings.objective, class_weights=weights)
     if settings.model == "baseline":
         return baseline_objective(data, settings.objective, data_dir=settings.data_dir, options=options)
