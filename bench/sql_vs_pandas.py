@@ -25,15 +25,61 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AGE_BANDS = [0, 25, 35, 45, 55, 65, 200]
 # The reviews-table queries (the lake's rejects table is not part of the benchmark).
-QUERIES = ("sentiment_counts", "category_counts", "category_avg_sentiment", "category_sentiment_counts",
-           "word_count_stats", "word_count_histogram", "sentiment_by_age_band")
+QUERIES = (
+    "sentiment_counts",
+    "category_counts",
+    "category_avg_sentiment",
+    "category_sentiment_counts",
+    "word_count_stats",
+    "word_count_histogram",
+    "sentiment_by_age_band",
+)
 TARGET_SPEEDUP, TARGET_MEMORY_RATIO = 5.0, 0.5
 VOCABULARY = (
-    "the", "dress", "fits", "great", "love", "color", "small", "large", "fabric", "soft", "return",
-    "size", "would", "recommend", "beautiful", "cute", "wear", "top", "little", "material", "perfect",
-    "comfortable", "petite", "length", "waist", "flattering", "quality", "disappointed", "cheap",
-    "runs", "true", "ordered", "usually", "and", "but", "so", "very", "really", "it", "is", "was", "a",
-    "this", "with"
+    "the",
+    "dress",
+    "fits",
+    "great",
+    "love",
+    "color",
+    "small",
+    "large",
+    "fabric",
+    "soft",
+    "return",
+    "size",
+    "would",
+    "recommend",
+    "beautiful",
+    "cute",
+    "wear",
+    "top",
+    "little",
+    "material",
+    "perfect",
+    "comfortable",
+    "petite",
+    "length",
+    "waist",
+    "flattering",
+    "quality",
+    "disappointed",
+    "cheap",
+    "runs",
+    "true",
+    "ordered",
+    "usually",
+    "and",
+    "but",
+    "so",
+    "very",
+    "really",
+    "it",
+    "is",
+    "was",
+    "a",
+    "this",
+    "with",
 )
 
 
@@ -56,6 +102,7 @@ def peak_rss_mb() -> float:
 
 # ---------------------------------------------------------------- data
 
+
 def write_reviews(path: Path, rows: int, seed: int, chunk: int = 500_000) -> None:
     """`rows` synthetic reviews (Kaggle-like skew), vectorised, written chunk by chunk.
 
@@ -73,8 +120,14 @@ def write_reviews(path: Path, rows: int, seed: int, chunk: int = 500_000) -> Non
     # Words per text: median ~45, mean ~55, long tail (the real reviews: mean ~60, max ~115).
     lengths = np.clip(rng.lognormal(3.8, 0.55, 20_000), 2, 115).astype(int)
     separators = np.array([" "] * 30 + ["  ", "\n", ". "])
-    pool = pa.array(["".join(w + s for w, s in zip(rng.choice(vocabulary, n), rng.choice(separators, n),
-                                                   strict=True)).strip() for n in lengths])
+    pool = pa.array(
+        [
+            "".join(
+                w + s for w, s in zip(rng.choice(vocabulary, n), rng.choice(separators, n), strict=True)
+            ).strip()
+            for n in lengths
+        ]
+    )
     names = np.array(list(CATEGORIES), dtype=object)
     weights = np.array([c[1] for c in CATEGORIES.values()], dtype=float)
     writer = None
@@ -84,25 +137,29 @@ def write_reviews(path: Path, rows: int, seed: int, chunk: int = 500_000) -> Non
         rating = rng.choice(np.arange(1, 6), size=n, p=RATING_SHARES / RATING_SHARES.sum())
         category = names[rng.choice(len(names), size=n, p=weights / weights.sum())]
         category[rng.random(n) < 0.001] = None  # as the real data: a few rows without a category
-        body = pc.binary_join_element_wise(pool.take(pa.array(rng.integers(0, len(pool), n))),
-                                           pc.cast(pa.array(ids), pa.string()), " ")
-        table = pa.table({
-            "review_id": ids,
-            "clothing_id": rng.integers(0, 1206, n),
-            "age": rng.integers(18, 100, n),
-            "review_body": body,
-            "rating": rating,
-            "recommended_ind": (rating >= 4).astype(np.int64),
-            "positive_feedback_count": rng.poisson(2.5, n),
-            "product_category": pa.array(category, type=pa.string()),
-            "sentiment": np.where(rating <= 2, -1, np.where(rating == 3, 0, 1)),
-        })
+        body = pc.binary_join_element_wise(
+            pool.take(pa.array(rng.integers(0, len(pool), n))), pc.cast(pa.array(ids), pa.string()), " "
+        )
+        table = pa.table(
+            {
+                "review_id": ids,
+                "clothing_id": rng.integers(0, 1206, n),
+                "age": rng.integers(18, 100, n),
+                "review_body": body,
+                "rating": rating,
+                "recommended_ind": (rating >= 4).astype(np.int64),
+                "positive_feedback_count": rng.poisson(2.5, n),
+                "product_category": pa.array(category, type=pa.string()),
+                "sentiment": np.where(rating <= 2, -1, np.where(rating == 3, 0, 1)),
+            }
+        )
         writer = writer or pq.ParquetWriter(path, table.schema)
         writer.write_table(table, row_group_size=250_000)
     writer.close()
 
 
 # ---------------------------------------------------------------- the two sides (child processes)
+
 
 def run_duckdb(data: Path, out: Path, threads: int | None) -> dict:
     import duckdb
@@ -133,7 +190,10 @@ def run_pandas(data: Path, out: Path, threads: int | None = None) -> dict:
     start = time.perf_counter()
     reviews = pd.read_parquet(data, columns=ref.REVIEW_COLUMNS)
     timings = {"read_parquet": time.perf_counter() - start}
-    queries = {**ref.REVIEW_QUERIES, "sentiment_by_age_band": lambda r: ref.sentiment_by_age_band(r, AGE_BANDS)}
+    queries = {
+        **ref.REVIEW_QUERIES,
+        "sentiment_by_age_band": lambda r: ref.sentiment_by_age_band(r, AGE_BANDS),
+    }
     results = {}
     for name in QUERIES:
         t = time.perf_counter()
@@ -148,15 +208,26 @@ def _finish(results: dict, out: Path, seconds: float, cpu: float, timings: dict,
     out.mkdir(parents=True, exist_ok=True)
     for name, frame in results.items():
         frame.to_pickle(out / f"{name}.pkl")
-    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak, "baseline_rss_mb": baseline, "timings": timings}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "peak_rss_mb": peak,
+        "baseline_rss_mb": baseline,
+        "timings": timings,
+    }
 
 
 # ---------------------------------------------------------------- driver
 
+
 def run_side(side: str, data: Path, out: Path, threads: int | None) -> dict:
     command = [sys.executable, __file__, "--side", side, "--data", str(data), "--out", str(out)]
-    done = subprocess.run(command + (["--threads", str(threads)] if threads else []),
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        command + (["--threads", str(threads)] if threads else []),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         sys.exit(f"{side} side failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -168,9 +239,12 @@ def compare_results(duck: Path, pandas_dir: Path) -> None:
     from reviewpipe.analytics.pandas_reference import comparable
 
     for name in QUERIES:
-        pd.testing.assert_frame_equal(comparable(pd.read_pickle(duck / f"{name}.pkl")),
-                                      comparable(pd.read_pickle(pandas_dir / f"{name}.pkl")),
-                                      rtol=1e-9, obj=name)
+        pd.testing.assert_frame_equal(
+            comparable(pd.read_pickle(duck / f"{name}.pkl")),
+            comparable(pd.read_pickle(pandas_dir / f"{name}.pkl")),
+            rtol=1e-9,
+            obj=name,
+        )
 
 
 def main() -> None:
@@ -184,7 +258,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:  # a child: run one side, print its figures as JSON
-        print(json.dumps((run_duckdb if args.side == "duckdb" else run_pandas)(args.data, args.out, args.threads)))
+        print(
+            json.dumps(
+                (run_duckdb if args.side == "duckdb" else run_pandas)(args.data, args.out, args.threads)
+            )
+        )
         return
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
@@ -192,32 +270,43 @@ def main() -> None:
         data = work / "reviews.parquet"
         t = time.perf_counter()
         write_reviews(data, args.rows, args.seed)
-        print(f"data: {args.rows:,} rows, {data.stat().st_size / 2**20:,.0f} MiB parquet "
-              f"(written in {time.perf_counter() - t:.1f}s)")
+        print(
+            f"data: {args.rows:,} rows, {data.stat().st_size / 2**20:,.0f} MiB parquet "
+            f"(written in {time.perf_counter() - t:.1f}s)"
+        )
         duck = run_side("duckdb", data, work / "duckdb", args.threads)
         pand = run_side("pandas", data, work / "pandas", None)
         compare_results(work / "duckdb", work / "pandas")
     import os
 
-    print(f"results: identical on every query; {os.cpu_count()} CPUs, load average "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
+    print(
+        f"results: identical on every query; {os.cpu_count()} CPUs, load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
+    )
     print(f"{'query':<28}{'duckdb s':>10}{'pandas s':>10}")
     for name in ("read_parquet", *QUERIES):
         print(f"{name:<28}{duck['timings'].get(name, 0):>10.2f}{pand['timings'].get(name, 0):>10.2f}")
     speedup = pand["seconds"] / duck["seconds"]
     memory = duck["peak_rss_mb"] / pand["peak_rss_mb"]
-    working = ((duck["peak_rss_mb"] - duck["baseline_rss_mb"])
-               / max(pand["peak_rss_mb"] - pand["baseline_rss_mb"], 1e-9))
+    working = (duck["peak_rss_mb"] - duck["baseline_rss_mb"]) / max(
+        pand["peak_rss_mb"] - pand["baseline_rss_mb"], 1e-9
+    )
     print(f"\n{'':<28}{'duckdb':>10}{'pandas':>10}{'ratio':>10}")
     print(f"{'total seconds':<28}{duck['seconds']:>10.2f}{pand['seconds']:>10.2f}{speedup:>9.1f}x")
-    print(f"{'CPU seconds (all threads)':<28}{duck['cpu_seconds']:>10.2f}{pand['cpu_seconds']:>10.2f}"
-          f"{pand['cpu_seconds'] / duck['cpu_seconds']:>9.1f}x")
+    print(
+        f"{'CPU seconds (all threads)':<28}{duck['cpu_seconds']:>10.2f}{pand['cpu_seconds']:>10.2f}"
+        f"{pand['cpu_seconds'] / duck['cpu_seconds']:>9.1f}x"
+    )
     print(f"{'peak RSS MiB':<28}{duck['peak_rss_mb']:>10.0f}{pand['peak_rss_mb']:>10.0f}{memory:>10.2f}")
-    print(f"{'  of which after imports':<28}{duck['peak_rss_mb'] - duck['baseline_rss_mb']:>10.0f}"
-          f"{pand['peak_rss_mb'] - pand['baseline_rss_mb']:>10.0f}{working:>10.2f}")
-    print(f"\nDuckDB is {speedup:.1f}x faster (target >= {TARGET_SPEEDUP:g}x: "
-          f"{'met' if speedup >= TARGET_SPEEDUP else 'NOT met'}) and uses {memory:.2f} of pandas' peak memory "
-          f"(target <= {TARGET_MEMORY_RATIO}: {'met' if memory <= TARGET_MEMORY_RATIO else 'NOT met'}).")
+    print(
+        f"{'  of which after imports':<28}{duck['peak_rss_mb'] - duck['baseline_rss_mb']:>10.0f}"
+        f"{pand['peak_rss_mb'] - pand['baseline_rss_mb']:>10.0f}{working:>10.2f}"
+    )
+    print(
+        f"\nDuckDB is {speedup:.1f}x faster (target >= {TARGET_SPEEDUP:g}x: "
+        f"{'met' if speedup >= TARGET_SPEEDUP else 'NOT met'}) and uses {memory:.2f} of pandas' peak memory "
+        f"(target <= {TARGET_MEMORY_RATIO}: {'met' if memory <= TARGET_MEMORY_RATIO else 'NOT met'})."
+    )
 
 
 if __name__ == "__main__":

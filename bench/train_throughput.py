@@ -56,8 +56,28 @@ def review_texts(n: int, seed: int) -> tuple[list[str], str]:
             texts, source = pd.read_csv(f, index_col=0)["Review Text"], str(raw)
     else:
         rng = np.random.default_rng(seed)
-        words = ["the", "dress", "fits", "well", "but", "fabric", "is", "thin", "and", "color", "was", "not",
-                 "what", "i", "expected", "love", "it", "too", "small", "returned"]
+        words = [
+            "the",
+            "dress",
+            "fits",
+            "well",
+            "but",
+            "fabric",
+            "is",
+            "thin",
+            "and",
+            "color",
+            "was",
+            "not",
+            "what",
+            "i",
+            "expected",
+            "love",
+            "it",
+            "too",
+            "small",
+            "returned",
+        ]
         texts = pd.Series([" ".join(rng.choice(words, size=int(rng.integers(20, 90)))) for _ in range(n)])
         source = "synthetic reviews"
     texts = texts.dropna().astype(str)
@@ -85,10 +105,15 @@ class StepLog:
     def summary(self, warmup: int, params: int, peak_tflops: float | None) -> dict[str, float]:
         steps = len(self.ends) - warmup
         seconds = self.ends[-1] - self.ends[warmup - 1]
-        rows, tokens = sum(self.rows[warmup:len(self.ends)]), sum(self.tokens[warmup:len(self.ends)])
-        padded = sum(self.padded[warmup:len(self.ends)])
-        out = {"steps": steps, "seconds": seconds, "samples_per_s": rows / seconds,
-               "tokens_per_s": tokens / seconds, "padding_share": 1 - tokens / padded}
+        rows, tokens = sum(self.rows[warmup : len(self.ends)]), sum(self.tokens[warmup : len(self.ends)])
+        padded = sum(self.padded[warmup : len(self.ends)])
+        out = {
+            "steps": steps,
+            "seconds": seconds,
+            "samples_per_s": rows / seconds,
+            "tokens_per_s": tokens / seconds,
+            "padding_share": 1 - tokens / padded,
+        }
         if peak_tflops:
             out["mfu_real_tokens"] = 6 * params * tokens / seconds / (peak_tflops * 1e12)
             out["mfu_padded_tokens"] = 6 * params * padded / seconds / (peak_tflops * 1e12)
@@ -114,23 +139,49 @@ def run_lightning(args: argparse.Namespace, texts: list[str], labels: np.ndarray
     log = StepLog()
 
     class Timer(L.Callback):
-        def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                               batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        def on_train_batch_end(
+            self,
+            trainer: L.Trainer,
+            pl_module: L.LightningModule,
+            outputs: Any,
+            batch: dict[str, torch.Tensor],
+            batch_idx: int,
+        ) -> None:
             if args.gpu:
                 torch.cuda.synchronize()
             log.ends.append(time.perf_counter())
             log.batch(batch["attention_mask"])
 
     frame = pd.DataFrame({"review_body": texts, "label_id": labels, "split_type": "train"})
-    datamodule = ReviewDataModule(frame, tokenizer, max_seq_length=args.max_length, batch_size=args.batch_size,
-                                  length_bucketing=True, num_workers=args.num_workers, seed=args.seed)
-    module = SentimentClassifier(fresh_model(args.checkpoint, args.seed, args.freeze_word_embeddings),
-                                 learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY, warmup_ratio=WARMUP_RATIO)
+    datamodule = ReviewDataModule(
+        frame,
+        tokenizer,
+        max_seq_length=args.max_length,
+        batch_size=args.batch_size,
+        length_bucketing=True,
+        num_workers=args.num_workers,
+        seed=args.seed,
+    )
+    module = SentimentClassifier(
+        fresh_model(args.checkpoint, args.seed, args.freeze_word_embeddings),
+        learning_rate=LEARNING_RATE,
+        weight_decay=WEIGHT_DECAY,
+        warmup_ratio=WARMUP_RATIO,
+    )
     trainer = L.Trainer(
-        accelerator="gpu" if args.gpu else "cpu", devices=1, precision="bf16-mixed" if args.gpu else "32-true",
-        max_steps=args.warmup + args.steps, limit_val_batches=0, gradient_clip_val=1.0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        use_distributed_sampler=False, callbacks=[Timer()])
+        accelerator="gpu" if args.gpu else "cpu",
+        devices=1,
+        precision="bf16-mixed" if args.gpu else "32-true",
+        max_steps=args.warmup + args.steps,
+        limit_val_batches=0,
+        gradient_clip_val=1.0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=[Timer()],
+    )
     trainer.fit(module, datamodule=datamodule)
     return log
 
@@ -156,14 +207,33 @@ def run_hf_trainer(args: argparse.Namespace, texts: list[str], labels: np.ndarra
     dataset = [{"input_ids": ids, "labels": int(y)} for ids, y in zip(encoded, labels, strict=True)]
     with tempfile.TemporaryDirectory() as out:
         training_args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=args.batch_size, max_steps=args.warmup + args.steps,
-            learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY, warmup_steps=WARMUP_RATIO,  # a float: a ratio
-            lr_scheduler_type="linear", max_grad_norm=1.0, optim="adamw_torch_fused",
+            output_dir=out,
+            per_device_train_batch_size=args.batch_size,
+            max_steps=args.warmup + args.steps,
+            learning_rate=LEARNING_RATE,
+            weight_decay=WEIGHT_DECAY,
+            warmup_steps=WARMUP_RATIO,  # a float: a ratio
+            lr_scheduler_type="linear",
+            max_grad_norm=1.0,
+            optim="adamw_torch_fused",
             train_sampling_strategy="group_by_length",
-            logging_strategy="no", save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True,
-            seed=args.seed, dataloader_num_workers=0, bf16=args.gpu, use_cpu=not args.gpu)
-        Trainer(model=fresh_model(args.checkpoint, args.seed, args.freeze_word_embeddings), args=training_args,
-                train_dataset=dataset, data_collator=collate, callbacks=[Timer()]).train()
+            logging_strategy="no",
+            save_strategy="no",
+            eval_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            seed=args.seed,
+            dataloader_num_workers=0,
+            bf16=args.gpu,
+            use_cpu=not args.gpu,
+        )
+        Trainer(
+            model=fresh_model(args.checkpoint, args.seed, args.freeze_word_embeddings),
+            args=training_args,
+            train_dataset=dataset,
+            data_collator=collate,
+            callbacks=[Timer()],
+        ).train()
     return log
 
 
@@ -177,8 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--freeze-word-embeddings", action="store_true", help="in both loops")
-    parser.add_argument("--peak-tflops", type=float, default=H200_BF16_DENSE_TFLOPS,
-                        help="the GPU's dense bf16 peak (H200: ~989)")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=H200_BF16_DENSE_TFLOPS,
+        help="the GPU's dense bf16 peak (H200: ~989)",
+    )
     parser.add_argument("--only", choices=["lightning", "hf"], help="run one loop only")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
@@ -204,9 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     labels = np.random.default_rng(args.seed).integers(0, 3, size=len(texts))
     params = non_embedding_parameters(fresh_model(args.checkpoint, args.seed, False))
     device = torch.cuda.get_device_name(0) if args.gpu else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{args.checkpoint} ({params / 1e6:.1f}M non-embedding parameters), batch {args.batch_size}, "
-          f"max length {args.max_length}, {args.warmup} warm-up + {args.steps} timed steps, {device}; "
-          f"{len(texts)} reviews from {source}")
+    print(
+        f"{args.checkpoint} ({params / 1e6:.1f}M non-embedding parameters), batch {args.batch_size}, "
+        f"max length {args.max_length}, {args.warmup} warm-up + {args.steps} timed steps, {device}; "
+        f"{len(texts)} reviews from {source}"
+    )
 
     runs = {"lightning": run_lightning, "hf": run_hf_trainer}
     results = {}
@@ -214,11 +290,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and name != args.only:
             continue
         results[name] = run(args, texts, labels, tokenizer).summary(
-            args.warmup, params, args.peak_tflops if args.gpu else None)
+            args.warmup, params, args.peak_tflops if args.gpu else None
+        )
         r = results[name]
-        line = (f"{'Lightning' if name == 'lightning' else 'HF Trainer':>10}: {r['samples_per_s']:8.2f} samples/s, "
-                f"{r['tokens_per_s']:9.0f} real tokens/s, padding {r['padding_share']:.1%} "
-                f"({r['steps']} steps in {r['seconds']:.1f} s)")
+        line = (
+            f"{'Lightning' if name == 'lightning' else 'HF Trainer':>10}: {r['samples_per_s']:8.2f} samples/s, "
+            f"{r['tokens_per_s']:9.0f} real tokens/s, padding {r['padding_share']:.1%} "
+            f"({r['steps']} steps in {r['seconds']:.1f} s)"
+        )
         if args.gpu:
             line += f", MFU {r['mfu_real_tokens']:.2%} real / {r['mfu_padded_tokens']:.2%} padded tokens"
         print(line, flush=True)

@@ -37,12 +37,18 @@ def moto_server() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in (
-        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")}
-    os.environ.update({
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
-    })
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+    }
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+        }
+    )
     try:
         yield endpoint
     finally:
@@ -72,8 +78,12 @@ def real_raw() -> Path:
     return REAL_RAW
 
 
-def run_data_stages(workdir: Path, raw: Path | None = None, stages: tuple[str, ...] = ("ingest", "catalog"),
-                    overrides: list[str] | None = None) -> Path:
+def run_data_stages(
+    workdir: Path,
+    raw: Path | None = None,
+    stages: tuple[str, ...] = ("ingest", "catalog"),
+    overrides: list[str] | None = None,
+) -> Path:
     """Write params.yaml (the repository's, with relative paths) into `workdir` and run `stages` there.
 
     Raw input: `raw` (linked in), else a synthetic file (3,000 rows, 2 bad rows of each kind).
@@ -92,8 +102,10 @@ def run_data_stages(workdir: Path, raw: Path | None = None, stages: tuple[str, .
         write_synth(str(workdir / raw_uri), rows=3000, seed=11, bad_rows=2)
     else:
         (workdir / raw_uri).symlink_to(raw)
-    params = load_params(REPO_ROOT / "params.yaml", [
-        f"data.raw_uri={raw_uri}", f"explore.sql_dir={REPO_ROOT / 'sql'}", *(overrides or [])])
+    params = load_params(
+        REPO_ROOT / "params.yaml",
+        [f"data.raw_uri={raw_uri}", f"explore.sql_dir={REPO_ROOT / 'sql'}", *(overrides or [])],
+    )
     OmegaConf.save(params, workdir / "params.yaml")
     with chdir(workdir):
         for stage in stages:
@@ -113,7 +125,20 @@ SENTIMENT_WORDS = {
     0: ["okay", "average", "fine", "decent", "mixed", "alright", "so-so", "ordinary"],
     1: ["superb", "love", "gorgeous", "perfect", "soft", "flattering", "beautiful", "comfy"],
 }
-FILLER_WORDS = ["dress", "top", "fabric", "size", "color", "wore", "ordered", "the", "this", "and", "with", "it"]
+FILLER_WORDS = [
+    "dress",
+    "top",
+    "fabric",
+    "size",
+    "color",
+    "wore",
+    "ordered",
+    "the",
+    "this",
+    "and",
+    "with",
+    "it",
+]
 
 
 def make_prepared_frame(rows: int, seed: int = 0, signal: float = 0.3) -> pd.DataFrame:  # noqa: F821
@@ -129,24 +154,30 @@ def make_prepared_frame(rows: int, seed: int = 0, signal: float = 0.3) -> pd.Dat
     rng.shuffle(sentiment)
     texts = []
     for s in sentiment:
-        words = [str(rng.choice(SENTIMENT_WORDS[s])) if rng.random() < signal else str(rng.choice(FILLER_WORDS))
-                 for _ in range(int(rng.integers(5, 10)))]
+        words = [
+            str(rng.choice(SENTIMENT_WORDS[s])) if rng.random() < signal else str(rng.choice(FILLER_WORDS))
+            for _ in range(int(rng.integers(5, 10)))
+        ]
         if s == 1 and rng.random() < 0.5:
             words.insert(int(rng.integers(0, len(words))), "superb")
         texts.append(" ".join(words).capitalize() + ".")
     ages = pd.Series(rng.integers(18, 80, rows))
     categories = rng.choice(["Dresses", "Knits", "Pants"], size=rows)
-    return pd.DataFrame({
-        "review_id": np.arange(rows),
-        "review_body": texts,
-        "product_category": categories,
-        "division_name": rng.choice(["General", "General Petite"], size=rows),
-        "department_name": np.where(categories == "Pants", "Bottoms", np.where(categories == "Knits", "Tops", "Dresses")),
-        "age": ages,
-        "age_band": age_band(ages, [0, 25, 35, 45, 55, 65, 200]),
-        "sentiment": sentiment,
-        "label_id": sentiment + 1,
-    })
+    return pd.DataFrame(
+        {
+            "review_id": np.arange(rows),
+            "review_body": texts,
+            "product_category": categories,
+            "division_name": rng.choice(["General", "General Petite"], size=rows),
+            "department_name": np.where(
+                categories == "Pants", "Bottoms", np.where(categories == "Knits", "Tops", "Dresses")
+            ),
+            "age": ages,
+            "age_band": age_band(ages, [0, 25, 35, 45, 55, 65, 200]),
+            "sentiment": sentiment,
+            "label_id": sentiment + 1,
+        }
+    )
 
 
 @pytest.fixture
@@ -157,6 +188,8 @@ def prepared_splits(tmp_path: Path) -> Path:
     out = tmp_path / "data" / "prepared"
     out.mkdir(parents=True)
     for i, (name, rows) in enumerate((("train", 300), ("validation", 60), ("test", 90))):
-        make_prepared_frame(rows, seed=i).assign(split_type=name).to_parquet(out / f"{name}.parquet", index=False)
+        make_prepared_frame(rows, seed=i).assign(split_type=name).to_parquet(
+            out / f"{name}.parquet", index=False
+        )
     (out / "class_weights.json").write_text(json.dumps({"-1": 1.0, "0": 1.0, "1": 1.0}))
     return tmp_path

@@ -29,21 +29,27 @@ def tokenizer():
 def frame(n: int = 30) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     words = ["soft", "fits", "great", "itchy", "small", "lovely", "return", "fine"]
-    return pd.DataFrame({
-        "review_id": np.arange(n),
-        "review_body": [" ".join(rng.choice(words, size=int(rng.integers(1, 20)))) for _ in range(n)],
-        "label_id": np.arange(n) % 3,
-        "split_type": ["train"] * (n - 10) + ["validation"] * 5 + ["test"] * 5,
-    })
+    return pd.DataFrame(
+        {
+            "review_id": np.arange(n),
+            "review_body": [" ".join(rng.choice(words, size=int(rng.integers(1, 20)))) for _ in range(n)],
+            "label_id": np.arange(n) % 3,
+            "split_type": ["train"] * (n - 10) + ["validation"] * 5 + ["test"] * 5,
+        }
+    )
 
 
 def test_stored_padded_tokens_are_unpadded_and_truncated_keeping_sep(tokenizer) -> None:
     sep, cls = tokenizer.sep_token_id, tokenizer.cls_token_id
-    stored = pd.DataFrame({
-        "input_ids": [np.array([cls, 11, 12, sep, 0, 0], dtype=np.int32),
-                      np.array([cls, 21, 22, 23, 24, sep], dtype=np.int32)],
-        "attention_mask": [np.array([1, 1, 1, 1, 0, 0], dtype=np.int8), np.ones(6, dtype=np.int8)],
-    })
+    stored = pd.DataFrame(
+        {
+            "input_ids": [
+                np.array([cls, 11, 12, sep, 0, 0], dtype=np.int32),
+                np.array([cls, 21, 22, 23, 24, sep], dtype=np.int32),
+            ],
+            "attention_mask": [np.array([1, 1, 1, 1, 0, 0], dtype=np.int8), np.ones(6, dtype=np.int8)],
+        }
+    )
     assert encode_frame(stored, tokenizer, max_length=4) == [[cls, 11, 12, sep], [cls, 21, 22, sep]]
     assert truncate([1, 2, 3], 2, sep_token_id=None) == [1, 2]
 
@@ -65,7 +71,9 @@ def test_collator_pads_to_the_batch_max_with_mask() -> None:
 
 def test_length_buckets_cover_every_row_once_with_similar_lengths_and_a_seeded_epoch_order() -> None:
     lengths = np.random.default_rng(1).integers(3, 128, size=1000)
-    sampler = LengthGroupedBatchSampler(lengths, 16, shuffle=True, group_by_length=True, seed=7, pool_batches=8)
+    sampler = LengthGroupedBatchSampler(
+        lengths, 16, shuffle=True, group_by_length=True, seed=7, pool_batches=8
+    )
     batches = list(sampler)
     assert sorted(i for b in batches for i in b) == list(range(1000)) and len(batches) == len(sampler) == 63
     spread = np.mean([np.ptp(lengths[b]) for b in batches])

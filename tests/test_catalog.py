@@ -22,14 +22,18 @@ def clean_reviews(rows: int, seed: int = 0) -> pd.DataFrame:
     """Rows shaped like the lake's clean table; categories include a space, a slash and NULL."""
     rng = np.random.default_rng(seed)
     rating = rng.choice([1, 2, 3, 4, 5], size=rows, p=[0.05, 0.07, 0.12, 0.2, 0.56])
-    return pd.DataFrame({
-        "review_id": np.arange(rows, dtype="int64"),
-        "age": pd.array(rng.integers(18, 90, rows), dtype="Int64"),
-        "review_body": [" ".join(["word"] * int(n)) for n in rng.integers(1, 40, rows)],
-        "rating": rating.astype("int64"),
-        "product_category": pd.array(rng.choice(np.array(CATEGORIES, dtype=object), rows), dtype="string"),
-        "sentiment": np.where(rating <= 2, -1, np.where(rating == 3, 0, 1)).astype("int64"),
-    })
+    return pd.DataFrame(
+        {
+            "review_id": np.arange(rows, dtype="int64"),
+            "age": pd.array(rng.integers(18, 90, rows), dtype="Int64"),
+            "review_body": [" ".join(["word"] * int(n)) for n in rng.integers(1, 40, rows)],
+            "rating": rating.astype("int64"),
+            "product_category": pd.array(
+                rng.choice(np.array(CATEGORIES, dtype=object), rows), dtype="string"
+            ),
+            "sentiment": np.where(rating <= 2, -1, np.where(rating == 3, 0, 1)).astype("int64"),
+        }
+    )
 
 
 def write_lake_table(table_dir: Path, frame: pd.DataFrame, partition_by: str | None) -> dict:
@@ -38,28 +42,38 @@ def write_lake_table(table_dir: Path, frame: pd.DataFrame, partition_by: str | N
     files: list[str] = []
     if len(frame):
         pads.write_dataset(
-            table, table_dir, format="parquet", basename_template="part-{i}.parquet",
-            partitioning=[partition_by] if partition_by else None, partitioning_flavor="hive",
+            table,
+            table_dir,
+            format="parquet",
+            basename_template="part-{i}.parquet",
+            partitioning=[partition_by] if partition_by else None,
+            partitioning_flavor="hive",
             file_visitor=lambda written: files.append(os.path.relpath(written.path, table_dir)),
             existing_data_behavior="overwrite_or_ignore",
         )
     table_dir.mkdir(parents=True, exist_ok=True)
     manifest = {
-        "table": table_dir.name, "files": sorted(files), "partition_by": partition_by, "rows": len(frame),
+        "table": table_dir.name,
+        "files": sorted(files),
+        "partition_by": partition_by,
+        "rows": len(frame),
         "columns": {field.name: str(field.type) for field in table.schema},
-        "run_id": "test-run", "created_at": "2025-01-01T00:00:00+00:00",
+        "run_id": "test-run",
+        "created_at": "2025-01-01T00:00:00+00:00",
     }
     (table_dir / "_manifest.json").write_text(json.dumps(manifest))
     return manifest
 
 
 def rejects_frame(rows: int) -> pd.DataFrame:
-    return pd.DataFrame({
-        "review_id": [str(i) for i in range(rows)],
-        "rating": ["7"] * rows,
-        "reject_reason": ["rating_out_of_range"] * rows,
-        "source_row": np.arange(rows, dtype="int64"),
-    })
+    return pd.DataFrame(
+        {
+            "review_id": [str(i) for i in range(rows)],
+            "rating": ["7"] * rows,
+            "reject_reason": ["rating_out_of_range"] * rows,
+            "source_row": np.arange(rows, dtype="int64"),
+        }
+    )
 
 
 @pytest.fixture
@@ -79,7 +93,10 @@ def test_views_hold_the_lake_rows_with_partition_values(lake, tmp_path: Path) ->
     # The partition column comes back from the paths (spaces, slashes, NULL included).
     pd.testing.assert_series_equal(got["product_category"].astype("string"), reviews["product_category"])
     pd.testing.assert_series_equal(got["review_body"], reviews["review_body"], check_dtype=False)
-    assert con.execute("SELECT COUNT(*), MIN(reject_reason) FROM rejects").fetchone() == (3, "rating_out_of_range")
+    assert con.execute("SELECT COUNT(*), MIN(reject_reason) FROM rejects").fetchone() == (
+        3,
+        "rating_out_of_range",
+    )
 
 
 def test_description_lists_columns_partitions_and_rows(lake, tmp_path: Path) -> None:
@@ -89,8 +106,14 @@ def test_description_lists_columns_partitions_and_rows(lake, tmp_path: Path) -> 
     assert table["location"] == str(lake_dir / "reviews")
     assert table["rows"] == 400
     types = {c["name"]: c["type"] for c in table["columns"]}
-    assert types == {"review_id": "BIGINT", "age": "BIGINT", "review_body": "VARCHAR", "rating": "BIGINT",
-                     "sentiment": "BIGINT", "product_category": "VARCHAR"}
+    assert types == {
+        "review_id": "BIGINT",
+        "age": "BIGINT",
+        "review_body": "VARCHAR",
+        "rating": "BIGINT",
+        "sentiment": "BIGINT",
+        "product_category": "VARCHAR",
+    }
     assert table["partitions"]["column"] == "product_category"
     expected = reviews["product_category"].value_counts(dropna=False)
     got = {v["value"]: v["rows"] for v in table["partitions"]["values"]}
@@ -165,9 +188,12 @@ def test_catalog_on_s3_matches_local(lake, tmp_path: Path, s3_bucket: str, moto_
     remote = build_catalog(f"s3://{s3_bucket}/lake", str(tmp_path / "s3.duckdb"), options)
     local = build_catalog(str(lake_dir), str(tmp_path / "local.duckdb"))
     for name in ("reviews", "rejects"):
-        assert {k: v for k, v in remote["tables"][name].items() if k != "location"} == \
-               {k: v for k, v in local["tables"][name].items() if k != "location"}
+        assert {k: v for k, v in remote["tables"][name].items() if k != "location"} == {
+            k: v for k, v in local["tables"][name].items() if k != "location"
+        }
     assert remote["tables"]["reviews"]["location"] == f"s3://{s3_bucket}/lake/reviews"
     query = "SELECT product_category, SUM(sentiment) AS s FROM reviews GROUP BY 1 ORDER BY 1"
-    pd.testing.assert_frame_equal(open_catalog(str(tmp_path / "s3.duckdb"), options).sql(query).df(),
-                                  open_catalog(str(tmp_path / "local.duckdb")).sql(query).df())
+    pd.testing.assert_frame_equal(
+        open_catalog(str(tmp_path / "s3.duckdb"), options).sql(query).df(),
+        open_catalog(str(tmp_path / "local.duckdb")).sql(query).df(),
+    )

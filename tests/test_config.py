@@ -24,6 +24,9 @@ def test_override_composes(tmp_path: Path) -> None:
 
 
 def test_stage_code_never_uses_hydra_main() -> None:
-    offenders = [p for p in (ROOT / "src").rglob("*.py")
-                 if "@hydra.main" in p.read_text() or "${hydra:" in p.read_text()]
+    offenders = [
+        p
+        for p in (ROOT / "src").rglob("*.py")
+        if "@hydra.main" in p.read_text() or "${hydra:" in p.read_text()
+    ]
     assert offenders == []

@@ -30,9 +30,17 @@ from reviewpipe.stages import ingest as ingest_stage
 from tests.conftest import REPO_ROOT
 
 GOOD = {
-    "": "0", "Clothing ID": "767", "Age": "33", "Title": "Lovely", "Review Text": "Absolutely wonderful",
-    "Rating": "4", "Recommended IND": "1", "Positive Feedback Count": "0", "Division Name": "Initmates",
-    "Department Name": "Intimate", "Class Name": "Intimates",
+    "": "0",
+    "Clothing ID": "767",
+    "Age": "33",
+    "Title": "Lovely",
+    "Review Text": "Absolutely wonderful",
+    "Rating": "4",
+    "Recommended IND": "1",
+    "Positive Feedback Count": "0",
+    "Division Name": "Initmates",
+    "Department Name": "Intimate",
+    "Class Name": "Intimates",
 }
 
 
@@ -55,25 +63,28 @@ def reasons(result) -> list[str]:
     return result.rejects["reject_reason"].tolist()
 
 
-@pytest.mark.parametrize(("changes", "reason"), [
-    ({"": None}, "missing_review_id"),
-    ({"": "r-17"}, "invalid_review_id"),
-    ({"Rating": None}, "missing_rating"),
-    ({"Rating": "five"}, "invalid_rating"),
-    ({"Rating": "4.5"}, "invalid_rating"),
-    ({"Rating": "0"}, "rating_out_of_range"),
-    ({"Rating": "6"}, "rating_out_of_range"),
-    ({"Review Text": None}, "missing_review_body"),
-    ({"Review Text": "  \n "}, "missing_review_body"),
-    ({"Age": "thirty"}, "invalid_age"),
-    ({"Age": "12"}, "age_out_of_range"),
-    ({"Age": "111"}, "age_out_of_range"),
-    ({"Clothing ID": "-4"}, "invalid_clothing_id"),
-    ({"Clothing ID": "A12"}, "invalid_clothing_id"),
-    ({"Recommended IND": "2"}, "invalid_recommended_ind"),
-    ({"Positive Feedback Count": "-1"}, "invalid_positive_feedback_count"),
-    ({"Positive Feedback Count": "many"}, "invalid_positive_feedback_count"),
-])
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"": None}, "missing_review_id"),
+        ({"": "r-17"}, "invalid_review_id"),
+        ({"Rating": None}, "missing_rating"),
+        ({"Rating": "five"}, "invalid_rating"),
+        ({"Rating": "4.5"}, "invalid_rating"),
+        ({"Rating": "0"}, "rating_out_of_range"),
+        ({"Rating": "6"}, "rating_out_of_range"),
+        ({"Review Text": None}, "missing_review_body"),
+        ({"Review Text": "  \n "}, "missing_review_body"),
+        ({"Age": "thirty"}, "invalid_age"),
+        ({"Age": "12"}, "age_out_of_range"),
+        ({"Age": "111"}, "age_out_of_range"),
+        ({"Clothing ID": "-4"}, "invalid_clothing_id"),
+        ({"Clothing ID": "A12"}, "invalid_clothing_id"),
+        ({"Recommended IND": "2"}, "invalid_recommended_ind"),
+        ({"Positive Feedback Count": "-1"}, "invalid_positive_feedback_count"),
+        ({"Positive Feedback Count": "many"}, "invalid_positive_feedback_count"),
+    ],
+)
 def test_each_rule_rejects_its_row_with_its_reason(changes: dict[str, str | None], reason: str) -> None:
     result = run([{}, changes, {}])
     assert reasons(result) == [reason]
@@ -83,9 +94,15 @@ def test_each_rule_rejects_its_row_with_its_reason(changes: dict[str, str | None
 
 
 def test_boundaries_and_optional_fields_are_clean() -> None:
-    result = run([{"Age": "13", "Rating": "1"}, {"Age": "110", "Rating": "5"}, {"Age": None},
-                  {"Title": None, "Class Name": None, "Department Name": None, "Division Name": None},
-                  {"Rating": " 3 ", "Clothing ID": "12.0"}])
+    result = run(
+        [
+            {"Age": "13", "Rating": "1"},
+            {"Age": "110", "Rating": "5"},
+            {"Age": None},
+            {"Title": None, "Class Name": None, "Department Name": None, "Division Name": None},
+            {"Rating": " 3 ", "Clothing ID": "12.0"},
+        ]
+    )
     assert result.metrics["rows_rejected"] == 0
     clean = result.clean
     assert clean["age"].tolist()[:2] == [13, 110] and clean["age"].isna().tolist()[2]
@@ -190,8 +207,19 @@ def test_missing_columns_are_named_in_one_error() -> None:
 
 
 def test_snake_case_header_is_accepted() -> None:
-    snake = ("review_id", "clothing_id", "age", "title", "review_body", "rating", "recommended_ind",
-             "positive_feedback_count", "division_name", "department_name", "product_category")
+    snake = (
+        "review_id",
+        "clothing_id",
+        "age",
+        "title",
+        "review_body",
+        "rating",
+        "recommended_ind",
+        "positive_feedback_count",
+        "division_name",
+        "department_name",
+        "product_category",
+    )
     raw = csv_bytes([{}]).split(b"\n", 1)[1]
     result = validate(parse_raw(",".join(snake).encode() + b"\n" + raw), 13, 110)
     assert result.metrics["rows_clean"] == 1
@@ -219,8 +247,9 @@ def test_reads_gzip_plain_and_file_uri(tmp_path: Path) -> None:
     ]
     for result in results[1:]:
         assert result.metrics == results[0].metrics
-        pd.testing.assert_frame_equal(result.clean.drop(columns="ingested_at"),
-                                      results[0].clean.drop(columns="ingested_at"))
+        pd.testing.assert_frame_equal(
+            result.clean.drop(columns="ingested_at"), results[0].clean.drop(columns="ingested_at")
+        )
     assert results[0].metrics["rows_in"] == 120
     with pytest.raises(ReviewpipeError, match="not a readable CSV|lacks"):
         ingest(str(tmp_path / "r.csv.gz"), compression="none")
@@ -266,9 +295,21 @@ def test_stage_partition_by_override(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "department_name=Tops/" in " ".join(files)
 
 
-def test_cli_missing_file_exits_2_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli_main(["stage", "ingest", "--params", str(REPO_ROOT / "params.yaml"),
-                     "-S", f"data.raw_uri={tmp_path}/absent.csv", "-S", f"lake.uri={tmp_path}/lake"])
+def test_cli_missing_file_exits_2_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli_main(
+        [
+            "stage",
+            "ingest",
+            "--params",
+            str(REPO_ROOT / "params.yaml"),
+            "-S",
+            f"data.raw_uri={tmp_path}/absent.csv",
+            "-S",
+            f"lake.uri={tmp_path}/lake",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: raw reviews file not found") and "Traceback" not in err

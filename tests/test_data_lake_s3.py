@@ -36,11 +36,15 @@ def _same_rows(read: pd.DataFrame, written: pd.DataFrame) -> None:
     columns = [c for c in written.columns if c != "ingested_at"]
     left, right = _sorted(read, columns), _sorted(written, columns)
     assert left.isna().equals(right.isna())
-    assert left.astype(object).where(left.notna(), None).values.tolist() == \
-        right.astype(object).where(right.notna(), None).values.tolist()
+    assert (
+        left.astype(object).where(left.notna(), None).values.tolist()
+        == right.astype(object).where(right.notna(), None).values.tolist()
+    )
 
 
-def test_null_partitions_round_trip_through_duckdb_hive_partitioning(tmp_path: Path, clean: pd.DataFrame) -> None:
+def test_null_partitions_round_trip_through_duckdb_hive_partitioning(
+    tmp_path: Path, clean: pd.DataFrame
+) -> None:
     assert clean["product_category"].isna().sum() >= 2
     manifest = lake.publish_table(str(tmp_path), "reviews", clean, "product_category")
     assert "product_category=__HIVE_DEFAULT_PARTITION__/" in " ".join(manifest["files"])
@@ -48,11 +52,17 @@ def test_null_partitions_round_trip_through_duckdb_hive_partitioning(tmp_path: P
     con = duckdb.connect()
     nulls, total, typ = con.execute(
         "SELECT count(*) FILTER (WHERE product_category IS NULL), count(*), any_value(typeof(product_category)) "
-        "FROM read_parquet(?, hive_partitioning = true)", [files]).fetchone()
+        "FROM read_parquet(?, hive_partitioning = true)",
+        [files],
+    ).fetchone()
     assert (nulls, total, typ) == (clean["product_category"].isna().sum(), len(clean), "VARCHAR")
     assert "__HIVE_DEFAULT_PARTITION__" not in set(
-        con.execute("SELECT DISTINCT product_category FROM read_parquet(?, hive_partitioning = true) "
-                    "WHERE product_category IS NOT NULL", [files]).df()["product_category"])
+        con.execute(
+            "SELECT DISTINCT product_category FROM read_parquet(?, hive_partitioning = true) "
+            "WHERE product_category IS NOT NULL",
+            [files],
+        ).df()["product_category"]
+    )
     _same_rows(lake.read_table(str(tmp_path / "reviews")), clean)
 
 
@@ -67,23 +77,32 @@ def test_manifest_contract(tmp_path: Path, clean: pd.DataFrame) -> None:
     assert manifest["files"] == sorted(manifest["files"])
     assert all(f.endswith("/part-r1.parquet") for f in manifest["files"])
     # Exactly the files on disk, nothing more: data files plus the manifest.
-    on_disk_files = sorted(str(p.relative_to(tmp_path / "reviews")) for p in (tmp_path / "reviews").rglob("*")
-                           if p.is_file())
+    on_disk_files = sorted(
+        str(p.relative_to(tmp_path / "reviews")) for p in (tmp_path / "reviews").rglob("*") if p.is_file()
+    )
     assert on_disk_files == sorted([*manifest["files"], lake.MANIFEST])
     assert lake.table_files(str(tmp_path / "reviews")) == [
-        os.path.join(str(tmp_path / "reviews"), f) for f in manifest["files"]]
+        os.path.join(str(tmp_path / "reviews"), f) for f in manifest["files"]
+    ]
     assert lake.table_files(f"file://{tmp_path / 'reviews'}") == lake.table_files(str(tmp_path / "reviews"))
 
 
 def test_partition_values_with_special_characters(tmp_path: Path, clean: pd.DataFrame) -> None:
-    odd = clean.head(4).assign(product_category=["Tops/Tees", "50% off", "a=b", None]).astype(
-        {"product_category": "string"})
+    odd = (
+        clean.head(4)
+        .assign(product_category=["Tops/Tees", "50% off", "a=b", None])
+        .astype({"product_category": "string"})
+    )
     lake.publish_table(str(tmp_path), "reviews", odd, "product_category")
     read = lake.read_table(str(tmp_path / "reviews"))
-    assert sorted(read["product_category"].fillna("<null>")) == sorted(["Tops/Tees", "50% off", "a=b", "<null>"])
+    assert sorted(read["product_category"].fillna("<null>")) == sorted(
+        ["Tops/Tees", "50% off", "a=b", "<null>"]
+    )
 
 
-def test_readers_see_the_old_version_until_the_manifest_is_written(tmp_path: Path, clean: pd.DataFrame) -> None:
+def test_readers_see_the_old_version_until_the_manifest_is_written(
+    tmp_path: Path, clean: pd.DataFrame
+) -> None:
     uri = str(tmp_path / "reviews")
     old = clean.head(100)
     lake.publish_table(str(tmp_path), "reviews", old, "product_category", run_id="v1")
@@ -106,14 +125,17 @@ def test_readers_see_the_old_version_until_the_manifest_is_written(tmp_path: Pat
     assert partitions_left == {f.split("/")[0] for f in new_files}  # no empty partition folders
 
 
-def test_leftovers_of_a_crashed_write_are_removed_by_the_next_publish(tmp_path: Path, clean: pd.DataFrame) -> None:
+def test_leftovers_of_a_crashed_write_are_removed_by_the_next_publish(
+    tmp_path: Path, clean: pd.DataFrame
+) -> None:
     uri = str(tmp_path / "reviews")
     lake.publish_table(str(tmp_path), "reviews", clean, "product_category", run_id="v1")
     lake.write_table_files(uri, clean.head(5), "product_category", "crashed")  # no manifest followed
     (tmp_path / "reviews" / "product_category=Dresses" / "part-x.parquet.tmp-1234").write_bytes(b"half")
     manifest = lake.publish_table(str(tmp_path), "reviews", clean, "product_category", run_id="v3")
-    on_disk = sorted(str(p.relative_to(tmp_path / "reviews")) for p in (tmp_path / "reviews").rglob("*")
-                     if p.is_file())
+    on_disk = sorted(
+        str(p.relative_to(tmp_path / "reviews")) for p in (tmp_path / "reviews").rglob("*") if p.is_file()
+    )
     assert on_disk == sorted([*manifest["files"], lake.MANIFEST])
 
 
@@ -143,8 +165,9 @@ def _stage_params(raw_uri: str, lake_uri: str, endpoint: str | None = None):
     return load_params(REPO_ROOT / "params.yaml", overrides)
 
 
-def test_ingest_on_s3_equals_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                   moto_server: str, s3_bucket: str) -> None:
+def test_ingest_on_s3_equals_local(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moto_server: str, s3_bucket: str
+) -> None:
     """Raw on S3 and lake on S3 (endpoint from storage.endpoint_url) = the same lake as a local run."""
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # the endpoint must come from params
     options = StorageOptions(endpoint_url=moto_server)
@@ -178,14 +201,15 @@ def test_ingest_on_s3_equals_local(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         local = lake.read_table(f"local_lake/{table}").drop(columns="ingested_at", errors="ignore")
         remote = lake.read_table(f"{lake_s3}/{table}", options).drop(columns="ingested_at", errors="ignore")
         key = "source_row" if table == "rejects" else "review_id"
-        pd.testing.assert_frame_equal(remote.sort_values(key).reset_index(drop=True),
-                                      local.sort_values(key).reset_index(drop=True))
+        pd.testing.assert_frame_equal(
+            remote.sort_values(key).reset_index(drop=True), local.sort_values(key).reset_index(drop=True)
+        )
 
     # Publishing again replaces the objects: only the new manifest's files remain on S3.
     ingest_stage.main(_stage_params(raw_s3, lake_s3, moto_server))
     fs, root = get_fs(f"{lake_s3}/reviews", options)
     fs.invalidate_cache()
-    on_s3 = sorted(p[len(root) + 1:] for p in fs.find(root))
+    on_s3 = sorted(p[len(root) + 1 :] for p in fs.find(root))
     assert on_s3 == sorted([*lake.read_manifest(f"{lake_s3}/reviews", options)["files"], lake.MANIFEST])
 
 

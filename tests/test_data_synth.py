@@ -17,8 +17,14 @@ from reviewpipe.data.synth import BAD_ROW_KINDS, CATEGORIES, synth_reviews
 
 
 def _read(data: bytes) -> pd.DataFrame:
-    frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""],
-                        encoding="latin-1", index_col=False)
+    frame = pd.read_csv(
+        io.BytesIO(data),
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],
+        encoding="latin-1",
+        index_col=False,
+    )
     return frame.rename(columns={"Unnamed: 0": ""})
 
 
@@ -50,8 +56,9 @@ def test_rating_skew_like_the_real_data(clean_sample: pd.DataFrame) -> None:
 
 def test_categories_departments_divisions_consistent(clean_sample: pd.DataFrame) -> None:
     known = clean_sample.dropna(subset=["Class Name"])
-    for category, department in known[["Class Name", "Department Name"]].drop_duplicates().itertuples(
-            index=False):
+    for category, department in (
+        known[["Class Name", "Department Name"]].drop_duplicates().itertuples(index=False)
+    ):
         assert CATEGORIES[category][0] == department
     assert set(known["Division Name"]) == {"General", "General Petite", "Initmates"}
     assert set(known.loc[known["Division Name"] == "Initmates", "Department Name"]) == {"Intimate"}
@@ -70,7 +77,7 @@ def test_null_titles_quoted_newlines_and_inch_marks(clean_sample: pd.DataFrame) 
     assert body.notna().all()
     assert body.str.contains("\n").mean() > 0.03  # embedded newlines survive the round trip
     assert body.str.contains("\r\n").any()
-    assert body.str.contains('5\'4"', regex=False).any()
+    assert body.str.contains("5'4\"", regex=False).any()
 
 
 def test_ages_and_feedback_plausible(clean_sample: pd.DataFrame) -> None:
@@ -79,7 +86,8 @@ def test_ages_and_feedback_plausible(clean_sample: pd.DataFrame) -> None:
     feedback = clean_sample["Positive Feedback Count"].astype(int)
     assert feedback.min() == 0 and (feedback == 0).mean() > 0.3
     recommended = clean_sample.groupby(clean_sample["Rating"].astype(int))["Recommended IND"].apply(
-        lambda s: (s == "1").mean())
+        lambda s: (s == "1").mean()
+    )
     assert recommended[5] > 0.9 and recommended[1] < 0.2
 
 

@@ -36,8 +36,10 @@ def test_dvc_repro_deploys_once_and_leaves_the_server_running(tmp_path: Path) ->
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"deploy": stage}}, sort_keys=False))
     deploy = OmegaConf.load(REPO_ROOT / "conf" / "deploy" / "local.yaml")
     deploy.local.port = 0
-    OmegaConf.save(OmegaConf.create({"deploy": deploy, "serve": {"quantize": "none", "max_wait_ms": 2},
-                                     "storage": {}}), repo / "params.yaml")
+    OmegaConf.save(
+        OmegaConf.create({"deploy": deploy, "serve": {"quantize": "none", "max_wait_ms": 2}, "storage": {}}),
+        repo / "params.yaml",
+    )
     assert [v.package for v in deploy.variants] == [str(p.relative_to(repo)) for p in packages.values()]
     _run(["git", "init", "-q"], repo)
     _run(["dvc", "init", "-q"], repo, env)

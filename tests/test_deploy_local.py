@@ -37,16 +37,32 @@ def write_params(workdir: Path, champion: float = 0.9, challenger: float = 0.1) 
     deploy.variants[1].weight = challenger
     deploy.local.port = 0  # the server picks a free port and prints it
     deploy.local.start_timeout_s = 240
-    params = OmegaConf.create({"deploy": deploy, "storage": {}, "serve": {
-        "quantize": "none", "backend": "torch", "max_wait_ms": 2, "max_batch_size": 8, "drain_timeout_s": 10}})
+    params = OmegaConf.create(
+        {
+            "deploy": deploy,
+            "storage": {},
+            "serve": {
+                "quantize": "none",
+                "backend": "torch",
+                "max_wait_ms": 2,
+                "max_batch_size": 8,
+                "drain_timeout_s": 10,
+            },
+        }
+    )
     OmegaConf.save(params, workdir / "params.yaml")
     return workdir / "params.yaml"
 
 
 def run_stage(workdir: Path) -> subprocess.CompletedProcess[str]:
     """What `dvc repro deploy` runs; capture_output gives it pipes a careless child would hold open."""
-    return subprocess.run([sys.executable, "-m", "reviewpipe.cli", "stage", "deploy"], cwd=workdir,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "reviewpipe.cli", "stage", "deploy"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def wait_gone(pid: int, timeout: float = 30) -> bool:
@@ -62,8 +78,9 @@ def served_weights(url: str) -> dict[str, Any]:
     return json.loads(body)["weights"]
 
 
-def test_stage_leaves_a_detached_server_that_the_cli_manages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_stage_leaves_a_detached_server_that_the_cli_manages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_params(tmp_path)
     monkeypatch.chdir(tmp_path)
     state_path = tmp_path / "models" / "deploy" / "deployment.json"
@@ -77,12 +94,15 @@ def test_stage_leaves_a_detached_server_that_the_cli_manages(tmp_path: Path, mon
         pid, url = state["pid"], state["url"]
         assert state["target"] == "local" and state["invocations_url"] == f"{url}/invocations"
         assert [(v["name"], v["weight"], v["model_version"]) for v in state["variants"]] == [
-            ("champion", 0.9, "champion-v1"), ("challenger", 0.1, "challenger-v1")]
+            ("champion", 0.9, "champion-v1"),
+            ("challenger", 0.1, "challenger-v1"),
+        ]
         # detached: its own session, alive after the stage process exited, output in the log
         assert _alive(pid) and os.getsid(pid) == pid != os.getsid(0)
         assert request(url)[0] == 200
-        status, headers, body = invoke(url, {"inputs": "love this dress"},
-                                       X_Amzn_SageMaker_Target_Variant="challenger")
+        status, headers, body = invoke(
+            url, {"inputs": "love this dress"}, X_Amzn_SageMaker_Target_Variant="challenger"
+        )
         assert status == 200 and body["variant"] == "challenger"
         assert body["predictions"][0]["label"] == 1 and body["model_version"] == "challenger-v1"
         assert "listening on" in (tmp_path / "models" / "deploy" / "local" / "server.log").read_text()
@@ -101,16 +121,23 @@ def test_stage_leaves_a_detached_server_that_the_cli_manages(tmp_path: Path, mon
         # the CLI: shift, status, delete
         assert cli.main(["deploy", "shift", "--variant", "challenger", "--weight", "0"]) == 0
         assert served_weights(url) == {"champion": 0.6, "challenger": 0.0}
-        assert {v["name"]: v["weight"] for v in json.loads(state_path.read_text())["variants"]} == \
-            {"champion": 0.6, "challenger": 0.0}
-        assert cli.main(["deploy", "shift", "--variant", "champion", "--weight", "0"]) == 2  # all zero: refused
+        assert {v["name"]: v["weight"] for v in json.loads(state_path.read_text())["variants"]} == {
+            "champion": 0.6,
+            "challenger": 0.0,
+        }
+        assert (
+            cli.main(["deploy", "shift", "--variant", "champion", "--weight", "0"]) == 2
+        )  # all zero: refused
         capsys.readouterr()
         assert cli.main(["deploy", "status"]) == 0
         status_out = json.loads(capsys.readouterr().out)
         assert status_out["running"] and status_out["ping"] == 200 and status_out["pid"] == pid
         assert cli.main(["deploy", "delete"]) == 0
         assert wait_gone(pid, 5)  # delete waits for the exit
-        assert not state_path.exists() and not (tmp_path / "models" / "deploy" / "local" / "server.json").exists()
+        assert (
+            not state_path.exists()
+            and not (tmp_path / "models" / "deploy" / "local" / "server.json").exists()
+        )
         with pytest.raises(ConnectionRefusedError):
             request(url)
         assert cli.main(["deploy", "status"]) == 1
@@ -132,9 +159,18 @@ def test_a_server_that_cannot_load_fails_the_start_with_its_log(tmp_path: Path) 
 
 
 def test_stop_kills_a_server_that_ignores_sigterm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time\n"
-                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\n"
-                                 "time.sleep(120)"], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    stubborn = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\n"
+            "time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert stubborn.stdout is not None and stubborn.stdout.readline() == "ready\n"
         endpoint = LocalEndpoint(LocalSettings(run_dir=str(tmp_path), stop_timeout_s=0.5))

@@ -25,8 +25,10 @@ from reviewpipe.serving.server import ServeSettings
 
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/ReviewpipeSageMaker"
-IMAGE = ("763104351884.dkr.ecr.{region}.amazonaws.com/huggingface-pytorch-inference:"
-         "2.1.0-transformers4.37.0-cpu-py310-ubuntu22.04")
+IMAGE = (
+    "763104351884.dkr.ecr.{region}.amazonaws.com/huggingface-pytorch-inference:"
+    "2.1.0-transformers4.37.0-cpu-py310-ubuntu22.04"
+)
 ENVIRONMENT = {"REVIEWPIPE_QUANTIZE": "int8", "REVIEWPIPE_BACKEND": "torch", "REVIEWPIPE_BATCH_SIZE": "32"}
 
 
@@ -39,8 +41,12 @@ def baseline_packages(root: Path, names: tuple[str, ...]) -> dict[str, Path]:
 
     root.mkdir(parents=True, exist_ok=True)
     model = root / "model.joblib"
-    joblib.dump(make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(
-        ["love it", "hate it", "it is ok"] * 4, [1, -1, 0] * 4), model)
+    joblib.dump(
+        make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(
+            ["love it", "hate it", "it is ok"] * 4, [1, -1, 0] * 4
+        ),
+        model,
+    )
     out = {}
     for name in names:
         out[name] = root / f"{name}.tar.gz"
@@ -76,9 +82,18 @@ class Calls:
 
 
 def settings(bucket: str, **extra: Any) -> SageMakerSettings:
-    return SageMakerSettings.from_mapping({"s3_uri": f"s3://{bucket}/reviewpipe/models", "role_arn": ROLE,
-                                           "image_uri": IMAGE, "region": REGION, "wait_delay_s": 0.01,
-                                           "wait_max_attempts": 5, "tags": {"project": "reviewpipe"}, **extra})
+    return SageMakerSettings.from_mapping(
+        {
+            "s3_uri": f"s3://{bucket}/reviewpipe/models",
+            "role_arn": ROLE,
+            "image_uri": IMAGE,
+            "region": REGION,
+            "wait_delay_s": 0.01,
+            "wait_max_attempts": 5,
+            "tags": {"project": "reviewpipe"},
+            **extra,
+        }
+    )
 
 
 @pytest.fixture
@@ -114,26 +129,33 @@ def emulate_update_endpoint(session: boto3.Session) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- library
 
-def test_deploy_makes_exactly_the_expected_calls(session: boto3.Session, s3_bucket: str, endpoint_name: str,
-                                                 tarballs: dict[str, Path]) -> None:
+
+def test_deploy_makes_exactly_the_expected_calls(
+    session: boto3.Session, s3_bucket: str, endpoint_name: str, tarballs: dict[str, Path]
+) -> None:
     calls = Calls(session)
     deployer = SageMakerDeployer(settings(s3_bucket), session=session)
-    variants = [VariantConfig("champion", str(tarballs["champion"]), 0.8),
-                VariantConfig("challenger", str(tarballs["challenger"]), 0.2, instance_type="ml.c5.large",
-                              instance_count=2)]
+    variants = [
+        VariantConfig("champion", str(tarballs["champion"]), 0.8),
+        VariantConfig(
+            "challenger", str(tarballs["challenger"]), 0.2, instance_type="ml.c5.large", instance_count=2
+        ),
+    ]
     state = deployer.deploy(endpoint_name, variants, ENVIRONMENT)
 
     image = IMAGE.format(region=REGION)
     info = {name: package_info(tarballs[name]) for name in ("champion", "challenger")}
-    data_urls = {name: f"s3://{s3_bucket}/reviewpipe/models/{info[name]['sha256'][:16]}/model.tar.gz"
-                 for name in info}
+    data_urls = {
+        name: f"s3://{s3_bucket}/reviewpipe/models/{info[name]['sha256'][:16]}/model.tar.gz" for name in info
+    }
     tags = [{"Key": "reviewpipe:managed", "Value": "true"}, {"Key": "project", "Value": "reviewpipe"}]
 
     # S3: each tarball uploaded once, content-addressed, with its sha256; the bytes are the tarball's
     s3 = boto3.client("s3", region_name=REGION)
     puts = calls.named("PutObject")
     assert [(p["Bucket"], p["Key"]) for p in puts] == [
-        (s3_bucket, url.removeprefix(f"s3://{s3_bucket}/")) for url in data_urls.values()]
+        (s3_bucket, url.removeprefix(f"s3://{s3_bucket}/")) for url in data_urls.values()
+    ]
     for name, put in zip(info, puts, strict=True):
         assert put["Metadata"] == {"sha256": info[name]["sha256"], "model-version": f"{name}-v1"}
         assert s3.get_object(Bucket=s3_bucket, Key=put["Key"])["Body"].read() == tarballs[name].read_bytes()
@@ -142,9 +164,12 @@ def test_deploy_makes_exactly_the_expected_calls(session: boto3.Session, s3_buck
     models = calls.named("CreateModel")
     assert [m["ModelName"] for m in models] == [v["model_name"] for v in state["variants"]]
     for name, model in zip(info, models, strict=True):
-        assert model == {"ModelName": model["ModelName"], "ExecutionRoleArn": ROLE, "Tags": tags,
-                         "PrimaryContainer": {"Image": image, "ModelDataUrl": data_urls[name],
-                                              "Environment": ENVIRONMENT}}
+        assert model == {
+            "ModelName": model["ModelName"],
+            "ExecutionRoleArn": ROLE,
+            "Tags": tags,
+            "PrimaryContainer": {"Image": image, "ModelDataUrl": data_urls[name], "Environment": ENVIRONMENT},
+        }
         assert model["ModelName"].startswith(f"{endpoint_name}-{name}-")
         described = deployer.sagemaker.describe_model(ModelName=model["ModelName"])
         assert described["PrimaryContainer"]["ModelDataUrl"] == data_urls[name]
@@ -153,29 +178,48 @@ def test_deploy_makes_exactly_the_expected_calls(session: boto3.Session, s3_buck
     # create_endpoint_config: the ProductionVariants with weights; create_endpoint on it
     [config] = calls.named("CreateEndpointConfig")
     assert config["ProductionVariants"] == [
-        {"VariantName": "champion", "ModelName": models[0]["ModelName"], "InstanceType": "ml.m5.xlarge",
-         "InitialInstanceCount": 1, "InitialVariantWeight": 0.8},
-        {"VariantName": "challenger", "ModelName": models[1]["ModelName"], "InstanceType": "ml.c5.large",
-         "InitialInstanceCount": 2, "InitialVariantWeight": 0.2}]
+        {
+            "VariantName": "champion",
+            "ModelName": models[0]["ModelName"],
+            "InstanceType": "ml.m5.xlarge",
+            "InitialInstanceCount": 1,
+            "InitialVariantWeight": 0.8,
+        },
+        {
+            "VariantName": "challenger",
+            "ModelName": models[1]["ModelName"],
+            "InstanceType": "ml.c5.large",
+            "InitialInstanceCount": 2,
+            "InitialVariantWeight": 0.2,
+        },
+    ]
     assert config["Tags"] == tags
-    assert calls.named("CreateEndpoint") == [{"EndpointName": endpoint_name,
-                                              "EndpointConfigName": config["EndpointConfigName"], "Tags": tags}]
+    assert calls.named("CreateEndpoint") == [
+        {"EndpointName": endpoint_name, "EndpointConfigName": config["EndpointConfigName"], "Tags": tags}
+    ]
     read_back = deployer.sagemaker.describe_endpoint_config(EndpointConfigName=config["EndpointConfigName"])
-    assert [(v["VariantName"], v["InitialVariantWeight"]) for v in read_back["ProductionVariants"]] == \
-        [("champion", 0.8), ("challenger", 0.2)]
+    assert [(v["VariantName"], v["InitialVariantWeight"]) for v in read_back["ProductionVariants"]] == [
+        ("champion", 0.8),
+        ("challenger", 0.2),
+    ]
 
     # waited for InService with the configured waiter, and the state says what is deployed
     endpoint = deployer.sagemaker.describe_endpoint(EndpointName=endpoint_name)
     assert endpoint["EndpointStatus"] == "InService"
-    assert {v["VariantName"]: v["CurrentWeight"] for v in endpoint["ProductionVariants"]} == \
-        {"champion": 0.8, "challenger": 0.2}
+    assert {v["VariantName"]: v["CurrentWeight"] for v in endpoint["ProductionVariants"]} == {
+        "champion": 0.8,
+        "challenger": 0.2,
+    }
     assert state["endpoint_arn"] == endpoint["EndpointArn"] and state["status"] == "InService"
     assert state["endpoint_config_name"] == config["EndpointConfigName"]
-    assert state["invocations_url"] == \
-        f"https://runtime.sagemaker.{REGION}.amazonaws.com/endpoints/{endpoint_name}/invocations"
+    assert (
+        state["invocations_url"]
+        == f"https://runtime.sagemaker.{REGION}.amazonaws.com/endpoints/{endpoint_name}/invocations"
+    )
     assert [(v["name"], v["weight"], v["model_data_url"], v["model_version"]) for v in state["variants"]] == [
         ("champion", 0.8, data_urls["champion"], "champion-v1"),
-        ("challenger", 0.2, data_urls["challenger"], "challenger-v1")]
+        ("challenger", 0.2, data_urls["challenger"], "challenger-v1"),
+    ]
     assert calls.operations().count("DescribeEndpoint") >= 2  # before creating, then the waiter
 
     # the same deploy again changes nothing: no upload, no create, no update
@@ -184,13 +228,19 @@ def test_deploy_makes_exactly_the_expected_calls(session: boto3.Session, s3_buck
     assert not {op for op in calls.operations() if op.startswith(("Create", "Update", "Put", "Delete"))}
 
 
-def test_weight_change_shift_and_model_replacement(session: boto3.Session, s3_bucket: str, endpoint_name: str,
-                                                   tarballs: dict[str, Path]) -> None:
+def test_weight_change_shift_and_model_replacement(
+    session: boto3.Session, s3_bucket: str, endpoint_name: str, tarballs: dict[str, Path]
+) -> None:
     calls = Calls(session)
     updates = emulate_update_endpoint(session)
     deployer = SageMakerDeployer(settings(s3_bucket), session=session)
-    first = deployer.deploy(endpoint_name, [VariantConfig("champion", str(tarballs["champion"]), 0.9),
-                                            VariantConfig("challenger", str(tarballs["challenger"]), 0.1)])
+    first = deployer.deploy(
+        endpoint_name,
+        [
+            VariantConfig("champion", str(tarballs["champion"]), 0.9),
+            VariantConfig("challenger", str(tarballs["challenger"]), 0.1),
+        ],
+    )
 
     def weights() -> dict[str, float]:
         described = deployer.sagemaker.describe_endpoint(EndpointName=endpoint_name)
@@ -199,9 +249,12 @@ def test_weight_change_shift_and_model_replacement(session: boto3.Session, s3_bu
     # runtime shift: update_endpoint_weights_and_capacities with just the named variant
     calls.clear()
     assert deployer.shift(endpoint_name, {"challenger": 0.5}) == {"champion": 0.9, "challenger": 0.5}
-    assert calls.named("UpdateEndpointWeightsAndCapacities") == [{
-        "EndpointName": endpoint_name,
-        "DesiredWeightsAndCapacities": [{"VariantName": "challenger", "DesiredWeight": 0.5}]}]
+    assert calls.named("UpdateEndpointWeightsAndCapacities") == [
+        {
+            "EndpointName": endpoint_name,
+            "DesiredWeightsAndCapacities": [{"VariantName": "challenger", "DesiredWeight": 0.5}],
+        }
+    ]
     assert weights() == {"champion": 0.9, "challenger": 0.5}
     with pytest.raises(ReviewpipeError, match="unknown variant"):
         deployer.shift(endpoint_name, {"nope": 1.0})
@@ -210,19 +263,32 @@ def test_weight_change_shift_and_model_replacement(session: boto3.Session, s3_bu
 
     # re-deploying the configured weights only moves traffic back (no new config, no blue/green)
     calls.clear()
-    second = deployer.deploy(endpoint_name, [VariantConfig("champion", str(tarballs["champion"]), 0.7),
-                                             VariantConfig("challenger", str(tarballs["challenger"]), 0.3)])
-    assert [op for op in calls.operations() if op.startswith(("Create", "Update"))] == \
-        ["UpdateEndpointWeightsAndCapacities"]
+    second = deployer.deploy(
+        endpoint_name,
+        [
+            VariantConfig("champion", str(tarballs["champion"]), 0.7),
+            VariantConfig("challenger", str(tarballs["challenger"]), 0.3),
+        ],
+    )
+    assert [op for op in calls.operations() if op.startswith(("Create", "Update"))] == [
+        "UpdateEndpointWeightsAndCapacities"
+    ]
     assert calls.named("UpdateEndpointWeightsAndCapacities")[0]["DesiredWeightsAndCapacities"] == [
-        {"VariantName": "champion", "DesiredWeight": 0.7}, {"VariantName": "challenger", "DesiredWeight": 0.3}]
+        {"VariantName": "champion", "DesiredWeight": 0.7},
+        {"VariantName": "challenger", "DesiredWeight": 0.3},
+    ]
     assert weights() == {"champion": 0.7, "challenger": 0.3}
     assert second["endpoint_config_name"] == first["endpoint_config_name"]
 
     # a new challenger model: new model + config, update_endpoint, then the replaced config/model go
     calls.clear()
-    third = deployer.deploy(endpoint_name, [VariantConfig("champion", str(tarballs["champion"]), 0.7),
-                                            VariantConfig("challenger", str(tarballs["challenger2"]), 0.3)])
+    third = deployer.deploy(
+        endpoint_name,
+        [
+            VariantConfig("champion", str(tarballs["champion"]), 0.7),
+            VariantConfig("challenger", str(tarballs["challenger2"]), 0.3),
+        ],
+    )
     assert [m["ModelName"] for m in calls.named("CreateModel")] == [third["variants"][1]["model_name"]]
     assert updates == [{"EndpointName": endpoint_name, "EndpointConfigName": third["endpoint_config_name"]}]
     assert third["endpoint_config_name"] != first["endpoint_config_name"]
@@ -232,19 +298,24 @@ def test_weight_change_shift_and_model_replacement(session: boto3.Session, s3_bu
     assert weights() == {"champion": 0.7, "challenger": 0.3}
 
 
-def test_delete_removes_endpoint_config_and_models(session: boto3.Session, s3_bucket: str, endpoint_name: str,
-                                                   tarballs: dict[str, Path]) -> None:
+def test_delete_removes_endpoint_config_and_models(
+    session: boto3.Session, s3_bucket: str, endpoint_name: str, tarballs: dict[str, Path]
+) -> None:
     from botocore.exceptions import ClientError
 
     deployer = SageMakerDeployer(settings(s3_bucket), session=session)
     state = deployer.deploy(endpoint_name, [VariantConfig("champion", str(tarballs["champion"]), 1.0)])
     assert deployer.delete(endpoint_name) == [
-        f"endpoint/{endpoint_name}", f"endpoint-config/{state['endpoint_config_name']}",
-        f"model/{state['variants'][0]['model_name']}"]
+        f"endpoint/{endpoint_name}",
+        f"endpoint-config/{state['endpoint_config_name']}",
+        f"model/{state['variants'][0]['model_name']}",
+    ]
     sm = deployer.sagemaker
-    for describe, kwargs in ((sm.describe_endpoint, {"EndpointName": endpoint_name}),
-                             (sm.describe_endpoint_config, {"EndpointConfigName": state["endpoint_config_name"]}),
-                             (sm.describe_model, {"ModelName": state["variants"][0]["model_name"]})):
+    for describe, kwargs in (
+        (sm.describe_endpoint, {"EndpointName": endpoint_name}),
+        (sm.describe_endpoint_config, {"EndpointConfigName": state["endpoint_config_name"]}),
+        (sm.describe_model, {"ModelName": state["variants"][0]["model_name"]}),
+    ):
         with pytest.raises(ClientError, match="Could not find"):
             describe(**kwargs)
     bucket, key = state["variants"][0]["model_data_url"].removeprefix("s3://").split("/", 1)
@@ -254,8 +325,9 @@ def test_delete_removes_endpoint_config_and_models(session: boto3.Session, s3_bu
     assert deployer.status(endpoint_name)["status"] == "NotFound"
 
 
-def test_user_mistakes_are_reported(session: boto3.Session, s3_bucket: str, tmp_path: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_user_mistakes_are_reported(
+    session: boto3.Session, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     good = {"s3_uri": f"s3://{s3_bucket}/m", "role_arn": ROLE, "image_uri": IMAGE}
     with pytest.raises(ReviewpipeError, match="role_arn"):
         SageMakerSettings.from_mapping({**good, "role_arn": "my-role"})
@@ -272,7 +344,9 @@ def test_user_mistakes_are_reported(session: boto3.Session, s3_bucket: str, tmp_
         deployer.deploy("x", [VariantConfig("a", str(tmp_path / "missing.tar.gz"))])
     with pytest.raises(ReviewpipeError, match="NoSuchBucket"):
         SageMakerDeployer(settings("no-such-bucket-here"), session=session).upload(
-            package.INFERENCE_SOURCE.parent / "inference.py", {"sha256": "0" * 64, "bytes": 1, "model_version": "x"})
+            package.INFERENCE_SOURCE.parent / "inference.py",
+            {"sha256": "0" * 64, "bytes": 1, "model_version": "x"},
+        )
     # no credentials anywhere in the chain: a clear message, not a traceback
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)
@@ -294,9 +368,16 @@ def test_resource_names_are_valid_for_sagemaker() -> None:
 
 # ---------------------------------------------------------------- stage + CLI
 
+
 @pytest.fixture
-def sagemaker_params(moto_server: str, s3_bucket: str, tarballs: dict[str, Path], tmp_path: Path,
-                     monkeypatch: pytest.MonkeyPatch, endpoint_name: str) -> Iterator[Path]:
+def sagemaker_params(
+    moto_server: str,
+    s3_bucket: str,
+    tarballs: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    endpoint_name: str,
+) -> Iterator[Path]:
     """A working dir with params.yaml for deploy=sagemaker, and distinctive fake credentials in the chain."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "canary-access-key-must-not-leak")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "reviewpipe-secret-must-not-leak")
@@ -308,16 +389,21 @@ def sagemaker_params(moto_server: str, s3_bucket: str, tarballs: dict[str, Path]
     composed.sagemaker.role_arn = ROLE
     composed.sagemaker.region = REGION
     composed.sagemaker.wait_delay_s = 0.01
-    params = OmegaConf.create({"deploy": composed, "storage": {},
-                               "serve": {"quantize": "none", "backend": "torch", "max_batch_size": 16,
-                                                         "num_threads": 2}})
+    params = OmegaConf.create(
+        {
+            "deploy": composed,
+            "storage": {},
+            "serve": {"quantize": "none", "backend": "torch", "max_batch_size": 16, "num_threads": 2},
+        }
+    )
     OmegaConf.save(params, tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     yield tmp_path / "params.yaml"
 
 
 def test_stage_and_cli_round_trip_without_leaking_credentials(
-        sagemaker_params: Path, endpoint_name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    sagemaker_params: Path, endpoint_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from reviewpipe.stages import deploy as deploy_stage
 
     params = OmegaConf.load(sagemaker_params)
@@ -333,23 +419,49 @@ def test_stage_and_cli_round_trip_without_leaking_credentials(
     model = sm.describe_model(ModelName=state["variants"][0]["model_name"])
     environment = model["PrimaryContainer"]["Environment"]  # the endpoint gets the local server's settings
     assert environment == ServeSettings.from_mapping(params.serve).environment()
-    assert {k: environment[k] for k in ("REVIEWPIPE_QUANTIZE", "REVIEWPIPE_BATCH_SIZE", "REVIEWPIPE_NUM_THREADS")} \
-        == {"REVIEWPIPE_QUANTIZE": "none", "REVIEWPIPE_BATCH_SIZE": "16", "REVIEWPIPE_NUM_THREADS": "2"}
+    assert {
+        k: environment[k] for k in ("REVIEWPIPE_QUANTIZE", "REVIEWPIPE_BATCH_SIZE", "REVIEWPIPE_NUM_THREADS")
+    } == {"REVIEWPIPE_QUANTIZE": "none", "REVIEWPIPE_BATCH_SIZE": "16", "REVIEWPIPE_NUM_THREADS": "2"}
 
-    assert cli.main(["deploy", "--params", str(sagemaker_params), "shift", "--variant", "challenger",
-                     "--weight", "0.5", "--variant", "champion", "--weight", "0.5"]) == 0
+    assert (
+        cli.main(
+            [
+                "deploy",
+                "--params",
+                str(sagemaker_params),
+                "shift",
+                "--variant",
+                "challenger",
+                "--weight",
+                "0.5",
+                "--variant",
+                "champion",
+                "--weight",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     described = sm.describe_endpoint(EndpointName=endpoint_name)
-    assert {v["VariantName"]: v["CurrentWeight"] for v in described["ProductionVariants"]} == \
-        {"champion": 0.5, "challenger": 0.5}
-    assert {v["name"]: v["weight"] for v in json.loads(state_path.read_text())["variants"]} == \
-        {"champion": 0.5, "challenger": 0.5}
+    assert {v["VariantName"]: v["CurrentWeight"] for v in described["ProductionVariants"]} == {
+        "champion": 0.5,
+        "challenger": 0.5,
+    }
+    assert {v["name"]: v["weight"] for v in json.loads(state_path.read_text())["variants"]} == {
+        "champion": 0.5,
+        "challenger": 0.5,
+    }
     shift_printed = capsys.readouterr()
     assert "champion=0.5, challenger=0.5" in shift_printed.out
     assert cli.main(["deploy", "--params", str(sagemaker_params), "status"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["status"] == "InService" and status["endpoint_name"] == endpoint_name
-    assert cli.main(["deploy", "--params", str(sagemaker_params), "shift", "--variant", "ghost",
-                     "--weight", "1"]) == 2
+    assert (
+        cli.main(
+            ["deploy", "--params", str(sagemaker_params), "shift", "--variant", "ghost", "--weight", "1"]
+        )
+        == 2
+    )
 
     assert cli.main(["deploy", "--params", str(sagemaker_params), "delete"]) == 0
     assert not state_path.exists()

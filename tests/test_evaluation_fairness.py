@@ -22,9 +22,16 @@ def test_gaps_are_largest_minus_smallest_over_large_enough_groups() -> None:
     r = group_report(TRUTH, PRED, GROUP, min_group_rows=2)
     assert r["groups"]["A"]["accuracy"] == pytest.approx(0.75)
     assert r["groups"]["B"]["accuracy"] == pytest.approx(0.25)
-    assert r["groups"]["C"] == pytest.approx({"rows": 1, "accuracy": 1.0, "macro_f1": 1.0 / 3,
-                                              "selection_rate_negative": 0.0, "selection_rate_neutral": 1.0,
-                                              "selection_rate_positive": 0.0})
+    assert r["groups"]["C"] == pytest.approx(
+        {
+            "rows": 1,
+            "accuracy": 1.0,
+            "macro_f1": 1.0 / 3,
+            "selection_rate_negative": 0.0,
+            "selection_rate_neutral": 1.0,
+            "selection_rate_positive": 0.0,
+        }
+    )
     assert r["groups_below_min_rows"] == ["C"]
     # Selection rates: A predicts 0,1,2,0 -> negative 0.5; B predicts 1,1,0,0 -> negative 0.5, neutral 0.5.
     assert r["gaps"]["accuracy"] == pytest.approx(0.5)
@@ -33,8 +40,12 @@ def test_gaps_are_largest_minus_smallest_over_large_enough_groups() -> None:
     assert r["gaps"]["selection_rate_negative"] == pytest.approx(0.0)
     assert r["gaps"]["selection_rate_neutral"] == pytest.approx(0.25)
     assert r["gaps"]["selection_rate_positive"] == pytest.approx(0.25)
-    assert r["largest_gap"] == {"metric": "macro_f1", "value": pytest.approx(5 / 9), "lowest_group": "B",
-                                "highest_group": "A"}
+    assert r["largest_gap"] == {
+        "metric": "macro_f1",
+        "value": pytest.approx(5 / 9),
+        "lowest_group": "B",
+        "highest_group": "A",
+    }
     assert r["overall"]["accuracy"] == pytest.approx(accuracy_score(TRUTH, PRED))
 
 

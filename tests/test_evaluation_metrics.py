@@ -15,11 +15,18 @@ from reviewpipe.evaluation.metrics import classification_metrics, log_to_live
 
 # 8 rows, class ids 0/1/2 (-1/0/1). Predicted (argmax): 0 0 1 2 | 1 1 | 2 0
 TRUTH = np.array([0, 0, 0, 0, 1, 1, 2, 2])
-PROBA = np.array([
-    [0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.3, 0.5, 0.2], [0.2, 0.2, 0.6],
-    [0.1, 0.7, 0.2], [0.2, 0.5, 0.3],
-    [0.1, 0.2, 0.7], [0.5, 0.1, 0.4],
-])
+PROBA = np.array(
+    [
+        [0.8, 0.1, 0.1],
+        [0.6, 0.3, 0.1],
+        [0.3, 0.5, 0.2],
+        [0.2, 0.2, 0.6],
+        [0.1, 0.7, 0.2],
+        [0.2, 0.5, 0.3],
+        [0.1, 0.2, 0.7],
+        [0.5, 0.1, 0.4],
+    ]
+)
 
 
 def test_metrics_match_hand_counts() -> None:
@@ -27,9 +34,15 @@ def test_metrics_match_hand_counts() -> None:
     assert m["accuracy"] == pytest.approx(5 / 8)
     assert m["confusion_matrix"] == [[2, 1, 1], [0, 2, 0], [1, 0, 1]]
     # negative: TP 2, FP 1, FN 2; neutral: TP 2, FP 1, FN 0; positive: TP 1, FP 1, FN 1
-    assert m["per_class"]["negative"] == pytest.approx({"precision": 2 / 3, "recall": 0.5, "f1": 4 / 7, "support": 4})
-    assert m["per_class"]["neutral"] == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2})
-    assert m["per_class"]["positive"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
+    assert m["per_class"]["negative"] == pytest.approx(
+        {"precision": 2 / 3, "recall": 0.5, "f1": 4 / 7, "support": 4}
+    )
+    assert m["per_class"]["neutral"] == pytest.approx(
+        {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2}
+    )
+    assert m["per_class"]["positive"] == pytest.approx(
+        {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    )
     assert m["macro_f1"] == pytest.approx((4 / 7 + 0.8 + 0.5) / 3)
     aucs = [roc_auc_score(np.equal(TRUTH, i), PROBA[:, i]) for i in range(3)]
     assert m["roc_auc_ovr"]["positive"] == pytest.approx(aucs[2])
@@ -57,6 +70,9 @@ def test_live_records_metrics_confusion_and_one_roc_per_class(tmp_path: Path) ->
     cells = json.loads((sklearn_dir / "confusion_matrix" / "baseline.json").read_text())
     assert len(cells) == 8 and cells[7] == {"actual": "1", "predicted": "-1"}
     assert sorted(p.name for p in (sklearn_dir / "roc").iterdir()) == [
-        "baseline_negative.json", "baseline_neutral.json", "baseline_positive.json"]
+        "baseline_negative.json",
+        "baseline_neutral.json",
+        "baseline_positive.json",
+    ]
     roc = json.loads((sklearn_dir / "roc" / "baseline_positive.json").read_text())["roc"]
     assert roc[0]["fpr"] == 0 and roc[-1]["tpr"] == 1

@@ -22,8 +22,11 @@ from reviewpipe.evaluation.explain import (
 from reviewpipe.models.baseline import predict_proba, save_model, train_baseline
 from tests.conftest import make_prepared_frame
 
-CFG = {"word": {"ngram_range": [1, 2], "min_df": 1}, "char": {"ngram_range": [2, 4], "min_df": 1},
-       "classifier": {"C": 1.0}}
+CFG = {
+    "word": {"ngram_range": [1, 2], "min_df": 1},
+    "char": {"ngram_range": [2, 4], "min_df": 1},
+    "classifier": {"C": 1.0},
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,9 @@ def test_word_attributions_add_up_to_the_margin(trained: tuple) -> None:
     model, explainer = trained
     text = "Superb dress, ordered the size I wear.  Superb!"
     values = np.asarray(explainer.shap_values(model.named_steps["features"].transform([text])))[0]
-    margin = model.named_steps["classifier"].decision_function(model.named_steps["features"].transform([text]))[0]
+    margin = model.named_steps["classifier"].decision_function(
+        model.named_steps["features"].transform([text])
+    )[0]
     np.testing.assert_allclose(values.sum(axis=0), margin - explainer.expected_value, atol=1e-4)
     per_word, other = attribute_to_words(model, text, values[:, 2])
     assert len(per_word) == 8  # whitespace-separated words
@@ -98,7 +103,8 @@ def test_token_importance_averages_over_reviews_so_rare_tokens_do_not_dominate()
 
     explanation = SimpleNamespace(
         data=[["", "Great ", "fit"], ["great", " zz"], ["fine", ""]],
-        values=[np.array(row(0.5, 0.1, 0.02)), np.array(row(-0.1, 0.15)), np.array(row(0.01, 0.5))])
+        values=[np.array(row(0.5, 0.1, 0.02)), np.array(row(-0.1, 0.15)), np.array(row(0.01, 0.5))],
+    )
     top = token_importance(explanation, top_k=3)["positive"]
     assert [t["feature"] for t in top] == ["great", "zz", "fit"]  # "" ([CLS]/[SEP]) is skipped
     assert top[0]["mean_abs_shap"] == pytest.approx(0.2 / 3) and top[0]["occurrences"] == 2
@@ -109,8 +115,17 @@ def test_token_importance_averages_over_reviews_so_rare_tokens_do_not_dominate()
 def test_page_is_self_contained_and_escapes_review_text(trained: tuple) -> None:
     model, explainer = trained
     reviews = explain_baseline_reviews(explainer, model, ["<b>superb</b> & cheap"], observed=["positive"])
-    page = render_html([{"model": "baseline", "method": "LinearExplainer", "unit": "log-odds",
-                         "plot": "baseline/importance.png", "reviews": reviews}])
+    page = render_html(
+        [
+            {
+                "model": "baseline",
+                "method": "LinearExplainer",
+                "unit": "log-odds",
+                "plot": "baseline/importance.png",
+                "reviews": reviews,
+            }
+        ]
+    )
     assert "&lt;b&gt;superb&lt;/b&gt;" in page and "<b>superb</b>" not in page
     assert "<script" not in page and "http" not in page
     assert page.count("<span style=") == len(reviews[0].pieces)
@@ -125,19 +140,38 @@ def _tiny_bert(path: Path) -> None:
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(PACKAGED_MINILM))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=128, num_labels=3,
-                        id2label={0: "-1", 1: "0", 2: "1"}, label2id={"-1": 0, "0": 1, "1": 2})
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=128,
+        num_labels=3,
+        id2label={0: "-1", 1: "0", 2: "1"},
+        label2id={"-1": 0, "0": 1, "1": 2},
+    )
     BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
 
 
 def _explain_params(models: list[str]) -> dict:
-    return {"prepare": {"out_dir": "data/prepared"}, "explain": {
-        "models": models, "out_dir": "reports/explain",
-        "model_paths": {"baseline": "models/baseline/model.joblib", "bert": "models/bert"},
-        "top_k": 5, "background_rows": 50, "global_rows": 30, "reviews": 2, "bert_sample": 3, "max_evals": 30,
-        "batch_size": 16, "seed": 1}}
+    return {
+        "prepare": {"out_dir": "data/prepared"},
+        "explain": {
+            "models": models,
+            "out_dir": "reports/explain",
+            "model_paths": {"baseline": "models/baseline/model.joblib", "bert": "models/bert"},
+            "top_k": 5,
+            "background_rows": 50,
+            "global_rows": 30,
+            "reviews": 2,
+            "bert_sample": 3,
+            "max_evals": 30,
+            "batch_size": 16,
+            "seed": 1,
+        },
+    }
 
 
 def test_stage_explains_the_baseline(prepared_splits: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,13 +183,17 @@ def test_stage_explains_the_baseline(prepared_splits: Path, monkeypatch: pytest.
     page = Path("reports/explain/index.html").read_text()
     assert "LinearExplainer" in page and page.count("class='review'") == 2
     importance = json.loads(Path("reports/explain/baseline/importance.json").read_text())
-    assert importance["rows"] == 30 and len(importance["top"]["positive"]) == 5 and "char_ngrams" in importance
+    assert (
+        importance["rows"] == 30 and len(importance["top"]["positive"]) == 5 and "char_ngrams" in importance
+    )
     assert Path("reports/explain/baseline/importance.png").read_bytes()[:4] == b"\x89PNG"
     assert len(json.loads(Path("reports/explain/baseline/reviews.json").read_text())) == 2
 
 
 @pytest.mark.slow  # Partition explainer (numba JIT) over a tiny random BERT
-def test_stage_explains_baseline_and_bert_into_one_page(prepared_splits: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage_explains_baseline_and_bert_into_one_page(
+    prepared_splits: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from reviewpipe.stages.explain import main
 
     monkeypatch.chdir(prepared_splits)
@@ -172,13 +210,20 @@ def test_stage_explains_baseline_and_bert_into_one_page(prepared_splits: Path, m
     assert Path("reports/explain/bert/importance.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_stage_refuses_models_it_cannot_explain_or_find(prepared_splits: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage_refuses_models_it_cannot_explain_or_find(
+    prepared_splits: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from reviewpipe.stages.explain import main
 
     monkeypatch.chdir(prepared_splits)
-    base = {"out_dir": "reports/explain", "model_paths": {"baseline": "models/baseline/model.joblib",
-                                                          "bert": "models/bert", "automl": "models/automl"}}
+    base = {
+        "out_dir": "reports/explain",
+        "model_paths": {
+            "baseline": "models/baseline/model.joblib",
+            "bert": "models/bert",
+            "automl": "models/automl",
+        },
+    }
     with pytest.raises(ReviewpipeError, match="unsupported"):
         main(OmegaConf.create({"explain": {**base, "models": ["automl"]}}))
     with pytest.raises(ReviewpipeError, match="dvc repro bert"):

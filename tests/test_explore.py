@@ -24,8 +24,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def read_lake_table(table_dir: Path) -> pd.DataFrame:
     """A lake table read with pyarrow alone (not DuckDB): the manifest's files, Hive partitions."""
     manifest = json.loads((table_dir / "_manifest.json").read_text())
-    dataset = pads.dataset([str(table_dir / f) for f in manifest["files"]], format="parquet",
-                           partitioning="hive", partition_base_dir=str(table_dir))
+    dataset = pads.dataset(
+        [str(table_dir / f) for f in manifest["files"]],
+        format="parquet",
+        partitioning="hive",
+        partition_base_dir=str(table_dir),
+    )
     return dataset.to_table().to_pandas()
 
 
@@ -34,14 +38,18 @@ def assert_sql_equals_pandas(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> 
     params = load_params("params.yaml")
     got = query_catalog(params, load_queries(REPO_ROOT / "sql"))
     lake = Path(params.lake.uri)
-    expected = pandas_reference.run_all(read_lake_table(lake / "reviews"), read_lake_table(lake / "rejects"),
-                                        params.data.age_bands)
+    expected = pandas_reference.run_all(
+        read_lake_table(lake / "reviews"), read_lake_table(lake / "rejects"), params.data.age_bands
+    )
     assert set(got) == set(expected), "every sql/ file needs its pandas twin in pandas_reference"
     for name in got:
         assert len(got[name]) > 0, name
-        pd.testing.assert_frame_equal(pandas_reference.comparable(got[name]),
-                                      pandas_reference.comparable(expected[name]), rtol=1e-9,
-                                      obj=f"sql/{name}.sql")
+        pd.testing.assert_frame_equal(
+            pandas_reference.comparable(got[name]),
+            pandas_reference.comparable(expected[name]),
+            rtol=1e-9,
+            obj=f"sql/{name}.sql",
+        )
 
 
 def test_every_sql_file_equals_pandas_on_synthetic_data(synthetic_catalog: Path, monkeypatch) -> None:
@@ -57,7 +65,9 @@ def explored(synthetic_catalog: Path, tmp_path_factory: pytest.TempPathFactory) 
     return out
 
 
-def test_explore_stage_writes_results_plots_and_offline_report(synthetic_catalog: Path, explored: Path) -> None:
+def test_explore_stage_writes_results_plots_and_offline_report(
+    synthetic_catalog: Path, explored: Path
+) -> None:
     out = explored
     names = set(load_queries(REPO_ROOT / "sql"))
     assert {p.stem for p in (out / "results").glob("*.csv")} == names
@@ -67,11 +77,16 @@ def test_explore_stage_writes_results_plots_and_offline_report(synthetic_catalog
     metrics = json.loads((synthetic_catalog / "metrics" / "ingest.json").read_text())
     sentiments = pd.read_csv(out / "results" / "sentiment_counts.csv")
     assert sentiments["reviews"].sum() == metrics["rows_clean"]
-    assert pd.read_csv(out / "results" / "rejects_by_reason.csv")["rows_rejected"].sum() == metrics["rows_rejected"]
+    assert (
+        pd.read_csv(out / "results" / "rejects_by_reason.csv")["rows_rejected"].sum()
+        == metrics["rows_rejected"]
+    )
 
     html = (out / "index.html").read_text()
     assert html.count('src="data:image/png;base64,') == 6
-    assert not re.search(r'(src|href)="(https?:)?//', html), "the report must not load anything from the network"
+    assert not re.search(r'(src|href)="(https?:)?//', html), (
+        "the report must not load anything from the network"
+    )
     assert all(f'id="query-{name}"' in html for name in names)
     assert f"{metrics['rows_clean']:,}" in html  # the catalog table's row count
 
@@ -79,34 +94,48 @@ def test_explore_stage_writes_results_plots_and_offline_report(synthetic_catalog
 def test_parquet_results_and_other_age_bands(synthetic_catalog: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(synthetic_catalog)
     out = tmp_path / "explore"
-    explore.main(load_params("params.yaml", [f"explore.out_dir={out}", "explore.result_format=parquet",
-                                             "data.age_bands=[0,40,200]"]))
+    explore.main(
+        load_params(
+            "params.yaml",
+            [f"explore.out_dir={out}", "explore.result_format=parquet", "data.age_bands=[0,40,200]"],
+        )
+    )
     bands = pd.read_parquet(out / "results" / "sentiment_by_age_band.parquet")
     assert list(bands["age_band"].unique()) == ["<40", "40+"]
     assert bands.groupby("age_band")["share"].sum().round(9).eq(1).all()
 
 
-def test_a_broken_sql_file_is_named_with_duckdbs_message(synthetic_catalog: Path, tmp_path: Path,
-                                                         monkeypatch) -> None:
+def test_a_broken_sql_file_is_named_with_duckdbs_message(
+    synthetic_catalog: Path, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.chdir(synthetic_catalog)
     (tmp_path / "broken.sql").write_text("SELECT nope FROM reviews")
-    params = load_params("params.yaml", [f"explore.sql_dir={tmp_path}", f"explore.out_dir={tmp_path / 'out'}"])
+    params = load_params(
+        "params.yaml", [f"explore.sql_dir={tmp_path}", f"explore.out_dir={tmp_path / 'out'}"]
+    )
     with pytest.raises(ReviewpipeError, match=r"sql/broken\.sql failed: Binder Error.*nope"):
         explore.main(params)
 
 
-def test_explore_with_the_lake_on_s3_equals_local(explored: Path, tmp_path: Path, s3_bucket: str,
-                                                  moto_server: str) -> None:
-    remote = run_data_stages(tmp_path / "s3", stages=("ingest", "catalog", "explore"), overrides=[
-        f"lake.uri=s3://{s3_bucket}/lake", f"storage.endpoint_url={moto_server}"])
+def test_explore_with_the_lake_on_s3_equals_local(
+    explored: Path, tmp_path: Path, s3_bucket: str, moto_server: str
+) -> None:
+    remote = run_data_stages(
+        tmp_path / "s3",
+        stages=("ingest", "catalog", "explore"),
+        overrides=[f"lake.uri=s3://{s3_bucket}/lake", f"storage.endpoint_url={moto_server}"],
+    )
     assert not list(remote.rglob("*.parquet")), "the lake must live on S3 only"
     description = json.loads((remote / "data" / "catalog.json").read_text())
     assert description["tables"]["reviews"]["location"] == f"s3://{s3_bucket}/lake/reviews"
     local_results = sorted((explored / "results").glob("*.csv"))
     assert len(local_results) == len(load_queries(REPO_ROOT / "sql"))
     for local in local_results:
-        pd.testing.assert_frame_equal(pd.read_csv(remote / "reports" / "explore" / "results" / local.name),
-                                      pd.read_csv(local), obj=local.name)
+        pd.testing.assert_frame_equal(
+            pd.read_csv(remote / "reports" / "explore" / "results" / local.name),
+            pd.read_csv(local),
+            obj=local.name,
+        )
 
 
 @pytest.mark.realdata

@@ -23,13 +23,15 @@ T1, T2, T3 = (pd.Timestamp(f"2024-05-0{d}T12:00:00Z") for d in (1, 2, 3))
 
 
 def rows(ids: list[int], when: pd.Timestamp, sentiment: int = 1, split: str = "train") -> pd.DataFrame:
-    return pd.DataFrame({
-        "review_id": ids,
-        "event_time": pd.Series([when] * len(ids), dtype="datetime64[us, UTC]"),
-        "input_ids": [[101, i, 102] for i in ids],
-        "sentiment": [sentiment] * len(ids),
-        "split_type": [split] * len(ids),
-    })
+    return pd.DataFrame(
+        {
+            "review_id": ids,
+            "event_time": pd.Series([when] * len(ids), dtype="datetime64[us, UTC]"),
+            "input_ids": [[101, i, 102] for i in ids],
+            "sentiment": [sentiment] * len(ids),
+            "split_type": [split] * len(ids),
+        }
+    )
 
 
 def group(root: Path | str, options: StorageOptions | None = None) -> FeatureGroup:
@@ -60,9 +62,13 @@ def test_definition_file_describes_the_group(tmp_path: Path) -> None:
     assert definition["RecordIdentifierFeatureName"] == "review_id"
     assert definition["EventTimeFeatureName"] == "event_time"
     by_name = {f["FeatureName"]: f for f in definition["FeatureDefinitions"]}
-    assert by_name["input_ids"] == {"FeatureName": "input_ids", "FeatureType": "Integral",
-                                    "CollectionType": "List", "ArrowType": "list<item: int32>",
-                                    "Description": "tokens"}
+    assert by_name["input_ids"] == {
+        "FeatureName": "input_ids",
+        "FeatureType": "Integral",
+        "CollectionType": "List",
+        "ArrowType": "list<item: int32>",
+        "Description": "tokens",
+    }
     assert by_name["split_type"]["FeatureType"] == "String"
     # a fresh object reads the same definition back
     assert FeatureGroup("reviews-fg", str(tmp_path)).features == FEATURES
@@ -72,7 +78,7 @@ def test_point_in_time_with_two_versions_of_a_record(tmp_path: Path) -> None:
     fg = group(tmp_path)
     fg.ingest(rows([1, 2], T1, sentiment=0))
     fg.ingest(rows([1], T2, sentiment=1, split="test"))  # record 1 changes at T2
-    fg.ingest(rows([3], T3))                               # record 3 appears at T3
+    fg.ingest(rows([3], T3))  # record 3 appears at T3
 
     before = fg.as_of(T1 - pd.Timedelta(seconds=1))
     assert before.empty
@@ -111,13 +117,16 @@ def test_point_in_time_join_for_entity_times(tmp_path: Path) -> None:
     assert joined[["review_id", "sentiment"]].values.tolist() == [[1, 0], [1, 1]]
 
 
-@pytest.mark.parametrize("change, named", [
-    (lambda df: df.drop(columns="sentiment"), "missing columns ['sentiment']"),
-    (lambda df: df.assign(extra=1), "unexpected columns ['extra']"),
-    (lambda df: df.assign(sentiment=["good"] * len(df)), "sentiment (expected int64"),
-    (lambda df: df.assign(event_time=["yesterday"] * len(df)), "event_time (expected timestamp"),
-    (lambda df: df.assign(review_id=[None] * len(df)), "['review_id'] may not be null"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (lambda df: df.drop(columns="sentiment"), "missing columns ['sentiment']"),
+        (lambda df: df.assign(extra=1), "unexpected columns ['extra']"),
+        (lambda df: df.assign(sentiment=["good"] * len(df)), "sentiment (expected int64"),
+        (lambda df: df.assign(event_time=["yesterday"] * len(df)), "event_time (expected timestamp"),
+        (lambda df: df.assign(review_id=[None] * len(df)), "['review_id'] may not be null"),
+    ],
+)
 def test_schema_mismatch_is_a_clear_error_and_writes_nothing(tmp_path: Path, change, named: str) -> None:
     fg = group(tmp_path)
     fg.ingest(rows([1], T1))
@@ -126,7 +135,8 @@ def test_schema_mismatch_is_a_clear_error_and_writes_nothing(tmp_path: Path, cha
     assert named in str(error.value)
     assert len(fg.part_files()) == 1
     assert sorted(p.name for p in (tmp_path / "reviews-fg" / "data").iterdir()) == [
-        Path(fg.part_files()[0]).name]
+        Path(fg.part_files()[0]).name
+    ]
 
 
 def test_create_checks_the_definition(tmp_path: Path) -> None:
@@ -135,8 +145,9 @@ def test_create_checks_the_definition(tmp_path: Path) -> None:
     with pytest.raises(ReviewpipeError, match="other features"):
         FeatureGroup("reviews-fg", str(tmp_path)).create(FEATURES[:-1])
     with pytest.raises(ReviewpipeError, match="must be a timestamp"):
-        FeatureGroup("g2", str(tmp_path)).create([FeatureDefinition("review_id", "int64"),
-                                                  FeatureDefinition("event_time", "string")])
+        FeatureGroup("g2", str(tmp_path)).create(
+            [FeatureDefinition("review_id", "int64"), FeatureDefinition("event_time", "string")]
+        )
     with pytest.raises(ReviewpipeError, match="reserved"):
         FeatureGroup("g3", str(tmp_path)).create([*FEATURES, FeatureDefinition("write_time", "string")])
     with pytest.raises(ReviewpipeError, match="not found"):
@@ -149,13 +160,18 @@ def test_create_checks_the_definition(tmp_path: Path) -> None:
 
 def test_sql_like_athena_count_per_sentiment_and_split(tmp_path: Path) -> None:
     fg = group(tmp_path)
-    fg.ingest(pd.concat([rows([1, 2, 3], T1, 1, "train"), rows([4], T1, -1, "train"),
-                         rows([5, 6], T1, 0, "test")], ignore_index=True))
-    counts = fg.query('SELECT split_type, sentiment, COUNT(*) AS n FROM "reviews-fg" '
-                      "GROUP BY 1, 2 ORDER BY 1, 2")
+    fg.ingest(
+        pd.concat(
+            [rows([1, 2, 3], T1, 1, "train"), rows([4], T1, -1, "train"), rows([5, 6], T1, 0, "test")],
+            ignore_index=True,
+        )
+    )
+    counts = fg.query(
+        'SELECT split_type, sentiment, COUNT(*) AS n FROM "reviews-fg" GROUP BY 1, 2 ORDER BY 1, 2'
+    )
     assert counts.values.tolist() == [["test", 0, 2], ["train", -1, 1], ["train", 1, 3]]
     with pytest.raises(ReviewpipeError, match="query on feature group"):
-        fg.query("SELECT nope FROM \"reviews-fg\"")
+        fg.query('SELECT nope FROM "reviews-fg"')
 
 
 def test_empty_group_reads_as_empty_typed_table(tmp_path: Path) -> None:
@@ -168,8 +184,12 @@ def test_empty_group_reads_as_empty_typed_table(tmp_path: Path) -> None:
 def test_definitions_from_frame_and_type_names() -> None:
     definitions = definitions_from_frame(rows([1], T1), {"review_id": "id"})
     assert [(d.name, d.type) for d in definitions] == [
-        ("review_id", "int64"), ("event_time", "timestamp[us, tz=UTC]"),
-        ("input_ids", "list<item: int64>"), ("sentiment", "int64"), ("split_type", "string")]
+        ("review_id", "int64"),
+        ("event_time", "timestamp[us, tz=UTC]"),
+        ("input_ids", "list<item: int64>"),
+        ("sentiment", "int64"),
+        ("split_type", "string"),
+    ]
     assert definitions[0].description == "id"
     assert str(arrow_type("list<item: int32>")) == "list<item: int32>"
     with pytest.raises(ReviewpipeError, match="unknown feature type"):

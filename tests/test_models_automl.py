@@ -15,16 +15,26 @@ from reviewpipe.models.automl import WEIGHT, model_hyperparameters, predict_prob
 from reviewpipe.models.predictors import load_predictor
 
 CFG = {
-    "time_limit": 60, "presets": "medium_quality", "eval_metric": "accuracy",
-    "model_types": ["GBM", "CAT", "XGB"], "ngram": {"ngram_range": [1, 1], "min_df": 2, "max_features": 500},
-    "class_weight": "prepared", "keep_best_only": True, "num_cpus": 1, "verbosity": 0,
-    "model_dir": "models/automl", "report_dir": "reports/automl", "metrics_path": "metrics/automl.json",
+    "time_limit": 60,
+    "presets": "medium_quality",
+    "eval_metric": "accuracy",
+    "model_types": ["GBM", "CAT", "XGB"],
+    "ngram": {"ngram_range": [1, 1], "min_df": 2, "max_features": 500},
+    "class_weight": "prepared",
+    "keep_best_only": True,
+    "num_cpus": 1,
+    "verbosity": 0,
+    "model_dir": "models/automl",
+    "report_dir": "reports/automl",
+    "metrics_path": "metrics/automl.json",
 }
 
 
 def test_model_types_are_checked() -> None:
-    assert model_hyperparameters(["LR", "GBM"]) == {"LR": {"ag_args": {"priority": 2}},
-                                                    "GBM": {"ag_args": {"priority": 1}}}
+    assert model_hyperparameters(["LR", "GBM"]) == {
+        "LR": {"ag_args": {"priority": 2}},
+        "GBM": {"ag_args": {"priority": 1}},
+    }
     with pytest.raises(ReviewpipeError, match="subset of"):
         model_hyperparameters(["GBM", "AG_TEXT_NN"])
     with pytest.raises(ReviewpipeError, match="non-empty"):
@@ -40,7 +50,9 @@ def test_features_keep_text_as_object_and_category_as_category() -> None:
 
 
 def test_class_weights_become_a_sample_weight_column() -> None:
-    split = pd.DataFrame({"review_body": ["a b c"] * 3, "product_category": ["Pants"] * 3, "sentiment": [-1, 0, 1]})
+    split = pd.DataFrame(
+        {"review_body": ["a b c"] * 3, "product_category": ["Pants"] * 3, "sentiment": [-1, 0, 1]}
+    )
     assert WEIGHT not in training_frame(split)
     assert training_frame(split, {-1: 2.0, 0: 1.5, 1: 0.5})[WEIGHT].tolist() == [2.0, 1.5, 0.5]
 
@@ -50,11 +62,16 @@ def test_stage_rejects_an_unknown_weighting(prepared_splits: Path, monkeypatch: 
 
     monkeypatch.chdir(prepared_splits)
     with pytest.raises(ReviewpipeError, match="class_weight must be"):
-        main(OmegaConf.create({"prepare": {"out_dir": "data/prepared"}, "automl": {**CFG, "class_weight": "balanced"}}))
+        main(
+            OmegaConf.create(
+                {"prepare": {"out_dir": "data/prepared"}, "automl": {**CFG, "class_weight": "balanced"}}
+            )
+        )
 
 
-def test_stage_trains_gbm_candidates_and_predicts_valid_classes(prepared_splits: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage_trains_gbm_candidates_and_predicts_valid_classes(
+    prepared_splits: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from reviewpipe.stages.automl import main
 
     monkeypatch.chdir(prepared_splits)

@@ -24,7 +24,9 @@ CFG = {
 
 
 def test_build_pipeline_follows_config() -> None:
-    pipe = build_pipeline({**CFG, "char": {"enabled": False}, "classifier": {"C": 0.25}}, {0: 1.0, 1: 2.0, 2: 1.0})
+    pipe = build_pipeline(
+        {**CFG, "char": {"enabled": False}, "classifier": {"C": 0.25}}, {0: 1.0, 1: 2.0, 2: 1.0}
+    )
     union = pipe.named_steps["features"]
     assert [name for name, _ in union.transformer_list] == ["word"]
     assert union.transformer_list[0][1].ngram_range == (1, 2)
@@ -65,29 +67,49 @@ def test_single_class_training_data_is_a_user_error() -> None:
         train_baseline(train[train["sentiment"] == 1], CFG)
 
 
-def test_stage_writes_model_and_validation_metrics(prepared_splits: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage_writes_model_and_validation_metrics(
+    prepared_splits: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from reviewpipe.stages.baseline import main
 
     monkeypatch.chdir(prepared_splits)
-    params = OmegaConf.create({
-        "prepare": {"out_dir": "data/prepared"},
-        "baseline": {**CFG, "model_path": "models/baseline/model.joblib", "metrics_path": "metrics/baseline.json",
-                     "classifier": {"C": 1.0, "class_weight": "prepared"}},
-    })
+    params = OmegaConf.create(
+        {
+            "prepare": {"out_dir": "data/prepared"},
+            "baseline": {
+                **CFG,
+                "model_path": "models/baseline/model.joblib",
+                "metrics_path": "metrics/baseline.json",
+                "classifier": {"C": 1.0, "class_weight": "prepared"},
+            },
+        }
+    )
     main(params)
     metrics = json.loads(Path("metrics/baseline.json").read_text())
     assert metrics["validation"]["rows"] == 60
     assert metrics["validation"]["accuracy"] > 0.8
-    assert load_model("models/baseline/model.joblib").named_steps["classifier"].class_weight == {0: 1.0, 1: 1.0, 2: 1.0}
+    assert load_model("models/baseline/model.joblib").named_steps["classifier"].class_weight == {
+        0: 1.0,
+        1: 1.0,
+        2: 1.0,
+    }
 
 
 def test_stage_rejects_unknown_class_weight(prepared_splits: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from reviewpipe.stages.baseline import main
 
     monkeypatch.chdir(prepared_splits)
-    params = OmegaConf.create({"prepare": {"out_dir": "data/prepared"},
-                               "baseline": {**CFG, "model_path": "m.joblib", "metrics_path": "m.json",
-                                            "classifier": {"class_weight": "heavy"}}})
+    params = OmegaConf.create(
+        {
+            "prepare": {"out_dir": "data/prepared"},
+            "baseline": {
+                **CFG,
+                "model_path": "m.joblib",
+                "metrics_path": "m.json",
+                "classifier": {"class_weight": "heavy"},
+            },
+        }
+    )
     with pytest.raises(ReviewpipeError, match="class_weight must be one of"):
         main(params)
 
@@ -96,7 +118,11 @@ def test_missing_split_says_run_prepare(tmp_path: Path, monkeypatch: pytest.Monk
     from reviewpipe.stages.baseline import main
 
     monkeypatch.chdir(tmp_path)
-    params = OmegaConf.create({"prepare": {"out_dir": "data/prepared"},
-                               "baseline": {**CFG, "model_path": "m.joblib", "metrics_path": "m.json"}})
+    params = OmegaConf.create(
+        {
+            "prepare": {"out_dir": "data/prepared"},
+            "baseline": {**CFG, "model_path": "m.joblib", "metrics_path": "m.json"},
+        }
+    )
     with pytest.raises(ReviewpipeError, match="stage prepare"):
         main(params)

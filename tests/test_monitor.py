@@ -31,8 +31,15 @@ FILLER = ["the", "dress", "fabric", "size", "color", "fit", "and", "it", "was", 
 CATEGORIES = ["Dresses", "Tops", "Bottoms", "Intimate", "Jackets"]
 
 
-def synthetic_reviews(n: int, seed: int, *, mean_words: float = 25, sentiment_weights=(1, 1, 1),
-                      categories: list[str] | None = None, category_weights=None) -> pd.DataFrame:
+def synthetic_reviews(
+    n: int,
+    seed: int,
+    *,
+    mean_words: float = 25,
+    sentiment_weights=(1, 1, 1),
+    categories: list[str] | None = None,
+    category_weights=None,
+) -> pd.DataFrame:
     """Reviews whose words reveal the sentiment; length, category and class mix are knobs."""
     rng = np.random.default_rng(seed)
     weights = np.asarray(sentiment_weights, dtype=float)
@@ -46,12 +53,14 @@ def synthetic_reviews(n: int, seed: int, *, mean_words: float = 25, sentiment_we
         for i in rng.choice(k, size=max(1, k // 5), replace=False):
             words[i] = rng.choice(WORDS[int(s)])
         texts.append(" ".join(words).capitalize() + ".")
-    return pd.DataFrame({
-        "review_id": [f"r{seed}-{i}" for i in range(n)],
-        "review_body": texts,
-        "product_category": rng.choice(categories, size=n, p=cat_p),
-        "sentiment": sentiments,
-    })
+    return pd.DataFrame(
+        {
+            "review_id": [f"r{seed}-{i}" for i in range(n)],
+            "review_body": texts,
+            "product_category": rng.choice(categories, size=n, p=cat_p),
+            "sentiment": sentiments,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +94,17 @@ def test_baseline_statistics_and_constraints(baseline) -> None:
     body = feature(stats, "review_body")["string_statistics"]
     assert body["common"] == {"num_present": 3000, "num_missing": 0} and body["num_empty"] == 0
     categories = feature(stats, "product_category")["string_statistics"]
-    assert sorted(b["value"] for b in categories["distribution"]["categorical"]["buckets"]) == sorted(CATEGORIES)
+    assert sorted(b["value"] for b in categories["distribution"]["categorical"]["buckets"]) == sorted(
+        CATEGORIES
+    )
     assert sum(b["count"] for b in categories["distribution"]["categorical"]["buckets"]) == 3000
     length = feature(stats, "review_length")["numerical_statistics"]
     assert sum(b["count"] for b in length["distribution"]["kll"]["buckets"]) == 3000
     assert len(length["distribution"]["sketch"]["quantiles"]) == 1001
     assert length["min"] <= length["quantiles"]["p50"] <= length["max"]
-    predicted = feature(stats, "predicted_label")["string_statistics"]["distribution"]["categorical"]["buckets"]
+    predicted = feature(stats, "predicted_label")["string_statistics"]["distribution"]["categorical"][
+        "buckets"
+    ]
     assert [b["value"] for b in predicted] == ["-1", "0", "1"]
     by_name = {f["name"]: f for f in constraints["features"]}
     assert by_name["review_body"]["completeness"] == 1.0
@@ -107,32 +120,54 @@ def test_same_distribution_holdout_raises_no_alarm(model, baseline) -> None:
         violated = [(c.feature_name, c.metric, c.value) for c in checks if c.violated]
         assert violated == [], f"seed {seed}"
         assert {c.feature for c in comparisons} == {
-            "review_length", "word_count", "product_category", "predicted_label"}
+            "review_length",
+            "word_count",
+            "product_category",
+            "predicted_label",
+        }
 
 
 def test_shifted_batch_is_flagged_for_quality_and_drift(model, baseline) -> None:
-    batch = synthetic_reviews(800, seed=31, mean_words=45, sentiment_weights=(6, 1, 1),
-                              categories=[*CATEGORIES, "Swimwear"], category_weights=[1, 1, 1, 1, 1, 3])
+    batch = synthetic_reviews(
+        800,
+        seed=31,
+        mean_words=45,
+        sentiment_weights=(6, 1, 1),
+        categories=[*CATEGORIES, "Swimwear"],
+        category_weights=[1, 1, 1, 1, 1, 3],
+    )
     batch.loc[:19, "review_body"] = None  # 20 missing texts
     batch.loc[20:29, "review_body"] = "   "  # 10 blank texts
     checks, _ = check(model, baseline, batch)
     violated = {(c.feature_name, c.metric) for c in checks if c.violated}
-    assert {("review_body", "completeness"), ("review_body", "empty_ratio"),
-            ("product_category", "unseen_ratio")} <= violated
-    assert {("review_length", "psi"), ("review_length", "ks"), ("word_count", "psi"), ("word_count", "ks"),
-            ("product_category", "chi2_p_value"), ("product_category", "psi"),
-            ("predicted_label", "chi2_p_value"), ("predicted_label", "psi")} <= violated
+    assert {
+        ("review_body", "completeness"),
+        ("review_body", "empty_ratio"),
+        ("product_category", "unseen_ratio"),
+    } <= violated
+    assert {
+        ("review_length", "psi"),
+        ("review_length", "ks"),
+        ("word_count", "psi"),
+        ("word_count", "ks"),
+        ("product_category", "chi2_p_value"),
+        ("product_category", "psi"),
+        ("predicted_label", "chi2_p_value"),
+        ("predicted_label", "psi"),
+    } <= violated
     by_key = {(c.feature_name, c.metric): c for c in checks}
     assert by_key[("review_body", "completeness")].value == pytest.approx(780 / 800)
     assert by_key[("review_body", "empty_ratio")].value == pytest.approx(10 / 800)
     assert by_key[("product_category", "unseen_ratio")].value == pytest.approx(
-        (batch["product_category"] == "Swimwear").mean())
+        (batch["product_category"] == "Swimwear").mean()
+    )
     assert "Swimwear" in by_key[("product_category", "unseen_ratio")].description
     assert not by_key[("review_id", "completeness")].violated
     document = violations_document(checks)
     assert len(document["violations"]) == len(violated) and len(document["checks"]) == len(checks)
     assert {"feature_name", "constraint_check_type", "description", "value", "threshold"} <= set(
-        document["violations"][0])
+        document["violations"][0]
+    )
 
 
 def test_only_the_shifted_aspect_is_flagged(model, baseline) -> None:
@@ -145,8 +180,12 @@ def test_only_the_shifted_aspect_is_flagged(model, baseline) -> None:
 
 def test_thresholds_are_configurable(model, baseline) -> None:
     stats, _ = baseline
-    loose = suggest_constraints(stats, Thresholds(psi_threshold=None, ks_threshold=None,
-                                                  chi2_p_value_threshold=None, max_unseen_category_ratio=0.5))
+    loose = suggest_constraints(
+        stats,
+        Thresholds(
+            psi_threshold=None, ks_threshold=None, chi2_p_value_threshold=None, max_unseen_category_ratio=0.5
+        ),
+    )
     batch = synthetic_reviews(500, seed=51, mean_words=45, categories=[*CATEGORIES, "Swimwear"])
     checks, _ = evaluate(stats, loose, monitor_frame(batch, probabilities_for(model, batch)))
     assert [c for c in checks if c.violated] == []
@@ -179,37 +218,71 @@ def test_report_is_self_contained_html(model, baseline) -> None:
     batch = synthetic_reviews(400, seed=81, mean_words=45)
     checks, comparisons = check(model, baseline, batch)
     batch_stats = dataset_statistics(monitor_frame(batch, probabilities_for(model, batch)))
-    page = render_report(title="t", source="batch.parquet", baseline=stats, batch=batch_stats,
-                         checks=checks, comparisons=comparisons, generated_at="now")
+    page = render_report(
+        title="t",
+        source="batch.parquet",
+        baseline=stats,
+        batch=batch_stats,
+        checks=checks,
+        comparisons=comparisons,
+        generated_at="now",
+    )
     assert page.count("data:image/png;base64,") == len(comparisons) == 4
-    assert "VIOLATION" in page and "review_length" in page and "http://" not in page and "https://" not in page
+    assert (
+        "VIOLATION" in page and "review_length" in page and "http://" not in page and "https://" not in page
+    )
 
 
 MONITOR = {
-    "baseline_uri": "train.parquet", "out_dir": "monitoring", "max_baseline_rows": 2000, "seed": 1,
-    "text_column": "review_body", "category_column": "product_category", "id_column": "review_id",
-    "model": {"kind": "none"}, "buckets": 10, "sketch_size": 1001,
-    "constraints": {"completeness_tolerance": 0.0, "max_empty_text_ratio": 0.0, "max_unseen_category_ratio": 0.0},
-    "drift": {"numeric_features": ["review_length", "word_count"],
-              "categorical_features": ["product_category", "predicted_label"],
-              "psi_threshold": 0.2, "ks_threshold": 0.1, "chi2_p_value_threshold": 0.001,
-              "comparison_method": "robust", "robust_confidence": 0.99},
+    "baseline_uri": "train.parquet",
+    "out_dir": "monitoring",
+    "max_baseline_rows": 2000,
+    "seed": 1,
+    "text_column": "review_body",
+    "category_column": "product_category",
+    "id_column": "review_id",
+    "model": {"kind": "none"},
+    "buckets": 10,
+    "sketch_size": 1001,
+    "constraints": {
+        "completeness_tolerance": 0.0,
+        "max_empty_text_ratio": 0.0,
+        "max_unseen_category_ratio": 0.0,
+    },
+    "drift": {
+        "numeric_features": ["review_length", "word_count"],
+        "categorical_features": ["product_category", "predicted_label"],
+        "psi_threshold": 0.2,
+        "ks_threshold": 0.1,
+        "chi2_p_value_threshold": 0.001,
+        "comparison_method": "robust",
+        "robust_confidence": 0.99,
+    },
     "fail_on_violation": True,
 }
 
 
 def write_params(folder: Path, **monitor_changes) -> Path:
     monitor = {**MONITOR, **monitor_changes}
-    params = {"monitor": monitor, "storage": {"endpoint_url": None, "profile": None, "region": None},
-              "catalog": {"database": str(folder / "catalog.duckdb")}}
+    params = {
+        "monitor": monitor,
+        "storage": {"endpoint_url": None, "profile": None, "region": None},
+        "catalog": {"database": str(folder / "catalog.duckdb")},
+    }
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
 
 
 def shifted(n: int = 600, seed: int = 5) -> pd.DataFrame:
-    batch = synthetic_reviews(n, seed=seed, mean_words=45, sentiment_weights=(6, 1, 1),
-                              categories=[*CATEGORIES, "Swimwear"], category_weights=[1, 1, 1, 1, 1, 3])
+    batch = synthetic_reviews(
+        n,
+        seed=seed,
+        mean_words=45,
+        sentiment_weights=(6, 1, 1),
+        categories=[*CATEGORIES, "Swimwear"],
+        category_weights=[1, 1, 1, 1, 1, 3],
+    )
     batch.loc[:9, "review_body"] = None
     return batch
 
@@ -237,8 +310,13 @@ def test_baseline_then_check_in_each_format(workdir: Path, capsys: pytest.Captur
     run = workdir / "monitoring/shift"
     violations = json.loads((run / "constraint_violations.json").read_text())
     flagged = {(v["feature_name"], v["metric"]) for v in violations["violations"]}
-    assert {("review_body", "completeness"), ("product_category", "unseen_ratio"),
-            ("word_count", "psi"), ("word_count", "ks"), ("product_category", "chi2_p_value")} <= flagged
+    assert {
+        ("review_body", "completeness"),
+        ("product_category", "unseen_ratio"),
+        ("word_count", "psi"),
+        ("word_count", "ks"),
+        ("product_category", "chi2_p_value"),
+    } <= flagged
     assert violations["source"] == "shifted.csv" and violations["thresholds"]["psi_threshold"] == 0.2
     assert json.loads((run / "statistics.json").read_text())["dataset"]["item_count"] == 600
     page = (run / "report.html").read_text()
@@ -247,12 +325,27 @@ def test_baseline_then_check_in_each_format(workdir: Path, capsys: pytest.Captur
     # The same batch as JSON Lines; configured not to fail, and with --no-fail.
     shifted().to_json(workdir / "shifted.jsonl", orient="records", lines=True)
     assert main(["monitor", "check", "--params", str(params), "--input", "shifted.jsonl", "--no-fail"]) == 0
-    assert main(["monitor", "check", "--params", str(params), "--input", "shifted.jsonl",
-                 "-S", "monitor.fail_on_violation=false"]) == 0
+    assert (
+        main(
+            [
+                "monitor",
+                "check",
+                "--params",
+                str(params),
+                "--input",
+                "shifted.jsonl",
+                "-S",
+                "monitor.fail_on_violation=false",
+            ]
+        )
+        == 0
+    )
 
     # A same-distribution holdout (parquet) passes.
     synthetic_reviews(700, seed=2).to_parquet(workdir / "holdout.parquet")
-    assert main(["monitor", "check", "--params", str(params), "--input", "holdout.parquet", "--run", "ok"]) == 0
+    assert (
+        main(["monitor", "check", "--params", str(params), "--input", "holdout.parquet", "--run", "ok"]) == 0
+    )
     ok = json.loads((workdir / "monitoring/ok/constraint_violations.json").read_text())
     assert ok["violations"] == [] and len(ok["checks"]) == len(constraints["features"]) - 2 + 3 * 2 + 2
 
@@ -302,7 +395,11 @@ def test_predicted_class_drift_with_a_champion(workdir: Path, model) -> None:
     negative.to_parquet(workdir / "negative.parquet")
     run_dir, checks = check_batch(params, input_uri="negative.parquet", run_name="neg", predictor=champion)
     violated = {(c.feature_name, c.metric) for c in checks if c.violated}
-    assert {("predicted_label", "chi2_p_value"), ("predicted_label", "psi"), ("review_body", "empty_ratio")} <= violated
+    assert {
+        ("predicted_label", "chi2_p_value"),
+        ("predicted_label", "psi"),
+        ("review_body", "empty_ratio"),
+    } <= violated
     assert not any(name in ("review_length", "word_count") for name, _ in violated)
     stats = json.loads((Path(run_dir) / "statistics.json").read_text())
     predicted = next(f for f in stats["features"] if f["name"] == "predicted_label")["string_statistics"]
@@ -311,8 +408,9 @@ def test_predicted_class_drift_with_a_champion(workdir: Path, model) -> None:
     assert main(["monitor", "check", "--params", "params.yaml", "--input", "negative.parquet"]) == 2
 
 
-def test_s3_input_and_output(moto_server: str, s3_bucket: str, tmp_path: Path,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_s3_input_and_output(
+    moto_server: str, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import s3fs
 
     monkeypatch.chdir(tmp_path)
@@ -321,11 +419,25 @@ def test_s3_input_and_output(moto_server: str, s3_bucket: str, tmp_path: Path,
         synthetic_reviews(1500, seed=1).to_parquet(f)
     with fs.open(f"{s3_bucket}/batches/shifted.jsonl", "wb") as f:
         f.write(shifted(400).to_json(orient="records", lines=True).encode())
-    params = write_params(tmp_path, baseline_uri=f"s3://{s3_bucket}/data/train.parquet",
-                          out_dir=f"s3://{s3_bucket}/monitoring")
+    params = write_params(
+        tmp_path, baseline_uri=f"s3://{s3_bucket}/data/train.parquet", out_dir=f"s3://{s3_bucket}/monitoring"
+    )
     assert main(["monitor", "baseline", "--params", str(params)]) == 0
-    assert main(["monitor", "check", "--params", str(params), "--input", f"s3://{s3_bucket}/batches/shifted.jsonl",
-                 "--run", "r1"]) == 1
+    assert (
+        main(
+            [
+                "monitor",
+                "check",
+                "--params",
+                str(params),
+                "--input",
+                f"s3://{s3_bucket}/batches/shifted.jsonl",
+                "--run",
+                "r1",
+            ]
+        )
+        == 1
+    )
     assert fs.exists(f"{s3_bucket}/monitoring/baseline/constraints.json")
     with fs.open(f"{s3_bucket}/monitoring/r1/constraint_violations.json") as f:
         assert any(v["metric"] == "unseen_ratio" for v in json.load(f)["violations"])
@@ -338,8 +450,10 @@ def test_read_since_selects_rows_ingested_after_a_date() -> None:
 
     con = duckdb.connect()
     con.execute("CREATE TABLE reviews (review_id INTEGER, review_body VARCHAR, ingested_at TIMESTAMP)")
-    con.execute("INSERT INTO reviews VALUES (1, 'a', '2024-01-01 10:00'), (2, 'b', '2024-03-01 00:00'),"
-                " (3, 'c', '2024-03-02 12:00')")
+    con.execute(
+        "INSERT INTO reviews VALUES (1, 'a', '2024-01-01 10:00'), (2, 'b', '2024-03-01 00:00'),"
+        " (3, 'c', '2024-03-02 12:00')"
+    )
     assert read_since(con, "2024-02-01")["review_id"].tolist() == [2, 3]
     assert read_since(con, "2024-03-01T00:00:00")["review_id"].tolist() == [3]
     assert read_since(con, "2024-03-02T13:00:00+02:00")["review_id"].tolist() == [3]  # 11:00 UTC
@@ -350,12 +464,23 @@ def test_check_since_reads_the_catalog(workdir: Path) -> None:
     catalog = pytest.importorskip("reviewpipe.data.catalog")
     old = synthetic_reviews(300, seed=3).assign(ingested_at=pd.Timestamp("2024-01-01"))
     new = shifted(300, seed=4).assign(ingested_at=pd.Timestamp("2024-06-01"))
-    lake.publish_table(str(workdir / "lake"), "reviews", pd.concat([old, new], ignore_index=True),
-                       partition_by="product_category")
-    lake.publish_table(str(workdir / "lake"), "rejects",
-                       pd.DataFrame({"review_body": pd.Series(dtype="string"),
-                                     "reject_reason": pd.Series(dtype="string"),
-                                     "source_row": pd.Series(dtype="int64")}))
+    lake.publish_table(
+        str(workdir / "lake"),
+        "reviews",
+        pd.concat([old, new], ignore_index=True),
+        partition_by="product_category",
+    )
+    lake.publish_table(
+        str(workdir / "lake"),
+        "rejects",
+        pd.DataFrame(
+            {
+                "review_body": pd.Series(dtype="string"),
+                "reject_reason": pd.Series(dtype="string"),
+                "source_row": pd.Series(dtype="int64"),
+            }
+        ),
+    )
     catalog.build_catalog(str(workdir / "lake"), str(workdir / "catalog.duckdb"))
     params = write_params(workdir)
     assert main(["monitor", "baseline", "--params", str(params)]) == 0

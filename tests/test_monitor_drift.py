@@ -42,7 +42,9 @@ def test_ks_statistic_equals_scipy() -> None:
     b = rng.normal(0.3, 1.2, 1300)
     assert drift.ks_statistic(a, b) == pytest.approx(stats.ks_2samp(a, b).statistic, abs=1e-12)
     ints_a, ints_b = rng.poisson(20, 500), rng.poisson(22, 800)  # ties, like word counts
-    assert drift.ks_statistic(ints_a, ints_b) == pytest.approx(stats.ks_2samp(ints_a, ints_b).statistic, abs=1e-12)
+    assert drift.ks_statistic(ints_a, ints_b) == pytest.approx(
+        stats.ks_2samp(ints_a, ints_b).statistic, abs=1e-12
+    )
 
 
 def test_ks_against_the_quantile_sketch_approximates_the_full_sample() -> None:
@@ -69,7 +71,9 @@ def test_ks_p_value_matches_scipy_asymptotic() -> None:
 def test_chi_square_homogeneity_equals_scipy_and_hand() -> None:
     baseline, batch = np.array([40, 35, 25, 0]), np.array([10, 20, 30, 0])
     ours = drift.chi_square_homogeneity(baseline, batch)
-    statistic, p_value, dof, _ = stats.chi2_contingency(np.vstack([baseline[:3], batch[:3]]), correction=False)
+    statistic, p_value, dof, _ = stats.chi2_contingency(
+        np.vstack([baseline[:3], batch[:3]]), correction=False
+    )
     assert (ours.statistic, ours.dof) == (pytest.approx(statistic), dof)
     assert ours.p_value == pytest.approx(p_value)
     # By hand for a 2x2 table: N (ad - bc)^2 / (row and column totals).
@@ -100,8 +104,11 @@ def test_compare_numeric_uses_baseline_buckets() -> None:
     comparison = drift.compare_numeric("word_count", stats_, batch)
     edges = [b["lower_bound"] for b in stats_["distribution"]["kll"]["buckets"][1:]]
     assert comparison.batch_counts == bucket_counts(batch, edges)
-    assert comparison.metrics["psi"] == pytest.approx(drift.population_stability_index(
-        np.array(comparison.baseline_counts), np.array(comparison.batch_counts)))
+    assert comparison.metrics["psi"] == pytest.approx(
+        drift.population_stability_index(
+            np.array(comparison.baseline_counts), np.array(comparison.batch_counts)
+        )
+    )
     assert comparison.metrics["ks"] == pytest.approx(stats.ks_2samp(batch, baseline).statistic, abs=2e-3)
 
 

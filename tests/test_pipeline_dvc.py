@@ -32,8 +32,12 @@ def _venv_env() -> dict[str, str]:
 def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tracked and untracked-not-ignored files of this checkout, as a fresh git repo + synthetic raw."""
     dst = tmp_path_factory.mktemp("repo") / "r"
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=REPO_ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
     for rel in filter(None, (f.decode() for f in files)):
         src = REPO_ROOT / rel
         if src.is_file():

@@ -23,8 +23,14 @@ from tests.test_package import tiny_artifacts
 from tests.test_serve import invoke
 
 SETTINGS = ServeSettings(port=0, quantize="none", max_batch_size=8, max_wait_ms=2)
-GOOD_TEXTS = ["love this dress, great fit", "awful fabric, terrible fit", "it is okay, nothing special",
-              "the colour is lovely", "returned it the next day", "fits as expected"]
+GOOD_TEXTS = [
+    "love this dress, great fit",
+    "awful fabric, terrible fit",
+    "it is okay, nothing special",
+    "the colour is lovely",
+    "returned it the next day",
+    "fits as expected",
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,29 +55,48 @@ class Counting:
 
 
 def reviews(rows: int) -> pd.DataFrame:
-    return pd.DataFrame({"review_id": np.arange(1000, 1000 + rows),
-                         "review_body": [f"{GOOD_TEXTS[i % len(GOOD_TEXTS)]} #{i}" for i in range(rows)],
-                         "rating": 5})
+    return pd.DataFrame(
+        {
+            "review_id": np.arange(1000, 1000 + rows),
+            "review_body": [f"{GOOD_TEXTS[i % len(GOOD_TEXTS)]} #{i}" for i in range(rows)],
+            "rating": 5,
+        }
+    )
 
 
 def test_formats_bad_rows_and_output_layout(baseline: PackagedModel, tmp_path: Path) -> None:
-    frame = pd.DataFrame({"review_id": pd.array([1, 2, None, 4, 5, 6, 7], dtype="Int64"),
-                          "review_body": ["love it", None, "no id", "", "   ", "awful", "fine"]})
-    reasons = {1: "missing review_body", 2: "missing review_id", 3: "empty review_body", 4: "empty review_body"}
+    frame = pd.DataFrame(
+        {
+            "review_id": pd.array([1, 2, None, 4, 5, 6, 7], dtype="Int64"),
+            "review_body": ["love it", None, "no id", "", "   ", "awful", "fine"],
+        }
+    )
+    reasons = {
+        1: "missing review_body",
+        2: "missing review_id",
+        3: "empty review_body",
+        4: "empty review_body",
+    }
     in_csv = {**reasons, 1: "empty review_body"}  # CSV cannot tell a missing field from an empty one
-    inputs = {"in.parquet": lambda p: frame.to_parquet(p), "in.csv.gz": lambda p: frame.to_csv(p, index=False),
-              "in.jsonl": lambda p: frame.to_json(p, orient="records", lines=True)}
+    inputs = {
+        "in.parquet": lambda p: frame.to_parquet(p),
+        "in.csv.gz": lambda p: frame.to_csv(p, index=False),
+        "in.jsonl": lambda p: frame.to_json(p, orient="records", lines=True),
+    }
     results = {}
     for name, write in inputs.items():
         write(tmp_path / name)
         out = tmp_path / f"out-{name}"
-        manifest = run_batch(baseline, BatchJob(str(tmp_path / name), str(out), part_rows=3, batch_size=2),
-                             progress=False)
+        manifest = run_batch(
+            baseline, BatchJob(str(tmp_path / name), str(out), part_rows=3, batch_size=2), progress=False
+        )
         assert (manifest["rows"], manifest["predicted"], manifest["rejected"]) == (7, 3, 4), name
         assert manifest["parts"] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
         assert manifest["model_version"] == baseline.version
         rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
-        assert {r["row_number"]: r["reason"] for r in rejects} == (in_csv if ".csv" in name else reasons), name
+        assert {r["row_number"]: r["reason"] for r in rejects} == (in_csv if ".csv" in name else reasons), (
+            name
+        )
         result = read_output(str(out))
         assert result["row_number"].tolist() == [0, 5, 6]
         assert result["review_id"].astype(str).tolist() == ["1", "6", "7"]  # CSV ids stay text
@@ -79,38 +104,58 @@ def test_formats_bad_rows_and_output_layout(baseline: PackagedModel, tmp_path: P
         probabilities = result[["proba_negative", "proba_neutral", "proba_positive"]].to_numpy()
         assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
         assert (result["model_version"] == baseline.version).all()
-        assert sorted(p.name for p in out.glob("part-*.done.json")) == [f"part-0000{i}.done.json" for i in range(3)]
+        assert sorted(p.name for p in out.glob("part-*.done.json")) == [
+            f"part-0000{i}.done.json" for i in range(3)
+        ]
         results[name] = result.drop(columns="review_id")
     pd.testing.assert_frame_equal(results["in.parquet"], results["in.csv.gz"])
     pd.testing.assert_frame_equal(results["in.parquet"], results["in.jsonl"])
     # JSON Lines input may carry a number where text belongs: rejected with its type, not fatal
-    (tmp_path / "typed.jsonl").write_text('{"review_id": 1, "review_body": 42}\n{"review_id": 2, "review_body": "ok"}\n')
-    run_batch(baseline, BatchJob(str(tmp_path / "typed.jsonl"), str(tmp_path / "typed-out"), output_format="jsonl"),
-              progress=False)
-    assert json.loads((tmp_path / "typed-out" / "rejects.jsonl").read_text())["reason"] == \
-        "review_body is int, expected a string"
-    assert [json.loads(x)["review_id"] for x in (tmp_path / "typed-out" / "part-00000.jsonl").read_text().splitlines()] \
-        == [2]
+    (tmp_path / "typed.jsonl").write_text(
+        '{"review_id": 1, "review_body": 42}\n{"review_id": 2, "review_body": "ok"}\n'
+    )
+    run_batch(
+        baseline,
+        BatchJob(str(tmp_path / "typed.jsonl"), str(tmp_path / "typed-out"), output_format="jsonl"),
+        progress=False,
+    )
+    assert (
+        json.loads((tmp_path / "typed-out" / "rejects.jsonl").read_text())["reason"]
+        == "review_body is int, expected a string"
+    )
+    assert [
+        json.loads(x)["review_id"]
+        for x in (tmp_path / "typed-out" / "part-00000.jsonl").read_text().splitlines()
+    ] == [2]
 
 
 def test_interrupted_job_resumes_without_recomputing_parts(baseline: PackagedModel, tmp_path: Path) -> None:
     reviews(50).to_parquet(tmp_path / "in.parquet")
-    job = BatchJob(str(tmp_path / "in.parquet"), str(tmp_path / "out"), part_rows=10, batch_size=4)  # 3 calls a part
-    reference = run_batch(baseline, BatchJob(job.input_uri, str(tmp_path / "ref"), part_rows=10, batch_size=4),
-                          progress=False)
+    job = BatchJob(
+        str(tmp_path / "in.parquet"), str(tmp_path / "out"), part_rows=10, batch_size=4
+    )  # 3 calls a part
+    reference = run_batch(
+        baseline, BatchJob(job.input_uri, str(tmp_path / "ref"), part_rows=10, batch_size=4), progress=False
+    )
 
     first = Counting(baseline, interrupt_on_call=7)  # the first call of part 2: parts 0 and 1 are done
     with pytest.raises(KeyboardInterrupt):
         run_batch(first, job, progress=False)
     out = tmp_path / "out"
     assert sorted(p.name for p in out.glob("part-*")) == [
-        "part-00000.done.json", "part-00000.parquet", "part-00001.done.json", "part-00001.parquet"]
+        "part-00000.done.json",
+        "part-00000.parquet",
+        "part-00001.done.json",
+        "part-00001.parquet",
+    ]
     assert not (out / "_manifest.json").exists()
     written = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
 
     second = Counting(baseline)
     parts_seen: list[tuple[int, bool]] = []
-    manifest = run_batch(second, job, progress=False, on_part=lambda i, skipped: parts_seen.append((i, skipped)))
+    manifest = run_batch(
+        second, job, progress=False, on_part=lambda i, skipped: parts_seen.append((i, skipped))
+    )
     assert second.calls == 9  # parts 2, 3, 4 only
     assert parts_seen == [(0, True), (1, True), (2, False), (3, False), (4, False)]
     assert {name: (out / name).stat().st_mtime_ns for name in written} == written  # not rewritten
@@ -132,7 +177,9 @@ def test_interrupted_job_resumes_without_recomputing_parts(baseline: PackagedMod
         run_batch(baseline, job, progress=False)
 
 
-def test_s3_input_and_output(baseline: PackagedModel, s3_bucket: str, moto_server: str, tmp_path: Path) -> None:
+def test_s3_input_and_output(
+    baseline: PackagedModel, s3_bucket: str, moto_server: str, tmp_path: Path
+) -> None:
     s3 = boto3.client("s3", region_name="us-east-1")
     reviews(25).to_csv(tmp_path / "in.csv", index=False)
     s3.upload_file(str(tmp_path / "in.csv"), s3_bucket, "batch/in.csv")
@@ -140,9 +187,12 @@ def test_s3_input_and_output(baseline: PackagedModel, s3_bucket: str, moto_serve
     job = BatchJob(f"s3://{s3_bucket}/batch/in.csv", f"s3://{s3_bucket}/batch/out", part_rows=10)
     manifest = run_batch(baseline, job, options, progress=False)
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="batch/out/")["Contents"])
-    assert keys == ["batch/out/_job.json", "batch/out/_manifest.json",
-                    *[f"batch/out/part-0000{i}.{ext}" for i in range(3) for ext in ("done.json", "parquet")],
-                    "batch/out/rejects.jsonl"]
+    assert keys == [
+        "batch/out/_job.json",
+        "batch/out/_manifest.json",
+        *[f"batch/out/part-0000{i}.{ext}" for i in range(3) for ext in ("done.json", "parquet")],
+        "batch/out/rejects.jsonl",
+    ]
     result = read_output(job.output_uri, options)
     assert manifest["predicted"] == 25 and result["review_id"].tolist() == [str(i) for i in range(1000, 1025)]
     assert run_batch(baseline, job, options, progress=False)["parts_skipped"] == 3  # resumes on S3 too
@@ -153,14 +203,19 @@ def test_batch_and_realtime_predictions_agree(tmp_path: Path) -> None:
     art = tiny_artifacts()
     texts = [*GOOD_TEXTS, "a much longer review that goes on about the fabric, the fit and the colour " * 5]
     pd.DataFrame({"review_id": range(len(texts)), "review_body": texts}).to_parquet(tmp_path / "in.parquet")
-    server = ModelServer([VariantSpec("bert", str(art["bert_tar"])), VariantSpec("baseline", str(art["baseline_tar"]))],
-                         SETTINGS).start(wait=True, timeout=120)
+    server = ModelServer(
+        [VariantSpec("bert", str(art["bert_tar"])), VariantSpec("baseline", str(art["baseline_tar"]))],
+        SETTINGS,
+    ).start(wait=True, timeout=120)
     try:
         for name in ("bert", "baseline"):
             model = PackagedModel(art[f"{name}_tar"], SETTINGS)
             try:
-                run_batch(model, BatchJob(str(tmp_path / "in.parquet"), str(tmp_path / name), part_rows=4,
-                                          batch_size=3), progress=False)
+                run_batch(
+                    model,
+                    BatchJob(str(tmp_path / "in.parquet"), str(tmp_path / name), part_rows=4, batch_size=3),
+                    progress=False,
+                )
             finally:
                 model.close()
             batch = read_output(str(tmp_path / name))
@@ -172,8 +227,9 @@ def test_batch_and_realtime_predictions_agree(tmp_path: Path) -> None:
             assert batch["predicted_sentiment"].tolist() == [p["label"] for p in realtime]
             assert batch["model_version"].tolist() == [p["model_version"] for p in realtime]
             expected = [[p["probabilities"][k] for k in ("-1", "0", "1")] for p in realtime]
-            np.testing.assert_allclose(batch[["proba_negative", "proba_neutral", "proba_positive"]].to_numpy(),
-                                       expected, atol=2e-6)
+            np.testing.assert_allclose(
+                batch[["proba_negative", "proba_neutral", "proba_positive"]].to_numpy(), expected, atol=2e-6
+            )
     finally:
         server.stop(drain_timeout=5)
 
@@ -182,11 +238,31 @@ def test_cli_runs_and_reports_user_mistakes(tmp_path: Path, capsys: pytest.Captu
     art = tiny_artifacts()
     reviews(12).to_json(tmp_path / "in.jsonl", orient="records", lines=True)
 
-    def predict(*extra: str, model: Path = art["baseline_tar"], source: Path = tmp_path / "in.jsonl",
-                output: str = "out") -> int:
-        return cli.main(["predict", "--model", str(model), "--input", str(source), "--output", str(tmp_path / output),
-                         "--part-rows", "5", "--format", "jsonl", "--no-progress",
-                         "--params", str(tmp_path / "none.yaml"), *extra])
+    def predict(
+        *extra: str,
+        model: Path = art["baseline_tar"],
+        source: Path = tmp_path / "in.jsonl",
+        output: str = "out",
+    ) -> int:
+        return cli.main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--input",
+                str(source),
+                "--output",
+                str(tmp_path / output),
+                "--part-rows",
+                "5",
+                "--format",
+                "jsonl",
+                "--no-progress",
+                "--params",
+                str(tmp_path / "none.yaml"),
+                *extra,
+            ]
+        )
 
     assert predict() == 0
     assert "12 predictions, 0 rejected rows (3 parts written, 0 already done)" in capsys.readouterr().out

@@ -23,24 +23,32 @@ from reviewpipe.prep.split import SPLITS
 
 AGE_EDGES = [0, 25, 35, 45, 55, 65, 200]
 COURSE = PrepareSettings()
-NATURAL = PrepareSettings(protocol="natural", balance="none", class_weights=True,
-                          fractions={"train": 0.8, "validation": 0.1, "test": 0.1})
+NATURAL = PrepareSettings(
+    protocol="natural",
+    balance="none",
+    class_weights=True,
+    fractions={"train": 0.8, "validation": 0.1, "test": 0.1},
+)
 
 
 def reviews(n: int = 1200, seed: int = 0) -> pd.DataFrame:
     """Catalog-shaped rows: imbalanced sentiment, one rare category (5 rows), a few gaps."""
     rng = np.random.default_rng(seed)
-    categories = rng.choice(["Dresses", "Knits", "Blouses", "Jeans"], size=n, p=[0.4, 0.3, 0.2, 0.1]).astype(object)
+    categories = rng.choice(["Dresses", "Knits", "Blouses", "Jeans"], size=n, p=[0.4, 0.3, 0.2, 0.1]).astype(
+        object
+    )
     categories[:5] = "Chemises"
-    df = pd.DataFrame({
-        "review_id": np.arange(100, 100 + n, dtype="int64"),
-        "review_body": [f"review number {i}" for i in range(n)],
-        "product_category": pd.Series(categories, dtype="string"),
-        "division_name": pd.Series(rng.choice(["General", "General Petite"], size=n), dtype="string"),
-        "department_name": pd.Series(rng.choice(["Tops", "Dresses"], size=n), dtype="string"),
-        "age": pd.Series(rng.integers(18, 90, size=n), dtype="Int64"),
-        "sentiment": rng.choice([-1, 0, 1], size=n, p=[0.1, 0.15, 0.75]).astype("int64"),
-    })
+    df = pd.DataFrame(
+        {
+            "review_id": np.arange(100, 100 + n, dtype="int64"),
+            "review_body": [f"review number {i}" for i in range(n)],
+            "product_category": pd.Series(categories, dtype="string"),
+            "division_name": pd.Series(rng.choice(["General", "General Petite"], size=n), dtype="string"),
+            "department_name": pd.Series(rng.choice(["Tops", "Dresses"], size=n), dtype="string"),
+            "age": pd.Series(rng.integers(18, 90, size=n), dtype="Int64"),
+            "sentiment": rng.choice([-1, 0, 1], size=n, p=[0.1, 0.15, 0.75]).astype("int64"),
+        }
+    )
     df["review_body"] = df["review_body"].astype("string")
     df.loc[[10, 11, 12], "review_body"] = [None, "", "   "]
     df.loc[[20, 21], "product_category"] = None
@@ -116,7 +124,9 @@ def test_identical_params_give_byte_identical_parquet(tmp_path: Path) -> None:
             (tmp_path / run).mkdir(exist_ok=True)
             prepared.split(s).to_parquet(tmp_path / run / f"{s}.parquet", index=False)  # as the stage writes
     for s in SPLITS:
-        assert (tmp_path / "a" / f"{s}.parquet").read_bytes() == (tmp_path / "b" / f"{s}.parquet").read_bytes()
+        assert (tmp_path / "a" / f"{s}.parquet").read_bytes() == (
+            tmp_path / "b" / f"{s}.parquet"
+        ).read_bytes()
     other_seed = prepare_reviews(reviews(), PrepareSettings(seed=7), AGE_EDGES)
     assert not other_seed.split("test")["review_id"].equals(prepared.split("test")["review_id"])
 
@@ -136,8 +146,13 @@ def test_settings_errors_say_what_to_change() -> None:
     with pytest.raises(ReviewpipeError, match="prepare.balance must be one of"):
         PrepareSettings.from_params({"balance": "smote"})
     settings = PrepareSettings.from_params(
-        {"balance": "none", "class_weights": True, "seed": 3,
-         "split": {"train": 0.8, "validation": 0.1, "test": 0.1, "method": "threshold"}})
+        {
+            "balance": "none",
+            "class_weights": True,
+            "seed": 3,
+            "split": {"train": 0.8, "validation": 0.1, "test": 0.1, "method": "threshold"},
+        }
+    )
     assert settings.fractions == {"train": 0.8, "validation": 0.1, "test": 0.1}
     assert settings.split_method == "threshold" and settings.seed == 3
 
@@ -149,16 +164,22 @@ def write_labels(path: Path, records: list[dict]) -> None:
 
 def test_human_labels_latest_wins_and_override_sentiment(tmp_path: Path) -> None:
     labels_dir = tmp_path / "review_labels"
-    write_labels(labels_dir / "alice.jsonl", [
-        {"review_id": 200, "label": -1, "annotator": "alice", "labeled_at": "2024-05-01T10:00:00Z"},
-        {"review_id": 201, "label": 0, "annotator": "alice", "labeled_at": "2024-05-01T10:00:00Z"},
-        {"review_id": 99999, "label": 1, "annotator": "alice", "labeled_at": "2024-05-01T10:00:00Z"},
-        {"review_id": 202, "label": 7, "annotator": "alice", "labeled_at": "2024-05-01T10:00:00Z"},
-    ])
-    write_labels(labels_dir / "bob.jsonl", [
-        {"review_id": 200, "label": 1, "annotator": "bob", "labeled_at": "2024-05-02T09:00:00+00:00"},
-        {"review_id": 201, "label": 1, "annotator": "bob", "labeled_at": "2024-04-01T00:00:00Z"},
-    ])
+    write_labels(
+        labels_dir / "alice.jsonl",
+        [
+            {"review_id": 200, "label": -1, "annotator": "alice", "labeled_at": "2024-05-01T10:00:00Z"},
+            {"review_id": 201, "label": 0, "annotator": "alice", "labeled_at": "2024-05-01T10:00:00Z"},
+            {"review_id": 99999, "label": 1, "annotator": "alice", "labeled_at": "2024-05-01T10:00:00Z"},
+            {"review_id": 202, "label": 7, "annotator": "alice", "labeled_at": "2024-05-01T10:00:00Z"},
+        ],
+    )
+    write_labels(
+        labels_dir / "bob.jsonl",
+        [
+            {"review_id": 200, "label": 1, "annotator": "bob", "labeled_at": "2024-05-02T09:00:00+00:00"},
+            {"review_id": 201, "label": 1, "annotator": "bob", "labeled_at": "2024-04-01T00:00:00Z"},
+        ],
+    )
     labels, invalid = read_human_labels(str(labels_dir))
     assert invalid == 3  # label 7 and two lines that are not JSON
     assert labels.set_index("review_key")["label"].to_dict() == {"200": 1, "201": 0, "99999": 1}
@@ -171,8 +192,12 @@ def test_human_labels_latest_wins_and_override_sentiment(tmp_path: Path) -> None
     assert rows.loc[200, "sentiment"] == 1 and rows.loc[200, "label_id"] == 2
     assert rows.loc[201, "sentiment"] == 0
     m = prepared.metrics
-    assert (m["human_labels_merged"], m["human_labels_changed"], m["human_labels_unmatched"],
-            m["human_labels_invalid"]) == (2, 1, 1, 3)
+    assert (
+        m["human_labels_merged"],
+        m["human_labels_changed"],
+        m["human_labels_unmatched"],
+        m["human_labels_invalid"],
+    ) == (2, 1, 1, 3)
 
 
 def test_missing_labels_dir_means_no_labels(tmp_path: Path) -> None:
@@ -185,11 +210,13 @@ def test_missing_labels_dir_means_no_labels(tmp_path: Path) -> None:
 
 def test_latest_human_labels_breaks_ties_by_record_order() -> None:
     same_time = "2024-05-01T10:00:00Z"
-    labels, invalid = latest_human_labels([
-        {"review_id": "5", "label": 0, "labeled_at": same_time},
-        {"review_id": 5, "label": -1, "labeled_at": same_time},
-        {"review_id": 6, "label": 1},
-    ])
+    labels, invalid = latest_human_labels(
+        [
+            {"review_id": "5", "label": 0, "labeled_at": same_time},
+            {"review_id": 5, "label": -1, "labeled_at": same_time},
+            {"review_id": 6, "label": 1},
+        ]
+    )
     assert invalid == 1
     assert labels.to_dict("records") == [{"review_key": "5", "label": -1}]
 

@@ -16,12 +16,15 @@ NATURAL = {"train": 0.80, "validation": 0.10, "test": 0.10}
 
 def frame(n: int, start: int = 0, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "review_id": np.arange(start, start + n),
-        "sentiment": rng.choice([-1, 0, 1], size=n, p=[0.15, 0.25, 0.60]),
-        "product_category": rng.choice(["Dresses", "Knits", "Blouses", "Trend"], size=n,
-                                       p=[0.4, 0.3, 0.25, 0.05]),
-    })
+    return pd.DataFrame(
+        {
+            "review_id": np.arange(start, start + n),
+            "sentiment": rng.choice([-1, 0, 1], size=n, p=[0.15, 0.25, 0.60]),
+            "product_category": rng.choice(
+                ["Dresses", "Knits", "Blouses", "Trend"], size=n, p=[0.4, 0.3, 0.25, 0.05]
+            ),
+        }
+    )
 
 
 def test_stable_uniform_depends_on_id_and_seed_only() -> None:

@@ -99,9 +99,16 @@ def test_prepare_stage_is_byte_identical_for_identical_params(in_workdir: Path) 
 
 
 def test_natural_protocol_stage(in_workdir: Path) -> None:
-    overrides = {"prepare.protocol": "natural", "prepare.balance": "none", "prepare.class_weights": "true",
-                 "prepare.split.train": 0.8, "prepare.split.validation": 0.1, "prepare.split.test": 0.1,
-                 "prepare.out_dir": "out/n", "prepare.metrics": "out/n.json"}
+    overrides = {
+        "prepare.protocol": "natural",
+        "prepare.balance": "none",
+        "prepare.class_weights": "true",
+        "prepare.split.train": 0.8,
+        "prepare.split.validation": 0.1,
+        "prepare.split.test": 0.1,
+        "prepare.out_dir": "out/n",
+        "prepare.metrics": "out/n.json",
+    }
     prepare.main(params(**overrides))
     unbalanced = read_split("out/n", "unbalanced")
     assert sum(len(read_split("out/n", s)) for s in SPLITS) == len(unbalanced)
@@ -113,16 +120,32 @@ def test_natural_protocol_stage(in_workdir: Path) -> None:
 
 
 def test_human_labels_are_merged_by_the_stage(in_workdir: Path) -> None:
-    prepare.main(params(**{"prepare.out_dir": "out/h0", "prepare.metrics": "out/h0.json",
-                           "prepare.balance": "none"}))
+    prepare.main(
+        params(**{"prepare.out_dir": "out/h0", "prepare.metrics": "out/h0.json", "prepare.balance": "none"})
+    )
     before = read_split("out/h0", "unbalanced").set_index("review_id")
     positive = before[before["sentiment"] == 1].index[:3].tolist()
     labels = Path("labels/annotator.jsonl")
     labels.parent.mkdir(exist_ok=True)
-    labels.write_text("".join(json.dumps({"review_id": int(r), "label": -1, "annotator": "ann",
-                                          "labeled_at": "2025-01-01T00:00:00Z"}) + "\n" for r in positive))
-    prepare.main(params(**{"prepare.out_dir": "out/h1", "prepare.metrics": "out/h1.json",
-                           "prepare.balance": "none", "prepare.human_labels_dir": "labels"}))
+    labels.write_text(
+        "".join(
+            json.dumps(
+                {"review_id": int(r), "label": -1, "annotator": "ann", "labeled_at": "2025-01-01T00:00:00Z"}
+            )
+            + "\n"
+            for r in positive
+        )
+    )
+    prepare.main(
+        params(
+            **{
+                "prepare.out_dir": "out/h1",
+                "prepare.metrics": "out/h1.json",
+                "prepare.balance": "none",
+                "prepare.human_labels_dir": "labels",
+            }
+        )
+    )
     after = read_split("out/h1", "unbalanced").set_index("review_id")
     assert (after.loc[positive, "sentiment"] == -1).all() and (after.loc[positive, "label_id"] == 0).all()
     metrics = json.loads(Path("out/h1.json").read_text())
@@ -131,8 +154,16 @@ def test_human_labels_are_merged_by_the_stage(in_workdir: Path) -> None:
 
 def test_features_stage_after_prepare(in_workdir: Path) -> None:
     prepare.main(params(**{"prepare.out_dir": "out/f", "prepare.metrics": "out/f.json"}))
-    features.main(params(**{"prepare.out_dir": "out/f", "features.store_uri": "out/store",
-                            "features.metrics": "out/features.json", "features.max_seq_length": 32}))
+    features.main(
+        params(
+            **{
+                "prepare.out_dir": "out/f",
+                "features.store_uri": "out/store",
+                "features.metrics": "out/features.json",
+                "features.max_seq_length": 32,
+            }
+        )
+    )
     prepared = json.loads(Path("out/f.json").read_text())
     metrics = json.loads(Path("out/features.json").read_text())
     assert metrics["rows"] == prepared["rows_prepared"]
@@ -144,7 +175,9 @@ def test_features_stage_after_prepare(in_workdir: Path) -> None:
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_course_protocol_on_real_data(real_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_course_protocol_on_real_data(
+    real_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     build_catalog_in(tmp_path, real_raw)
     monkeypatch.chdir(tmp_path)
     prepare.main(params())
@@ -159,6 +192,20 @@ def test_course_protocol_on_real_data(real_raw: Path, tmp_path: Path, monkeypatc
     minority = int(pd.Series(sentiment).value_counts().min())
     assert metrics["rows_after_filtering"] == len(raw)
     assert metrics["rows_per_sentiment"] == {"-1": minority, "0": minority, "1": minority}
-    print("real data, course protocol:", json.dumps({k: metrics[k] for k in (
-        "rows_in", "dropped", "rejected_at_ingest", "rows_after_filtering", "unbalanced_rows_per_sentiment",
-        "rows_per_sentiment", "rows")}))
+    print(
+        "real data, course protocol:",
+        json.dumps(
+            {
+                k: metrics[k]
+                for k in (
+                    "rows_in",
+                    "dropped",
+                    "rejected_at_ingest",
+                    "rows_after_filtering",
+                    "unbalanced_rows_per_sentiment",
+                    "rows_per_sentiment",
+                    "rows",
+                )
+            }
+        ),
+    )

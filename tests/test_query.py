@@ -36,7 +36,9 @@ def test_prints_a_table_with_a_row_count(in_catalog: Path, capsys) -> None:
     lines = out.splitlines()
     assert lines[0].split() == ["sentiment", "n"]
     expected = expected_sentiments()
-    assert [line.split() for line in lines[1:4]] == [[str(s), str(n)] for s, n in expected.itertuples(index=False)]
+    assert [line.split() for line in lines[1:4]] == [
+        [str(s), str(n)] for s, n in expected.itertuples(index=False)
+    ]
     assert lines[4] == "(3 rows)"
 
 
@@ -51,17 +53,22 @@ def test_output_file_holds_the_full_result(in_catalog: Path, tmp_path: Path, cap
 
 def test_sql_from_a_file_with_age_bands_and_word_count(in_catalog: Path, tmp_path: Path, capsys) -> None:
     query = tmp_path / "q.sql"
-    query.write_text("SELECT COUNT(DISTINCT band) AS bands, MIN(word_count(review_body)) > 0 AS words "
-                     "FROM reviews CROSS JOIN age_bands")
+    query.write_text(
+        "SELECT COUNT(DISTINCT band) AS bands, MIN(word_count(review_body)) > 0 AS words "
+        "FROM reviews CROSS JOIN age_bands"
+    )
     assert main(["query", f"@{query}"]) == 0
     assert capsys.readouterr().out.splitlines()[1].split() == ["6", "True"]
 
 
-@pytest.mark.parametrize(("sql", "message"), [
-    ("SELEC 1", "Parser Error: syntax error"),
-    ("SELECT * FROM no_such_table", "Table with name no_such_table does not exist"),
-    ("SELECT no_such_column FROM reviews", 'Referenced column "no_such_column" not found'),
-])
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELEC 1", "Parser Error: syntax error"),
+        ("SELECT * FROM no_such_table", "Table with name no_such_table does not exist"),
+        ("SELECT no_such_column FROM reviews", 'Referenced column "no_such_column" not found'),
+    ],
+)
 def test_bad_query_gives_duckdbs_message_and_exit_2(in_catalog: Path, capsys, sql: str, message: str) -> None:
     assert main(["query", sql]) == 2
     err = capsys.readouterr().err
@@ -80,7 +87,11 @@ def test_unknown_output_format_is_refused_before_running(in_catalog: Path, capsy
 
 
 def test_command_line_prints_no_traceback(in_catalog: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "reviewpipe.cli", "query", "SELECT FROM WHERE"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "reviewpipe.cli", "query", "SELECT FROM WHERE"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "Parser Error" in done.stderr and "Traceback" not in done.stderr

@@ -15,20 +15,31 @@ from reviewpipe.stages import register as register_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
-METRICS = {"protocol": "course", "test_rows": 100, "models": {
-    "baseline": {"accuracy": 0.70, "macro_f1": 0.69},
-    "automl": {"accuracy": 0.90, "macro_f1": 0.90},
-    "bert": {"accuracy": 0.78, "macro_f1": 0.77},
-}}
-FAIRNESS = {"models": {
-    "baseline": {"product_category": {"largest_gap": {"accuracy": 0.05}}},
-    "bert": {"product_category": {"largest_gap": {"accuracy": 0.08, "macro_f1": 0.12}},
-             "age_band": {"largest_gap": {"accuracy": 0.04}}, "groups": {"Dresses": {"accuracy": 0.9}}},
-}}
+METRICS = {
+    "protocol": "course",
+    "test_rows": 100,
+    "models": {
+        "baseline": {"accuracy": 0.70, "macro_f1": 0.69},
+        "automl": {"accuracy": 0.90, "macro_f1": 0.90},
+        "bert": {"accuracy": 0.78, "macro_f1": 0.77},
+    },
+}
+FAIRNESS = {
+    "models": {
+        "baseline": {"product_category": {"largest_gap": {"accuracy": 0.05}}},
+        "bert": {
+            "product_category": {"largest_gap": {"accuracy": 0.08, "macro_f1": 0.12}},
+            "age_band": {"largest_gap": {"accuracy": 0.04}},
+            "groups": {"Dresses": {"accuracy": 0.9}},
+        },
+    }
+}
 
 
 def test_gate_picks_champion_among_candidates_and_passes() -> None:
-    decision = registry.evaluate_gate(METRICS, FAIRNESS, "macro_f1", 0.6, 0.2, candidates=["bert", "baseline"])
+    decision = registry.evaluate_gate(
+        METRICS, FAIRNESS, "macro_f1", 0.6, 0.2, candidates=["bert", "baseline"]
+    )
     assert decision.champion == "bert"  # automl scores higher but is not a candidate
     assert decision.metric_value == pytest.approx(0.77)
     assert decision.fairness_gap == pytest.approx(0.12)  # only numbers under a *gap* key count
@@ -56,14 +67,34 @@ def test_gate_errors_name_the_problem() -> None:
 
 
 def test_largest_gap_reads_the_evaluate_stage_layout() -> None:
-    feature = {"groups": {"Dresses": {"rows": 40, "accuracy": 0.9}, "Tops": {"rows": 30, "accuracy": 0.7}},
-               "overall": {"accuracy": 0.8}, "groups_below_min_rows": [],
-               "gaps": {"accuracy": 0.2, "macro_f1": 0.25},
-               "largest_gap": {"metric": "macro_f1", "value": 0.25, "lowest_group": "Tops", "highest_group": "Dresses"}}
-    fairness = {"features": ["product_category"], "min_group_rows": 1, "models": {"bert": {
-        "product_category": feature,
-        "largest_gap": {"feature": "product_category", "metric": "macro_f1", "value": 0.25,
-                        "lowest_group": "Tops", "highest_group": "Dresses"}}}}
+    feature = {
+        "groups": {"Dresses": {"rows": 40, "accuracy": 0.9}, "Tops": {"rows": 30, "accuracy": 0.7}},
+        "overall": {"accuracy": 0.8},
+        "groups_below_min_rows": [],
+        "gaps": {"accuracy": 0.2, "macro_f1": 0.25},
+        "largest_gap": {
+            "metric": "macro_f1",
+            "value": 0.25,
+            "lowest_group": "Tops",
+            "highest_group": "Dresses",
+        },
+    }
+    fairness = {
+        "features": ["product_category"],
+        "min_group_rows": 1,
+        "models": {
+            "bert": {
+                "product_category": feature,
+                "largest_gap": {
+                    "feature": "product_category",
+                    "metric": "macro_f1",
+                    "value": 0.25,
+                    "lowest_group": "Tops",
+                    "highest_group": "Dresses",
+                },
+            }
+        },
+    }
     assert registry.largest_gap(fairness, "bert") == pytest.approx(0.25)
     decision = registry.evaluate_gate(METRICS, fairness, "macro_f1", 0.6, 0.2, candidates=["bert"])
     assert not decision.passed and "0.2500 exceeds" in decision.reasons[0]
@@ -77,10 +108,24 @@ def test_largest_gap_reads_a_flat_metric_to_gap_section() -> None:
 def test_registry_versions_and_approval_lifecycle(tmp_path: Path) -> None:
     reg = registry.Registry(str(tmp_path / "registry"))
     assert reg.list() == [] and reg.latest() is None
-    v1 = reg.register("bert", "models/bert", status=registry.PENDING, metrics={"macro_f1": 0.77},
-                      model_hash="abc", params_hash="p", data_hash="d", git_commit="c0ffee", git_dirty=False)
-    v2 = reg.register("baseline", "models/baseline/model.joblib", status=registry.REJECTED,
-                      metrics={"macro_f1": 0.5}, reason="macro_f1 too low")
+    v1 = reg.register(
+        "bert",
+        "models/bert",
+        status=registry.PENDING,
+        metrics={"macro_f1": 0.77},
+        model_hash="abc",
+        params_hash="p",
+        data_hash="d",
+        git_commit="c0ffee",
+        git_dirty=False,
+    )
+    v2 = reg.register(
+        "baseline",
+        "models/baseline/model.joblib",
+        status=registry.REJECTED,
+        metrics={"macro_f1": 0.5},
+        reason="macro_f1 too low",
+    )
     assert (v1.version, v2.version) == (1, 2)
     assert (tmp_path / "registry" / "versions" / "0001.json").exists()
     assert [e.version for e in reg.list(status=registry.PENDING)] == [1]
@@ -91,7 +136,9 @@ def test_registry_versions_and_approval_lifecycle(tmp_path: Path) -> None:
     approved = reg.set_status(1, registry.APPROVED, by="alice", reason="looked at the errors")
     assert approved.status == registry.APPROVED
     reloaded = reg.get(1)
-    assert reloaded.status == registry.APPROVED and reloaded.data_hash == "d" and reloaded.git_commit == "c0ffee"
+    assert (
+        reloaded.status == registry.APPROVED and reloaded.data_hash == "d" and reloaded.git_commit == "c0ffee"
+    )
     assert [h["status"] for h in reloaded.history] == [registry.PENDING, registry.APPROVED]
     assert reloaded.history[-1]["by"] == "alice"
     assert reg.get("approved").version == 1
@@ -124,12 +171,23 @@ def test_hashes_change_with_content(tmp_path: Path) -> None:
 
 def _stage_params(tmp_path: Path, **overrides: object) -> OmegaConf:
     base = OmegaConf.load(ROOT / "conf" / "register" / "default.yaml")
-    cfg = OmegaConf.merge(base, {
-        "metrics_uri": str(tmp_path / "reports/metrics.json"), "fairness_uri": str(tmp_path / "reports/fairness.json"),
-        "data_uri": str(tmp_path / "prepared"), "registry_uri": str(tmp_path / "registry"),
-        "decision_uri": str(tmp_path / "metrics/register.json"),
-        "model_paths": {"bert": str(tmp_path / "models/bert"), "baseline": str(tmp_path / "models/baseline.joblib")},
-        "min_metric": 0.6, "max_group_gap": 0.2, **overrides})
+    cfg = OmegaConf.merge(
+        base,
+        {
+            "metrics_uri": str(tmp_path / "reports/metrics.json"),
+            "fairness_uri": str(tmp_path / "reports/fairness.json"),
+            "data_uri": str(tmp_path / "prepared"),
+            "registry_uri": str(tmp_path / "registry"),
+            "decision_uri": str(tmp_path / "metrics/register.json"),
+            "model_paths": {
+                "bert": str(tmp_path / "models/bert"),
+                "baseline": str(tmp_path / "models/baseline.joblib"),
+            },
+            "min_metric": 0.6,
+            "max_group_gap": 0.2,
+            **overrides,
+        },
+    )
     return OmegaConf.create({"register": cfg, "storage": {}})
 
 
@@ -162,8 +220,13 @@ def test_register_stage_records_pass_and_reject(tmp_path: Path) -> None:
 
 def test_registry_cli_list_show_approve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     reg = registry.Registry(str(tmp_path / "reg"))
-    reg.register("bert", "models/bert", status=registry.PENDING, metrics={"macro_f1": 0.77},
-                 gate={"metric": "macro_f1", "metric_value": 0.77, "fairness_gap": 0.1})
+    reg.register(
+        "bert",
+        "models/bert",
+        status=registry.PENDING,
+        metrics={"macro_f1": 0.77},
+        gate={"metric": "macro_f1", "metric_value": 0.77, "fairness_gap": 0.1},
+    )
     reg.register("bert", "models/bert", status=registry.REJECTED, metrics={}, reason="gap too wide")
     base = ["registry", "--registry", str(tmp_path / "reg"), "--params", str(tmp_path / "none.yaml")]
 

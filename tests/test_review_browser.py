@@ -19,8 +19,10 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 webdriver = pytest.importorskip("selenium.webdriver")
 if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-    pytest.skip("Chromium not installed (apt-get install chromium chromium-driver; .ci/run does)",
-                allow_module_level=True)
+    pytest.skip(
+        "Chromium not installed (apt-get install chromium chromium-driver; .ci/run does)",
+        allow_module_level=True,
+    )
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -35,9 +37,14 @@ TEXTS = {
 
 
 def queue_record(review_id: str) -> dict:
-    return {"review_id": review_id, "text": TEXTS[review_id], "predicted_label": 0,
-            "probabilities": {"-1": 0.3, "0": 0.4, "1": 0.3}, "confidence": 0.4,
-            "created_at": "2026-01-01T00:00:00.000+00:00"}
+    return {
+        "review_id": review_id,
+        "text": TEXTS[review_id],
+        "predicted_label": 0,
+        "probabilities": {"-1": 0.3, "0": 0.4, "1": 0.3},
+        "confidence": 0.4,
+        "created_at": "2026-01-01T00:00:00.000+00:00",
+    }
 
 
 @pytest.fixture
@@ -57,9 +64,18 @@ def site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def browser(tmp_path: Path) -> Iterator[object]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(30)
@@ -125,5 +141,6 @@ def test_page_reports_a_conflict_and_recovers(site: tuple[str, Path], browser) -
     wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-review-id") == "b")
     assert "already labelled" in browser.find_element(By.ID, "status").text
     assert [(r["review_id"], r["annotator"]) for r in read_labels(labels_dir) if r["review_id"] == "a"] == [
-        ("a", "carol")]  # not labelled twice
+        ("a", "carol")
+    ]  # not labelled twice
     assert browser.find_element(By.ID, "progress").text == "2 of 5 labelled · 0 skipped · 3 remaining"

@@ -19,26 +19,38 @@ from reviewpipe.review.cli import enqueue
 from reviewpipe.review.queue import read_queue, select_for_review, write_queue
 from reviewpipe.review.store import LabelStore, annotator_file_name, read_labels
 
-PROBABILITIES = np.array([
-    [0.05, 0.05, 0.90],  # exactly at the threshold: confident enough, not queued
-    [0.10, 0.05, 0.85],  # below: queued
-    [0.02, 0.97, 0.01],  # confident
-    [0.40, 0.35, 0.25],  # queued, predicted -1
-    [np.nan, np.nan, np.nan],  # not predicted (blank text): nothing to review
-])
+PROBABILITIES = np.array(
+    [
+        [0.05, 0.05, 0.90],  # exactly at the threshold: confident enough, not queued
+        [0.10, 0.05, 0.85],  # below: queued
+        [0.02, 0.97, 0.01],  # confident
+        [0.40, 0.35, 0.25],  # queued, predicted -1
+        [np.nan, np.nan, np.nan],  # not predicted (blank text): nothing to review
+    ]
+)
 
 
 def test_only_predictions_below_the_threshold_are_queued() -> None:
-    records = select_for_review([1, 2, 3, 4, 5], ["a", "b", "c", "d", ""], PROBABILITIES, 0.90,
-                                created_at="2026-01-01T00:00:00.000+00:00")
+    records = select_for_review(
+        [1, 2, 3, 4, 5],
+        ["a", "b", "c", "d", ""],
+        PROBABILITIES,
+        0.90,
+        created_at="2026-01-01T00:00:00.000+00:00",
+    )
     assert [r["review_id"] for r in records] == [2, 4]
     assert records[0] == {
-        "review_id": 2, "text": "b", "predicted_label": 1,
-        "probabilities": {"-1": 0.10, "0": 0.05, "1": 0.85}, "confidence": 0.85,
+        "review_id": 2,
+        "text": "b",
+        "predicted_label": 1,
+        "probabilities": {"-1": 0.10, "0": 0.05, "1": 0.85},
+        "confidence": 0.85,
         "created_at": "2026-01-01T00:00:00.000+00:00",
     }
     assert records[1]["predicted_label"] == -1
-    assert [r["review_id"] for r in select_for_review([1, 2, 3, 4, 5], list("abcde"), PROBABILITIES, 0.95)] == [1, 2, 4]
+    assert [
+        r["review_id"] for r in select_for_review([1, 2, 3, 4, 5], list("abcde"), PROBABILITIES, 0.95)
+    ] == [1, 2, 4]
     assert select_for_review([1, 2, 3, 4, 5], list("abcde"), PROBABILITIES, 0.30) == []
     with pytest.raises(ValueError, match="threshold"):
         select_for_review([1], ["a"], PROBABILITIES[:1], 1.5)
@@ -71,7 +83,9 @@ def test_label_store_appends_the_contract_records(tmp_path: Path) -> None:
     assert records == read_labels(tmp_path / "labels")
     assert list(records[0]) == ["review_id", "label", "annotator", "labeled_at"]
     assert records[0] == first and records[0]["annotator"] == "Ana María" and records[1]["review_id"] == 42
-    assert pd.to_datetime(records[0]["labeled_at"], utc=True) <= pd.to_datetime(records[1]["labeled_at"], utc=True)
+    assert pd.to_datetime(records[0]["labeled_at"], utc=True) <= pd.to_datetime(
+        records[1]["labeled_at"], utc=True
+    )
     other = LabelStore(tmp_path / "labels", "bob")
     other.append("r9", 0)
     assert other.labelled_ids() == {"r1", "42", "r9"}  # anyone's labels count
@@ -94,8 +108,9 @@ def test_label_records_merge_in_prepare(tmp_path: Path) -> None:
 
 
 def test_torn_label_line_is_skipped(tmp_path: Path) -> None:
-    (tmp_path / "ana.jsonl").write_text('{"review_id": 1, "label": 1, "annotator": "ana", "labeled_at": "x"}\n'
-                                        '{"review_id": 2, "lab')
+    (tmp_path / "ana.jsonl").write_text(
+        '{"review_id": 1, "label": 1, "annotator": "ana", "labeled_at": "x"}\n{"review_id": 2, "lab'
+    )
     assert [r["review_id"] for r in read_labels(tmp_path)] == [1]
 
 
@@ -103,21 +118,43 @@ class TinyModel:
     """A real TF-IDF + logistic regression model behind the predictor interface."""
 
     def __init__(self) -> None:
-        texts = ["love it great", "perfect soft", "awful cheap", "terrible returned", "okay fine", "average fine"]
-        self.pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression(C=0.5)).fit(texts, [1, 1, -1, -1, 0, 0])
+        texts = [
+            "love it great",
+            "perfect soft",
+            "awful cheap",
+            "terrible returned",
+            "okay fine",
+            "average fine",
+        ]
+        self.pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression(C=0.5)).fit(
+            texts, [1, 1, -1, -1, 0, 0]
+        )
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return self.pipeline.predict_proba(texts)
 
 
-def test_enqueue_predicts_and_queues_uncertain_reviews_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_enqueue_predicts_and_queues_uncertain_reviews_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from reviewpipe.config import load_params
 
     monkeypatch.chdir(tmp_path)
     params_path = tmp_path / "params.yaml"
-    params_path.write_text(yaml.safe_dump({"review": {
-        "confidence_threshold": 0.9, "queue_dir": "queue", "labels_dir": "labels",
-        "model": {"kind": "none"}, "text_column": "review_body", "id_column": "review_id"}}))
+    params_path.write_text(
+        yaml.safe_dump(
+            {
+                "review": {
+                    "confidence_threshold": 0.9,
+                    "queue_dir": "queue",
+                    "labels_dir": "labels",
+                    "model": {"kind": "none"},
+                    "text_column": "review_body",
+                    "id_column": "review_id",
+                }
+            }
+        )
+    )
     batch = pd.DataFrame({"review_id": [1, 2, 3, 4], "review_body": ["love it", "cheap awful", "hmm", "  "]})
     batch.to_csv(tmp_path / "batch.csv", index=False)
     model = TinyModel()

@@ -28,9 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 JSON = "application/json"
 
 
-def request(url: str, method: str = "GET", path: str = "/ping", body: bytes | None = None,
-            headers: dict[str, str] | None = None, conn: http.client.HTTPConnection | None = None,
-            timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+def request(
+    url: str,
+    method: str = "GET",
+    path: str = "/ping",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    conn: http.client.HTTPConnection | None = None,
+    timeout: float = 30,
+) -> tuple[int, dict[str, str], bytes]:
     own = conn is None
     if conn is None:
         host, port = url.removeprefix("http://").split(":")
@@ -44,19 +50,36 @@ def request(url: str, method: str = "GET", path: str = "/ping", body: bytes | No
             conn.close()
 
 
-def invoke(url: str, payload: Any, content_type: str = JSON, **headers: str) -> tuple[int, dict[str, str], Any]:
+def invoke(
+    url: str, payload: Any, content_type: str = JSON, **headers: str
+) -> tuple[int, dict[str, str], Any]:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    status, hdrs, data = request(url, "POST", "/invocations", body,
-                                 {"Content-Type": content_type, **{k.replace("_", "-"): v for k, v in headers.items()}})
-    return status, hdrs, json.loads(data) if data and hdrs.get("Content-Type", "").split(";")[0] == JSON else data
+    status, hdrs, data = request(
+        url,
+        "POST",
+        "/invocations",
+        body,
+        {"Content-Type": content_type, **{k.replace("_", "-"): v for k, v in headers.items()}},
+    )
+    return (
+        status,
+        hdrs,
+        json.loads(data) if data and hdrs.get("Content-Type", "").split(";")[0] == JSON else data,
+    )
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ModelServer]:
     art = tiny_artifacts()
     settings = ServeSettings(port=0, max_wait_ms=10, max_batch_size=16, quantize="int8")
-    srv = ModelServer([VariantSpec("champion", str(art["bert_tar"]), 1.0),
-                       VariantSpec("challenger", str(art["baseline_tar"]), 0.0)], settings, seed=7)
+    srv = ModelServer(
+        [
+            VariantSpec("champion", str(art["bert_tar"]), 1.0),
+            VariantSpec("challenger", str(art["baseline_tar"]), 0.0),
+        ],
+        settings,
+        seed=7,
+    )
     srv.start(wait=True, timeout=120)
     yield srv
     srv.stop(drain_timeout=5)
@@ -116,8 +139,9 @@ def test_long_review_is_truncated_not_rejected(server: ModelServer) -> None:
 def test_payload_limit_is_413(tmp_path: Path) -> None:
     assert ServeSettings().max_payload_bytes == 6 * 1024 * 1024  # SageMaker's real-time limit
     art = tiny_artifacts()
-    with ModelServer([VariantSpec("only", str(art["baseline_tar"]))],
-                     ServeSettings(port=0, max_payload_bytes=2000)) as srv:
+    with ModelServer(
+        [VariantSpec("only", str(art["baseline_tar"]))], ServeSettings(port=0, max_payload_bytes=2000)
+    ) as srv:
         status, headers, body = invoke(srv.url, {"inputs": "x" * 3000})
         assert status == 413 and "exceeds the 2000-byte limit" in body["error"]
         assert headers.get("Connection") == "close"
@@ -125,32 +149,50 @@ def test_payload_limit_is_413(tmp_path: Path) -> None:
 
 
 def test_variant_pinning_and_weighted_routing(server: ModelServer, weights: None) -> None:
-    status, headers, body = invoke(server.url, {"inputs": "nice"},
-                                   X_Amzn_SageMaker_Target_Variant="challenger")  # weight 0, but pinned
+    status, headers, body = invoke(
+        server.url, {"inputs": "nice"}, X_Amzn_SageMaker_Target_Variant="challenger"
+    )  # weight 0, but pinned
     assert status == 200 and headers["X-Amzn-Invoked-Production-Variant"] == "challenger"
     assert body["variant"] == "challenger" and body["predictions"][0]["model_version"].startswith("baseline-")
     status, _, body = invoke(server.url, {"inputs": "nice"}, X_Amzn_SageMaker_Target_Variant="nobody")
     assert status == 400 and "unknown variant 'nobody'" in body["error"]
 
-    status, _, body = request(server.url, "POST", "/admin/variant-weights",
-                              json.dumps({"champion": 0.8, "challenger": 0.2}).encode())
+    status, _, body = request(
+        server.url,
+        "POST",
+        "/admin/variant-weights",
+        json.dumps({"champion": 0.8, "challenger": 0.2}).encode(),
+    )
     assert status == 200 and json.loads(body)["weights"] == {"champion": 0.8, "challenger": 0.2}
-    seen = Counter(invoke(server.url, {"inputs": "ok"})[1]["X-Amzn-Invoked-Production-Variant"]
-                   for _ in range(40))
+    seen = Counter(
+        invoke(server.url, {"inputs": "ok"})[1]["X-Amzn-Invoked-Production-Variant"] for _ in range(40)
+    )
     assert set(seen) == {"champion", "challenger"} and seen["champion"] > seen["challenger"], seen
 
-    sagemaker_shaped = {"DesiredWeightsAndCapacities": [{"VariantName": "champion", "DesiredWeight": 0},
-                                                         {"VariantName": "challenger", "DesiredWeight": 1}]}
-    assert request(server.url, "POST", "/admin/variant-weights", json.dumps(sagemaker_shaped).encode())[0] == 200
+    sagemaker_shaped = {
+        "DesiredWeightsAndCapacities": [
+            {"VariantName": "champion", "DesiredWeight": 0},
+            {"VariantName": "challenger", "DesiredWeight": 1},
+        ]
+    }
+    assert (
+        request(server.url, "POST", "/admin/variant-weights", json.dumps(sagemaker_shaped).encode())[0] == 200
+    )
     assert {invoke(server.url, {"inputs": "ok"})[2]["variant"] for _ in range(20)} == {"challenger"}
-    assert json.loads(request(server.url, "GET", "/admin/variant-weights")[2])["weights"] == \
-        {"champion": 0.0, "challenger": 1.0}
+    assert json.loads(request(server.url, "GET", "/admin/variant-weights")[2])["weights"] == {
+        "champion": 0.0,
+        "challenger": 1.0,
+    }
 
 
 def test_admin_refuses_bad_weights(server: ModelServer, weights: None) -> None:
-    for body, message in [(b"{oops", "malformed JSON"), (b'{"ghost": 1}', "unknown variant"),
-                          (b'{"champion": -1}', ">= 0"), (b'{"champion": 0, "challenger": 0}', "above 0"),
-                          (b"[]", "expected")]:
+    for body, message in [
+        (b"{oops", "malformed JSON"),
+        (b'{"ghost": 1}', "unknown variant"),
+        (b'{"champion": -1}', ">= 0"),
+        (b'{"champion": 0, "challenger": 0}', "above 0"),
+        (b"[]", "expected"),
+    ]:
         status, _, raw = request(server.url, "POST", "/admin/variant-weights", body)
         assert status == 400 and message in json.loads(raw)["error"], body
     assert server.router.weights() == {"champion": 1.0, "challenger": 0.0}
@@ -171,12 +213,22 @@ def test_metrics_count_requests_errors_and_latency(server: ModelServer) -> None:
     status, headers, raw = request(server.url, "GET", "/metrics")
     text = raw.decode()
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
-    assert _metric(text, "reviewpipe_requests_total", variant="champion", code="200") - \
-        _metric(before, "reviewpipe_requests_total", variant="champion", code="200") == 3
-    assert _metric(text, "reviewpipe_request_errors_total", variant="champion", code="400") - \
-        _metric(before, "reviewpipe_request_errors_total", variant="champion", code="400") == 1
-    total = sum(_metric(text, "reviewpipe_requests_total", variant="champion", code=c) for c in ("200", "400", "406"))
-    assert _metric(text, 'reviewpipe_request_latency_seconds_bucket', variant="champion", le="+Inf") >= total - 1
+    assert (
+        _metric(text, "reviewpipe_requests_total", variant="champion", code="200")
+        - _metric(before, "reviewpipe_requests_total", variant="champion", code="200")
+        == 3
+    )
+    assert (
+        _metric(text, "reviewpipe_request_errors_total", variant="champion", code="400")
+        - _metric(before, "reviewpipe_request_errors_total", variant="champion", code="400")
+        == 1
+    )
+    total = sum(
+        _metric(text, "reviewpipe_requests_total", variant="champion", code=c) for c in ("200", "400", "406")
+    )
+    assert (
+        _metric(text, "reviewpipe_request_latency_seconds_bucket", variant="champion", le="+Inf") >= total - 1
+    )
     assert "# TYPE reviewpipe_request_latency_seconds histogram" in text
     assert _metric(text, "reviewpipe_model_loaded", variant="challenger") == 1
     assert _metric(text, "reviewpipe_variant_weight", variant="champion") == 1
@@ -193,10 +245,12 @@ def test_concurrent_requests_share_model_calls(server: ModelServer) -> None:
     with ThreadPoolExecutor(12) as pool:
         assert list(pool.map(one, range(12))) == [200] * 12
     after = request(server.url, "GET", "/metrics")[2].decode()
-    calls = _metric(after, "reviewpipe_batch_size_count", variant="champion") - \
-        _metric(before, "reviewpipe_batch_size_count", variant="champion")
-    reviews = _metric(after, "reviewpipe_batch_size_sum", variant="champion") - \
-        _metric(before, "reviewpipe_batch_size_sum", variant="champion")
+    calls = _metric(after, "reviewpipe_batch_size_count", variant="champion") - _metric(
+        before, "reviewpipe_batch_size_count", variant="champion"
+    )
+    reviews = _metric(after, "reviewpipe_batch_size_sum", variant="champion") - _metric(
+        before, "reviewpipe_batch_size_sum", variant="champion"
+    )
     assert reviews == 12 and calls < 12  # micro-batching merged some of them
 
 
@@ -208,7 +262,9 @@ def test_load_8_clients_x_200_requests_without_errors(server: ModelServer) -> No
         try:
             for i in range(200):
                 body = json.dumps({"inputs": f"client {worker} review {i}: fits well"}).encode()
-                codes[request(server.url, "POST", "/invocations", body, {"Content-Type": JSON}, conn=conn)[0]] += 1
+                codes[
+                    request(server.url, "POST", "/invocations", body, {"Content-Type": JSON}, conn=conn)[0]
+                ] += 1
         finally:
             conn.close()
         return codes
@@ -261,7 +317,11 @@ def test_router_splits_traffic_by_weight() -> None:
 
 
 def test_parse_variant() -> None:
-    assert parse_variant("champion=models/package/model.tar.gz:0.8") == ("champion", "models/package/model.tar.gz", 0.8)
+    assert parse_variant("champion=models/package/model.tar.gz:0.8") == (
+        "champion",
+        "models/package/model.tar.gz",
+        0.8,
+    )
     assert parse_variant("b=/tmp/x.tar.gz") == ("b", "/tmp/x.tar.gz", 1.0)
     from reviewpipe.errors import ReviewpipeError
 
@@ -288,9 +348,24 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(tmp_path: Path) -> Non
     (tmp_path / "pkg" / "code" / "inference.py").write_text(SLOW_HANDLER)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reviewpipe.cli", "serve", "--model", str(tmp_path / "pkg"), "--port", "0",
-         "--params", str(tmp_path / "none.yaml")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "reviewpipe.cli",
+            "serve",
+            "--model",
+            str(tmp_path / "pkg"),
+            "--port",
+            "0",
+            "--params",
+            str(tmp_path / "none.yaml"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         url = re.search(r"listening on (http://\S+)", line).group(1)  # type: ignore[union-attr]
@@ -310,7 +385,9 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(tmp_path: Path) -> Non
             proc.send_signal(signal.SIGTERM)
             results = [f.result(timeout=60) for f in futures]
         assert [status for status, _, _ in results] == [200] * 8
-        assert sorted(body["predictions"][0]["echo"] for _, _, body in results) == [f"in flight {i}" for i in range(8)]
+        assert sorted(body["predictions"][0]["echo"] for _, _, body in results) == [
+            f"in flight {i}" for i in range(8)
+        ]
         assert proc.wait(timeout=20) == 0  # the idle keep-alive connection did not hold it up
         idle.close()
         with pytest.raises(ConnectionRefusedError):

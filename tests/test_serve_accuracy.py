@@ -24,7 +24,9 @@ OPTIONS = [("torch", "none"), ("torch", "int8"), ("onnx", "none"), ("onnx", "int
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_speed_options_keep_accuracy_on_the_real_test_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_speed_options_keep_accuracy_on_the_real_test_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if not (MODEL / "config.json").exists() or not TEST_SPLIT.exists():
         pytest.skip("needs models/bert and data/prepared/test.parquet (dvc repro bert)")
     import pandas as pd

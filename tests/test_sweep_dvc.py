@@ -43,15 +43,30 @@ def test_queued_grid_sweep_runs_every_variant_and_applies(repo_copy: Path) -> No
     _run(["git", "add", "dvc.yaml", "dvc.lock"], repo_copy)
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], repo_copy)
 
-    queued = _run(["dvc", "exp", "run", "--queue", "baseline", "-C", str(RAW),
-                   "-S", f"baseline.classifier.C=choice({','.join(map(str, C_VALUES))})"], repo_copy, env)
+    queued = _run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            "baseline",
+            "-C",
+            str(RAW),
+            "-S",
+            f"baseline.classifier.C=choice({','.join(map(str, C_VALUES))})",
+        ],
+        repo_copy,
+        env,
+    )
     assert queued.count("Queued experiment") == len(C_VALUES)
     _run(["dvc", "exp", "run", "--run-all"], repo_copy, env)
 
     show = json.loads(_run(["dvc", "exp", "show", "--json"], repo_copy, env))
     runs = experiments(show)
-    by_c = {data["params"]["params.yaml"]["data"]["baseline"]["classifier"]["C"]: (name, data)
-            for name, data in runs.items()}
+    by_c = {
+        data["params"]["params.yaml"]["data"]["baseline"]["classifier"]["C"]: (name, data)
+        for name, data in runs.items()
+    }
     assert sorted(by_c) == sorted(C_VALUES), f"experiments: {sorted(by_c)}"
     metrics = {c: data["metrics"]["metrics/baseline.json"]["data"] for c, (_, data) in by_c.items()}
     train_f1 = [metrics[c]["train"]["macro_f1"] for c in sorted(C_VALUES)]

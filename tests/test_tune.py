@@ -21,8 +21,11 @@ from reviewpipe.tuning.study import TuneSettings, run_study, trials_frame
 from tests.conftest import REPO_ROOT
 
 CONF = REPO_ROOT / "conf"
-WORDS = {0: ["awful", "itchy", "returned", "cheap", "ripped"], 1: ["okay", "average", "fine", "plain", "meh"],
-         2: ["lovely", "perfect", "soft", "great", "flattering"]}
+WORDS = {
+    0: ["awful", "itchy", "returned", "cheap", "ripped"],
+    1: ["okay", "average", "fine", "plain", "meh"],
+    2: ["lovely", "perfect", "soft", "great", "flattering"],
+}
 NOISE = [f"w{i}" for i in range(300)]
 
 
@@ -37,8 +40,14 @@ def tiny_split(n: int, seed: int, signal: float = 0.6) -> pd.DataFrame:
         shown = int(y) if rng.random() < signal else int(rng.integers(0, 3))
         words += list(rng.choice(WORDS[shown], size=int(rng.integers(1, 3))))
         texts.append(" ".join(rng.permutation(words)))
-    return pd.DataFrame({"review_id": np.arange(n) + seed * 10_000, "review_body": texts,
-                         "label_id": labels, "sentiment": labels - 1})
+    return pd.DataFrame(
+        {
+            "review_id": np.arange(n) + seed * 10_000,
+            "review_body": texts,
+            "label_id": labels,
+            "sentiment": labels - 1,
+        }
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +86,8 @@ def project(tmp_path: Path, prepared: Path) -> Path:
         shutil.copy(CONF / group / f"{option}.yaml", conf / group / f"{option}.yaml")
     (conf / "config.yaml").write_text(
         "defaults:\n  - baseline: default\n  - tune: baseline\n  - _self_\n"
-        f"tune:\n  data_dir: {prepared}\n  out_dir: {tmp_path / 'reports' / 'tune'}\n")
+        f"tune:\n  data_dir: {prepared}\n  out_dir: {tmp_path / 'reports' / 'tune'}\n"
+    )
     from reviewpipe.config import compose_params
 
     compose_params(conf, tmp_path / "params.yaml")
@@ -85,19 +95,28 @@ def project(tmp_path: Path, prepared: Path) -> Path:
 
 
 def run_tune(project: Path, *args: str) -> int:
-    return main(["tune", "--params", str(project / "params.yaml"), "--conf-dir", str(project / "conf"), *args])
+    return main(
+        ["tune", "--params", str(project / "params.yaml"), "--conf-dir", str(project / "conf"), *args]
+    )
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
-def test_tune_writes_trials_best_params_and_plots(project: Path, sampler: str,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_tune_writes_trials_best_params_and_plots(
+    project: Path, sampler: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run_tune(project, "--model", "baseline", "--trials", "4", "--sampler", sampler) == 0
     out = project / "reports" / "tune" / "baseline"
     trials = pd.read_csv(out / "trials.csv")
     best = json.loads((out / "best_params.json").read_text())
     assert len(trials) == 4 and set(trials["state"]) <= {"COMPLETE", "PRUNED"}
-    assert {"number", "value", "state", "duration_s", "params_classifier.C", "params_word.ngram_range.1"} \
-        <= set(trials.columns)
+    assert {
+        "number",
+        "value",
+        "state",
+        "duration_s",
+        "params_classifier.C",
+        "params_word.ngram_range.1",
+    } <= set(trials.columns)
     complete = trials[trials["state"] == "COMPLETE"]
     assert best["best_value"] == pytest.approx(complete["value"].max())
     row = complete.loc[complete["value"].idxmax()]
@@ -112,7 +131,9 @@ def test_tune_writes_trials_best_params_and_plots(project: Path, sampler: str,
     assert "validation macro-F1" in printed
 
 
-def objective_and_section(prepared: Path, fractions: tuple[float, ...] = (0.25, 0.5, 1.0)) -> tuple[Any, dict[str, Any]]:
+def objective_and_section(
+    prepared: Path, fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
+) -> tuple[Any, dict[str, Any]]:
     """The baseline objective (learning-curve steps) and section, word n-grams only to keep fits quick."""
     data = read_tuning_data(str(prepared))
     objective = baseline_objective(data, {"fractions": list(fractions)}, data_dir=str(prepared))
@@ -128,20 +149,28 @@ def test_same_seed_same_trials_other_seed_other_trials(prepared: Path) -> None:
 
     for sampler in ("random", "tpe"):
         pd.testing.assert_frame_equal(frame(sampler, 7), frame(sampler, 7))
-    assert not np.allclose(frame("random", 7)["params_classifier.C"], frame("random", 8)["params_classifier.C"])
+    assert not np.allclose(
+        frame("random", 7)["params_classifier.C"], frame("random", 8)["params_classifier.C"]
+    )
 
 
 def test_aggressive_median_pruner_prunes_and_none_does_not(prepared: Path) -> None:
     objective, section = objective_and_section(prepared)
-    aggressive = TuneSettings.from_params(tune_cfg(trials=10, sampler="random", seed=3, pruner="median",
-                                                   startup_trials=0, warmup_steps=0))
+    aggressive = TuneSettings.from_params(
+        tune_cfg(trials=10, sampler="random", seed=3, pruner="median", startup_trials=0, warmup_steps=0)
+    )
     trials = trials_frame(run_study(objective, section, aggressive))
     pruned = trials[trials["state"] == "PRUNED"]
     assert len(pruned) >= 1
     assert (pruned["steps_reported"] < 3).all() and pruned["value"].isna().all()
     assert (trials.loc[trials["state"] == "COMPLETE", "steps_reported"] == 3).all()
-    unpruned = trials_frame(run_study(objective, section, TuneSettings.from_params(
-        tune_cfg(trials=4, sampler="random", seed=3, pruner="none"))))
+    unpruned = trials_frame(
+        run_study(
+            objective,
+            section,
+            TuneSettings.from_params(tune_cfg(trials=4, sampler="random", seed=3, pruner="none")),
+        )
+    )
     assert set(unpruned["state"]) == {"COMPLETE"}
 
 
@@ -169,8 +198,9 @@ def test_write_back_updates_conf_and_params_agree(project: Path, capsys: pytest.
     assert "recomposed" in printed and str(conf_file) in printed
 
 
-def test_write_back_declines_when_no_trial_beats_the_current_settings(project: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_write_back_declines_when_no_trial_beats_the_current_settings(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     conf_file = project / "conf" / "baseline" / "default.yaml"
     before = conf_file.read_text()
     # A space holding only the current values: every trial ties with them.

@@ -18,21 +18,34 @@ from tests.conftest import REPO_ROOT
 from tests.test_bert_train import tiny_network, tokenizer  # noqa: F401  (tokenizer is a fixture)
 from tests.test_tune import prepared, run_tune, tiny_split  # noqa: F401  (prepared is a fixture)
 
-FIXED = {"enable_progress_bar": False, "max_seq_length": 24, "eval_batch_size": 32, "val_check_interval": 0.5,
-         "early_stopping_patience": 10, "seed": 3}
-SPACE = {"learning_rate": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
-         "batch_size": {"type": "categorical", "choices": [16, 32]}}
+FIXED = {
+    "enable_progress_bar": False,
+    "max_seq_length": 24,
+    "eval_batch_size": 32,
+    "val_check_interval": 0.5,
+    "early_stopping_patience": 10,
+    "seed": 3,
+}
+SPACE = {
+    "learning_rate": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},
+    "batch_size": {"type": "categorical", "choices": [16, 32]},
+}
 
 
 def tiny_objective(tokenizer: Any) -> Any:  # noqa: F811
     data = {"train": tiny_split(64, seed=1), "validation": tiny_split(24, seed=2)}
-    return bert_objective(data, {"fixed": FIXED}, tokenizer=tokenizer,
-                          network_factory=lambda s: tiny_network(tokenizer.vocab_size))
+    return bert_objective(
+        data,
+        {"fixed": FIXED},
+        tokenizer=tokenizer,
+        network_factory=lambda s: tiny_network(tokenizer.vocab_size),
+    )
 
 
 def test_each_validation_check_is_reported_and_the_value_is_the_best(tokenizer) -> None:  # noqa: F811
-    settings = TuneSettings.from_params({"model": "bert", "trials": 2, "sampler": "random", "seed": 0,
-                                         "pruner": "none", "space": SPACE})
+    settings = TuneSettings.from_params(
+        {"model": "bert", "trials": 2, "sampler": "random", "seed": 0, "pruner": "none", "space": SPACE}
+    )
     section = complete_section("bert", {"max_epochs": 1})
     study = run_study(tiny_objective(tokenizer), section, settings)
     assert {t.params["batch_size"] for t in study.trials} == {16, 32}
@@ -54,8 +67,9 @@ class PruneAfterFirstCheck(optuna.pruners.BasePruner):
 def test_a_pruned_trial_stops_inside_lightning_fit(tokenizer) -> None:  # noqa: F811
     objective = tiny_objective(tokenizer)
     section = complete_section("bert", {"max_epochs": 2})
-    study = optuna.create_study(direction="maximize", pruner=PruneAfterFirstCheck(),
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        direction="maximize", pruner=PruneAfterFirstCheck(), sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     study.optimize(lambda trial: objective(trial, {**section, "learning_rate": 1e-3}), n_trials=2)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
     assert all(list(t.intermediate_values) == [0] for t in study.trials)  # stopped at the first of 4 checks
@@ -73,7 +87,8 @@ def test_tune_bert_command_with_the_packaged_minilm(tmp_path: Path, prepared: Pa
         f"tune:\n  data_dir: {prepared}\n  out_dir: {out}\n  score_current: false\n"
         "  objective:\n    max_train_rows: 64\n    max_validation_rows: 30\n"
         "    fixed: {limit_train_batches: 2, limit_val_batches: 1, val_check_interval: 1.0,"
-        " max_seq_length: 32, enable_progress_bar: false, threads: 1}\n")
+        " max_seq_length: 32, enable_progress_bar: false, threads: 1}\n"
+    )
     from reviewpipe.config import compose_params
 
     compose_params(conf, tmp_path / "params.yaml")

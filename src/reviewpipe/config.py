@@ -40,8 +40,9 @@ def to_dict(node: Any) -> Any:
     return node
 
 
-def compose_params(conf_dir: str | Path = "conf", output: str | Path = DEFAULT_PARAMS,
-                   overrides: list[str] | None = None) -> None:
+def compose_params(
+    conf_dir: str | Path = "conf", output: str | Path = DEFAULT_PARAMS, overrides: list[str] | None = None
+) -> None:
     """Compose conf/ into params.yaml exactly as `dvc exp run` does (DVC's own Hydra helper)."""
     from dvc.utils.hydra import compose_and_dump
 

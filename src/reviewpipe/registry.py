@@ -30,6 +30,7 @@ STATUSES = (PENDING, APPROVED, REJECTED)
 
 # ---------------------------------------------------------------- the gate (ConditionStep)
 
+
 @dataclass(frozen=True)
 class GateDecision:
     """What the condition step decided about the champion, and why."""
@@ -51,21 +52,23 @@ class GateDecision:
         return out
 
 
-def choose_champion(models: dict[str, dict[str, Any]], metric: str,
-                    candidates: list[str] | None = None) -> tuple[str, list[tuple[str, float]]]:
+def choose_champion(
+    models: dict[str, dict[str, Any]], metric: str, candidates: list[str] | None = None
+) -> tuple[str, list[tuple[str, float]]]:
     """The best model by `metric` (higher is better) and the full ranking; ties go to the first name."""
     pool = {name: m for name, m in models.items() if not candidates or name in candidates}
     if not pool:
         raise ReviewpipeError(
             f"no candidate model to register: metrics has {sorted(models)}, register.candidates is "
-            f"{candidates}. Evaluate at least one of the candidates first.")
+            f"{candidates}. Evaluate at least one of the candidates first."
+        )
     missing = [name for name, m in pool.items() if not isinstance(m.get(metric), int | float)]
     if missing:
         raise ReviewpipeError(
             f"metric {metric!r} missing for {missing} in the evaluation metrics; set register.metric "
-            f"to one of {sorted(next(iter(pool.values())))}.")
-    ranking = sorted(((name, float(m[metric])) for name, m in pool.items()),
-                     key=lambda item: -item[1])
+            f"to one of {sorted(next(iter(pool.values())))}."
+        )
+    ranking = sorted(((name, float(m[metric])) for name, m in pool.items()), key=lambda item: -item[1])
     return ranking[0][0], ranking
 
 
@@ -105,9 +108,14 @@ def _numbers(node: Any, counted: bool) -> Iterator[float]:
             yield from _numbers(value, counted)
 
 
-def evaluate_gate(metrics: dict[str, Any], fairness: dict[str, Any] | None, metric: str,
-                  min_metric: float, max_group_gap: float,
-                  candidates: list[str] | None = None) -> GateDecision:
+def evaluate_gate(
+    metrics: dict[str, Any],
+    fairness: dict[str, Any] | None,
+    metric: str,
+    min_metric: float,
+    max_group_gap: float,
+    candidates: list[str] | None = None,
+) -> GateDecision:
     """ConditionStep: champion by `metric`; passes iff metric >= min_metric and gap <= max_group_gap."""
     models = metrics.get("models", metrics)
     champion, ranking = choose_champion(models, metric, candidates)
@@ -120,12 +128,21 @@ def evaluate_gate(metrics: dict[str, Any], fairness: dict[str, Any] | None, metr
         reasons.append(f"no fairness gap recorded for {champion!r}; cannot check register.max_group_gap")
     elif gap > max_group_gap:
         reasons.append(f"largest between-group gap {gap:.4f} exceeds register.max_group_gap {max_group_gap}")
-    return GateDecision(champion=champion, metric=metric, metric_value=value, fairness_gap=gap,
-                        min_metric=min_metric, max_group_gap=max_group_gap, passed=not reasons,
-                        reasons=tuple(reasons), ranking=tuple(ranking))
+    return GateDecision(
+        champion=champion,
+        metric=metric,
+        metric_value=value,
+        fairness_gap=gap,
+        min_metric=min_metric,
+        max_group_gap=max_group_gap,
+        passed=not reasons,
+        reasons=tuple(reasons),
+        ranking=tuple(ranking),
+    )
 
 
 # ---------------------------------------------------------------- lineage hashes
+
 
 def hash_paths(paths: list[str | Path]) -> str | None:
     """sha256 over file names and contents (directories walked in sorted order); None if none exist."""
@@ -154,16 +171,25 @@ def hash_params(params: Any) -> str:
 def git_state(cwd: str | Path = ".") -> tuple[str | None, bool | None]:
     """(HEAD commit, working tree dirty?) or (None, None) outside a git checkout."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                                    capture_output=True, text=True, check=True).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.CalledProcessError):
         return None, None
     return commit, dirty
 
 
 # ---------------------------------------------------------------- the registry (ModelPackageGroup)
+
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -219,8 +245,11 @@ class Registry:
             with fs.open(file, "r") as f:
                 entries.append(ModelPackage.from_dict(json.load(f)))
         entries.sort(key=lambda e: e.version)
-        return [e for e in entries if (model_name is None or e.model_name == model_name)
-                and (status is None or e.status == status)]
+        return [
+            e
+            for e in entries
+            if (model_name is None or e.model_name == model_name) and (status is None or e.status == status)
+        ]
 
     def get(self, version: int | str) -> ModelPackage:
         """A version by number, or `latest` / `approved` (the newest approved one)."""
@@ -230,39 +259,66 @@ class Registry:
                 raise ReviewpipeError(f"unknown version {version!r}: use a number, `latest` or `approved`")
             entries = self.list(status=wanted[version])
             if not entries:
-                raise ReviewpipeError(f"registry {self.uri} has no {version} version yet; "
-                                      "run `dvc repro register` (or `reviewpipe registry approve N`)")
+                raise ReviewpipeError(
+                    f"registry {self.uri} has no {version} version yet; "
+                    "run `dvc repro register` (or `reviewpipe registry approve N`)"
+                )
             return entries[-1]
         uri = self._version_uri(int(version))
         if not storage.exists(uri, self.options):
             known = [e.version for e in self.list()]
-            raise ReviewpipeError(f"registry {self.uri} has no version {version}; versions: {known or 'none'}")
+            raise ReviewpipeError(
+                f"registry {self.uri} has no version {version}; versions: {known or 'none'}"
+            )
         return ModelPackage.from_dict(storage.read_json(uri, self.options))
 
     def latest(self, model_name: str | None = None, status: str | None = None) -> ModelPackage | None:
         entries = self.list(model_name, status)
         return entries[-1] if entries else None
 
-    def register(self, model_name: str, model_path: str, *, status: str, metrics: dict[str, Any],
-                 gate: dict[str, Any] | None = None, reason: str = "", model_hash: str | None = None,
-                 params_hash: str | None = None, data_hash: str | None = None,
-                 git_commit: str | None = None, git_dirty: bool | None = None) -> ModelPackage:
+    def register(
+        self,
+        model_name: str,
+        model_path: str,
+        *,
+        status: str,
+        metrics: dict[str, Any],
+        gate: dict[str, Any] | None = None,
+        reason: str = "",
+        model_hash: str | None = None,
+        params_hash: str | None = None,
+        data_hash: str | None = None,
+        git_commit: str | None = None,
+        git_dirty: bool | None = None,
+    ) -> ModelPackage:
         """Append a new version (next integer) and return it."""
         if status not in STATUSES:
             raise ReviewpipeError(f"status must be one of {STATUSES}, not {status!r}")
         previous = self.list()
         now = _now()
         entry = ModelPackage(
-            version=(previous[-1].version + 1) if previous else 1, model_name=model_name,
-            model_path=model_path, status=status, metrics=metrics, gate=gate or {},
-            model_hash=model_hash, params_hash=params_hash, data_hash=data_hash, git_commit=git_commit,
-            git_dirty=git_dirty, status_reason=reason, created_at=now, updated_at=now,
-            history=[{"status": status, "at": now, "by": "register", "reason": reason}])
+            version=(previous[-1].version + 1) if previous else 1,
+            model_name=model_name,
+            model_path=model_path,
+            status=status,
+            metrics=metrics,
+            gate=gate or {},
+            model_hash=model_hash,
+            params_hash=params_hash,
+            data_hash=data_hash,
+            git_commit=git_commit,
+            git_dirty=git_dirty,
+            status_reason=reason,
+            created_at=now,
+            updated_at=now,
+            history=[{"status": status, "at": now, "by": "register", "reason": reason}],
+        )
         storage.write_json(self._version_uri(entry.version), entry.to_dict(), self.options)
         return entry
 
-    def set_status(self, version: int | str, status: str, *, by: str, reason: str = "",
-                   force: bool = False) -> ModelPackage:
+    def set_status(
+        self, version: int | str, status: str, *, by: str, reason: str = "", force: bool = False
+    ) -> ModelPackage:
         """update_model_package(ModelApprovalStatus=...): PendingManualApproval -> Approved / Rejected.
 
         A version the gate rejected is approved only with `force` (a person overriding the gate).
@@ -275,7 +331,8 @@ class Registry:
         if entry.status == REJECTED and status == APPROVED and not force:
             raise ReviewpipeError(
                 f"version {entry.version} was rejected ({entry.status_reason or 'no reason recorded'}); "
-                "approve it anyway with --force if a person has reviewed it")
+                "approve it anyway with --force if a person has reviewed it"
+            )
         now = _now()
         entry.status, entry.status_reason, entry.updated_at = status, reason, now
         entry.history.append({"status": status, "at": now, "by": by, "reason": reason})

@@ -15,7 +15,9 @@ DEFAULT_REGISTRY = "models/registry"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry", help="registry URI (default: register.registry_uri, models/registry)")
-    parser.add_argument("--params", default="params.yaml", help="params file (for the registry URI, S3 options)")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (for the registry URI, S3 options)"
+    )
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = sub.add_parser("list", help="every version, newest last")
     listing.add_argument("--status", choices=STATUSES, help="only versions with this status")
@@ -52,18 +54,23 @@ def run(args: argparse.Namespace) -> int:
         if not entries:
             print(f"no versions in {registry.uri}")
             return 0
-        print(f"{'version':>7}  {'model':<10} {'status':<22} {'metric':<20} {'gap':>6}  {'commit':<9} created")
+        print(
+            f"{'version':>7}  {'model':<10} {'status':<22} {'metric':<20} {'gap':>6}  {'commit':<9} created"
+        )
         for e in entries:
             metric = f"{e.gate.get('metric', '?')}={e.gate.get('metric_value', float('nan')):.4f}"
             gap = e.gate.get("fairness_gap")
-            print(f"{e.version:>7}  {e.model_name:<10} {e.status:<22} {metric:<20} "
-                  f"{'-' if gap is None else f'{gap:.3f}':>6}  {(e.git_commit or '-')[:8]:<9} {e.created_at}")
+            print(
+                f"{e.version:>7}  {e.model_name:<10} {e.status:<22} {metric:<20} "
+                f"{'-' if gap is None else f'{gap:.3f}':>6}  {(e.git_commit or '-')[:8]:<9} {e.created_at}"
+            )
         return 0
     if args.action == "show":
         print(json.dumps(registry.get(args.version).to_dict(), indent=2, sort_keys=True))
         return 0
     status = APPROVED if args.action == "approve" else REJECTED
-    entry = registry.set_status(args.version, status, by=current_user(), reason=args.reason,
-                                force=getattr(args, "force", False))
+    entry = registry.set_status(
+        args.version, status, by=current_user(), reason=args.reason, force=getattr(args, "force", False)
+    )
     print(f"version {entry.version} ({entry.model_name}) is now {entry.status}")
     return 0

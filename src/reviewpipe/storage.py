@@ -32,7 +32,8 @@ class StorageOptions:
         section = section or {}
         get = section.get if hasattr(section, "get") else (lambda k, d=None: d)
         return cls(
-            endpoint_url=get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3")
+            endpoint_url=get("endpoint_url")
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
             or os.environ.get("AWS_ENDPOINT_URL"),
             profile=get("profile") or None,
             region=get("region") or None,

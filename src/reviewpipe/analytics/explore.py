@@ -33,12 +33,14 @@ def age_bands_frame(edges: Sequence[int]) -> pd.DataFrame:
     edges = [int(e) for e in edges]
     if len(edges) < 2 or edges != sorted(set(edges)):
         raise ReviewpipeError(f"data.age_bands must be at least two increasing edges, got {edges}.")
-    return pd.DataFrame({
-        "band": band_labels(edges),
-        "band_order": range(len(edges) - 1),
-        "lower_bound": edges[:-1],
-        "upper_bound": edges[1:],
-    })
+    return pd.DataFrame(
+        {
+            "band": band_labels(edges),
+            "band_order": range(len(edges) - 1),
+            "lower_bound": edges[:-1],
+            "upper_bound": edges[1:],
+        }
+    )
 
 
 # A word is a run of characters other than whitespace (space, tab, LF, CR, FF): RE2's \S+. Mapping the
@@ -70,7 +72,9 @@ def run_query(con: duckdb.DuckDBPyConnection, sql: str, name: str = "query") -> 
         raise ReviewpipeError(f"{name} failed: {exc}") from exc
 
 
-def query_catalog(params: Any, queries: dict[str, str], label: str = "sql/{name}.sql") -> dict[str, pd.DataFrame]:
+def query_catalog(
+    params: Any, queries: dict[str, str], label: str = "sql/{name}.sql"
+) -> dict[str, pd.DataFrame]:
     """Run {name: SQL} against the catalog in `params`, prepared as the sql/ files expect.
     A failing query raises a ReviewpipeError naming it (`label`) with DuckDB's message."""
     con = connect(params)

@@ -26,8 +26,11 @@ def _labels(values: pd.Series) -> pd.Series:
 def sentiment_counts(frame: pd.DataFrame) -> bytes:
     fig, ax = plt.subplots(figsize=(6, 4))
     sentiments = frame["sentiment"].astype(int)
-    ax.bar([SENTIMENT_NAMES.get(s, str(s)) for s in sentiments], frame["reviews"],
-           color=[SENTIMENT_COLORS.get(s, "grey") for s in sentiments])
+    ax.bar(
+        [SENTIMENT_NAMES.get(s, str(s)) for s in sentiments],
+        frame["reviews"],
+        color=[SENTIMENT_COLORS.get(s, "grey") for s in sentiments],
+    )
     ax.set(title="Reviews per sentiment", xlabel="sentiment", ylabel="reviews")
     return figure_png(fig)
 
@@ -42,20 +45,29 @@ def category_counts(frame: pd.DataFrame) -> bytes:
 def category_avg_sentiment(frame: pd.DataFrame) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(frame) + 1.5))
     sns.barplot(x=frame["avg_sentiment"], y=_labels(frame["product_category"]), color="#55a868", ax=ax)
-    ax.set(title="Average sentiment per product category", xlabel="average sentiment (-1..1)",
-           ylabel="product category")
+    ax.set(
+        title="Average sentiment per product category",
+        xlabel="average sentiment (-1..1)",
+        ylabel="product category",
+    )
     return figure_png(fig)
 
 
 def category_sentiment_share(frame: pd.DataFrame) -> bytes:
-    shares = (frame.assign(product_category=_labels(frame["product_category"]))
-              .pivot_table(index="product_category", columns="sentiment", values="share", fill_value=0.0))
+    shares = frame.assign(product_category=_labels(frame["product_category"])).pivot_table(
+        index="product_category", columns="sentiment", values="share", fill_value=0.0
+    )
     shares = shares.sort_values(by=shares.columns[-1])  # most positive at the top
     fig, ax = plt.subplots(figsize=(8.5, 0.3 * len(shares) + 1.5))
     left = pd.Series(0.0, index=shares.index)
     for sentiment in shares.columns:
-        ax.barh(shares.index, shares[sentiment], left=left, label=SENTIMENT_NAMES.get(int(sentiment)),
-                color=SENTIMENT_COLORS.get(int(sentiment), "grey"))
+        ax.barh(
+            shares.index,
+            shares[sentiment],
+            left=left,
+            label=SENTIMENT_NAMES.get(int(sentiment)),
+            color=SENTIMENT_COLORS.get(int(sentiment), "grey"),
+        )
         left += shares[sentiment]
     ax.set(title="Sentiment share per product category", xlabel="share of reviews", xlim=(0, 1))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", title="sentiment")
@@ -65,18 +77,27 @@ def category_sentiment_share(frame: pd.DataFrame) -> bytes:
 def word_count_histogram(frame: pd.DataFrame) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 4))
     width = float(frame["bin_start"].diff().min()) if len(frame) > 1 else 10.0
-    ax.bar(frame["bin_start"], frame["reviews"], width=width, align="edge", color="#8172b2",
-           edgecolor="white")
+    ax.bar(
+        frame["bin_start"], frame["reviews"], width=width, align="edge", color="#8172b2", edgecolor="white"
+    )
     ax.set(title="Words per review", xlabel="words in review_body", ylabel="reviews")
     return figure_png(fig)
 
 
 def sentiment_by_age_band(frame: pd.DataFrame) -> bytes:
-    data = frame.assign(age_band=_labels(frame["age_band"]),
-                        sentiment=frame["sentiment"].map(lambda s: SENTIMENT_NAMES.get(int(s), str(s))))
+    data = frame.assign(
+        age_band=_labels(frame["age_band"]),
+        sentiment=frame["sentiment"].map(lambda s: SENTIMENT_NAMES.get(int(s), str(s))),
+    )
     fig, ax = plt.subplots(figsize=(8.5, 4))
-    sns.barplot(data=data, x="age_band", y="share", hue="sentiment", ax=ax,
-                palette={SENTIMENT_NAMES[k]: c for k, c in SENTIMENT_COLORS.items()})
+    sns.barplot(
+        data=data,
+        x="age_band",
+        y="share",
+        hue="sentiment",
+        ax=ax,
+        palette={SENTIMENT_NAMES[k]: c for k, c in SENTIMENT_COLORS.items()},
+    )
     ax.set(title="Sentiment share per age band", xlabel="age band", ylabel="share of the band's reviews")
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     return figure_png(fig)
@@ -85,11 +106,17 @@ def sentiment_by_age_band(frame: pd.DataFrame) -> bytes:
 # plot name -> (title, SQL result it draws, function)
 PLOTS: dict[str, tuple[str, str, Callable[[pd.DataFrame], bytes]]] = {
     "sentiment_counts": ("Reviews per sentiment", "sentiment_counts", sentiment_counts),
-    "category_avg_sentiment": ("Average sentiment per category", "category_avg_sentiment",
-                               category_avg_sentiment),
+    "category_avg_sentiment": (
+        "Average sentiment per category",
+        "category_avg_sentiment",
+        category_avg_sentiment,
+    ),
     "category_counts": ("Reviews per category", "category_counts", category_counts),
-    "category_sentiment_share": ("Sentiment share per category", "category_sentiment_counts",
-                                 category_sentiment_share),
+    "category_sentiment_share": (
+        "Sentiment share per category",
+        "category_sentiment_counts",
+        category_sentiment_share,
+    ),
     "word_count_histogram": ("Words per review", "word_count_histogram", word_count_histogram),
     "sentiment_by_age_band": ("Sentiment share per age band", "sentiment_by_age_band", sentiment_by_age_band),
 }

@@ -18,14 +18,26 @@ OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sql", help='the query, e.g. "SELECT sentiment, COUNT(*) FROM reviews GROUP BY 1", '
-                                    "or @file.sql to read it from a file")
-    parser.add_argument("-o", "--output", help="also write the full result to this .csv or .parquet (any URI)")
+    parser.add_argument(
+        "sql",
+        help='the query, e.g. "SELECT sentiment, COUNT(*) FROM reviews GROUP BY 1", '
+        "or @file.sql to read it from a file",
+    )
+    parser.add_argument(
+        "-o", "--output", help="also write the full result to this .csv or .parquet (any URI)"
+    )
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],
-                        help="override a param, e.g. -S catalog.database=/tmp/catalog.duckdb")
-    parser.add_argument("--max-rows", type=int, default=50, help="rows to print (default 50; the output "
-                                                                  "file always gets all)")
+    parser.add_argument(
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="override a param, e.g. -S catalog.database=/tmp/catalog.duckdb",
+    )
+    parser.add_argument(
+        "--max-rows", type=int, default=50, help="rows to print (default 50; the output file always gets all)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,8 +47,11 @@ def run(args: argparse.Namespace) -> int:
     result = query_catalog(params, {"query": sql}, label="query")["query"]
     print(format_table(result, args.max_rows))
     if args.output:
-        write_bytes(args.output, frame_bytes(result, output_format),
-                    storage.StorageOptions.from_params(params.get("storage")))
+        write_bytes(
+            args.output,
+            frame_bytes(result, output_format),
+            storage.StorageOptions.from_params(params.get("storage")),
+        )
         print(f"wrote {len(result)} rows to {args.output}")
     return 0
 
@@ -45,8 +60,7 @@ def format_table(frame: pd.DataFrame, max_rows: int = 50) -> str:
     """A plain-text table with at most `max_rows` rows and a row count."""
     if frame.columns.empty:
         return "(no result)"
-    with pd.option_context("display.max_colwidth", 60, "display.width", 200,
-                           "display.max_columns", None):
+    with pd.option_context("display.max_colwidth", 60, "display.width", 200, "display.max_columns", None):
         text = frame.head(max_rows).to_string(index=False, na_rep="NULL")
     more = f", first {max_rows} shown" if len(frame) > max_rows else ""
     return f"{text}\n({len(frame)} row{'s' if len(frame) != 1 else ''}{more})"

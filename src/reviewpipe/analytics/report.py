@@ -32,21 +32,25 @@ def render_report(
     for name, sql in queries.items():
         frame = results[name]
         shown = frame.head(MAX_TABLE_ROWS)
-        sections.append({
-            "name": name,
-            "sql": sql.strip(),
-            "table": Markup(shown.to_html(index=False, na_rep="NULL", float_format=_fmt, border=0)),
-            "rows": len(frame),
-            "shown": len(shown),
-            "truncated": len(frame) > len(shown),
-            "file": (result_files or {}).get(name, ""),
-        })
+        sections.append(
+            {
+                "name": name,
+                "sql": sql.strip(),
+                "table": Markup(shown.to_html(index=False, na_rep="NULL", float_format=_fmt, border=0)),
+                "rows": len(frame),
+                "shown": len(shown),
+                "truncated": len(frame) > len(shown),
+                "file": (result_files or {}).get(name, ""),
+            }
+        )
     return _ENV.get_template("explore_report.html").render(
         title=title,
         generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         database=(catalog or {}).get("database"),
         tables=(catalog or {}).get("tables", {}),
-        plots={name: (caption, base64.b64encode(png).decode("ascii")) for name, (caption, png) in plots.items()},
+        plots={
+            name: (caption, base64.b64encode(png).decode("ascii")) for name, (caption, png) in plots.items()
+        },
         skipped=skipped or [],
         queries=sections,
     )

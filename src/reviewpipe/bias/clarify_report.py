@@ -42,7 +42,11 @@ def json_value(value: Any) -> Any:
 
 
 def _metric_entry(metric: dict[str, Any]) -> dict[str, Any]:
-    entry = {"name": metric["name"], "description": metric["description"], "value": json_value(metric["value"])}
+    entry = {
+        "name": metric["name"],
+        "description": metric["description"],
+        "value": json_value(metric["value"]),
+    }
     if isinstance(entry["value"], float) and math.isnan(entry["value"]):
         entry["value"] = None
         entry["error"] = metric.get("error") or "the metric evaluated to NaN"
@@ -51,22 +55,29 @@ def _metric_entry(metric: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def bias_metrics_section(label: str, label_values: Sequence[Any],
-                         facets: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def bias_metrics_section(
+    label: str, label_values: Sequence[Any], facets: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
     """One `*_bias_metrics` section from per-facet lists of {"value_or_threshold", "metrics"}."""
     return {
         "label": label,
         "label_value_or_threshold": label_value_or_threshold(label_values),
         "facets": {
-            facet: [{"value_or_threshold": str(item["value_or_threshold"]),
-                     "metrics": [_metric_entry(m) for m in item["metrics"]]} for item in items]
+            facet: [
+                {
+                    "value_or_threshold": str(item["value_or_threshold"]),
+                    "metrics": [_metric_entry(m) for m in item["metrics"]],
+                }
+                for item in items
+            ]
             for facet, items in facets.items()
         },
     }
 
 
-def build_analysis(pre_training: dict[str, Any] | None = None,
-                   post_training: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_analysis(
+    pre_training: dict[str, Any] | None = None, post_training: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The analysis.json document with whichever sections are given."""
     analysis: dict[str, Any] = {"version": ANALYSIS_VERSION}
     if pre_training is not None:
@@ -78,6 +89,7 @@ def build_analysis(pre_training: dict[str, Any] | None = None,
 
 def validate_analysis(analysis: Any) -> None:
     """Raise ReviewpipeError unless `analysis` has Clarify's layout."""
+
     def fail(why: str) -> None:
         raise ReviewpipeError(f"not a Clarify analysis.json: {why}")
 
@@ -110,11 +122,19 @@ def metrics_table(analysis: dict[str, Any], stage: str = "pre_training") -> pd.D
         for item in items:
             for metric in item["metrics"]:
                 value = metric["value"]
-                rows.append({"facet": facet, "value_or_threshold": item["value_or_threshold"],
-                             "metric": metric["name"], "description": metric["description"],
-                             "value": float(value) if value is not None else math.nan,
-                             "error": metric.get("error")})
-    return pd.DataFrame(rows, columns=["facet", "value_or_threshold", "metric", "description", "value", "error"])
+                rows.append(
+                    {
+                        "facet": facet,
+                        "value_or_threshold": item["value_or_threshold"],
+                        "metric": metric["name"],
+                        "description": metric["description"],
+                        "value": float(value) if value is not None else math.nan,
+                        "error": metric.get("error"),
+                    }
+                )
+    return pd.DataFrame(
+        rows, columns=["facet", "value_or_threshold", "metric", "description", "value", "error"]
+    )
 
 
 def require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
@@ -123,4 +143,5 @@ def require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> N
     if missing:
         raise ReviewpipeError(
             f"{what}: column(s) {missing} not in the data (has {sorted(frame.columns)}); "
-            "check bias.label, bias.facets, bias.group_variable and bias.predicted_label in params.yaml")
+            "check bias.label, bias.facets, bias.group_variable and bias.predicted_label in params.yaml"
+        )

@@ -41,8 +41,12 @@ def _confusion(label: ArrayLike, predicted: ArrayLike, facet: ArrayLike) -> dict
     facet_sizes(d)
     out = {}
     for side, rows in (("a", ~d), ("d", d)):
-        out[side] = {"TP": int((y & yhat & rows).sum()), "FP": int((~y & yhat & rows).sum()),
-                     "FN": int((y & ~yhat & rows).sum()), "TN": int((~y & ~yhat & rows).sum())}
+        out[side] = {
+            "TP": int((y & yhat & rows).sum()),
+            "FP": int((~y & yhat & rows).sum()),
+            "FN": int((y & ~yhat & rows).sum()),
+            "TN": int((~y & ~yhat & rows).sum()),
+        }
     return out
 
 
@@ -66,8 +70,14 @@ def disparate_impact(predicted: ArrayLike, facet: ArrayLike) -> float:
     return divide((yhat & d).sum() / n_d, (yhat & ~d).sum() / n_a)
 
 
-def _rate_gap(label: ArrayLike, predicted: ArrayLike, facet: ArrayLike, numerator: tuple[str, ...],
-              denominator: tuple[str, ...], first: str) -> float:
+def _rate_gap(
+    label: ArrayLike,
+    predicted: ArrayLike,
+    facet: ArrayLike,
+    numerator: tuple[str, ...],
+    denominator: tuple[str, ...],
+    first: str,
+) -> float:
     """rate(first facet) - rate(other facet), rate = sum of `numerator` cells / sum of `denominator`
     cells of each facet's confusion matrix (smclarify's division and infinity rules)."""
     c = _confusion(label, predicted, facet)
@@ -132,8 +142,9 @@ def generalized_entropy(label: ArrayLike, predicted: ArrayLike, alpha: float = 2
     return float(np.sum((benefit / mean) ** alpha - 1) / (len(y) * alpha * (alpha - 1)))
 
 
-def conditional_demographic_disparity_predicted(predicted: ArrayLike, facet: ArrayLike,
-                                                group: ArrayLike | None) -> float:
+def conditional_demographic_disparity_predicted(
+    predicted: ArrayLike, facet: ArrayLike, group: ArrayLike | None
+) -> float:
     """CDDPL: conditional demographic disparity computed on the predicted labels."""
     if group is None:
         raise BiasMetricError("group variable is empty or not provided")
@@ -143,16 +154,27 @@ def conditional_demographic_disparity_predicted(predicted: ArrayLike, facet: Arr
 # Clarify name -> (Clarify's description, function of (label, predicted, facet, group)).
 POST_TRAINING_METRICS: dict[str, tuple[str, Any]] = {
     "AD": ("Accuracy Difference (AD)", lambda y, p, d, g: accuracy_difference(y, p, d)),
-    "CDDPL": ("Conditional Demographic Disparity in Predicted Labels (CDDPL)",
-              lambda y, p, d, g: conditional_demographic_disparity_predicted(p, d, g)),
-    "DAR": ("Difference in Acceptance Rates (DAR)", lambda y, p, d, g: difference_in_acceptance_rates(y, p, d)),
-    "DCA": ("Difference in Conditional Acceptance (DCA)",
-            lambda y, p, d, g: difference_in_conditional_acceptance(y, p, d)),
-    "DCR": ("Difference in Conditional Rejection (DCR)",
-            lambda y, p, d, g: difference_in_conditional_rejection(y, p, d)),
+    "CDDPL": (
+        "Conditional Demographic Disparity in Predicted Labels (CDDPL)",
+        lambda y, p, d, g: conditional_demographic_disparity_predicted(p, d, g),
+    ),
+    "DAR": (
+        "Difference in Acceptance Rates (DAR)",
+        lambda y, p, d, g: difference_in_acceptance_rates(y, p, d),
+    ),
+    "DCA": (
+        "Difference in Conditional Acceptance (DCA)",
+        lambda y, p, d, g: difference_in_conditional_acceptance(y, p, d),
+    ),
+    "DCR": (
+        "Difference in Conditional Rejection (DCR)",
+        lambda y, p, d, g: difference_in_conditional_rejection(y, p, d),
+    ),
     "DI": ("Disparate Impact (DI)", lambda y, p, d, g: disparate_impact(p, d)),
-    "DPPL": ("Difference in Positive Proportions in Predicted Labels (DPPL)",
-             lambda y, p, d, g: difference_in_positive_proportions_predicted(p, d)),
+    "DPPL": (
+        "Difference in Positive Proportions in Predicted Labels (DPPL)",
+        lambda y, p, d, g: difference_in_positive_proportions_predicted(p, d),
+    ),
     "DRR": ("Difference in Rejection Rates (DRR)", lambda y, p, d, g: difference_in_rejection_rates(y, p, d)),
     "GE": ("Generalized Entropy (GE)", lambda y, p, d, g: generalized_entropy(y, p)),
     "RD": ("Recall Difference (RD)", lambda y, p, d, g: recall_difference(y, p, d)),
@@ -161,19 +183,30 @@ POST_TRAINING_METRICS: dict[str, tuple[str, Any]] = {
 }
 
 
-def post_training_facet_report(frame: pd.DataFrame, facet: str, label: str, predicted_label: str,
-                               label_values: Sequence[Any], group_variable: str | None = None,
-                               metrics: Sequence[str] = tuple(POST_TRAINING_METRICS)) -> list[dict[str, Any]]:
+def post_training_facet_report(
+    frame: pd.DataFrame,
+    facet: str,
+    label: str,
+    predicted_label: str,
+    label_values: Sequence[Any],
+    group_variable: str | None = None,
+    metrics: Sequence[str] = tuple(POST_TRAINING_METRICS),
+) -> list[dict[str, Any]]:
     """Clarify's per-facet list: one entry per facet value (that value against the rest).
     Observed and predicted labels are binarised with the same `label_values`, as Clarify does."""
     y = as_mask(positive_label_mask(frame[label], label_values), "label")
     yhat = as_mask(positive_label_mask(frame[predicted_label], label_values), "predicted label")
     group = frame[group_variable].reset_index(drop=True) if group_variable else None
     column = facet_column(frame[facet])
-    return [{"value_or_threshold": value,
-             "metrics": compute_metrics(POST_TRAINING_METRICS, metrics, y, yhat,
-                                        (column == value).to_numpy(dtype=bool), group)}
-            for value in facet_values(column)]
+    return [
+        {
+            "value_or_threshold": value,
+            "metrics": compute_metrics(
+                POST_TRAINING_METRICS, metrics, y, yhat, (column == value).to_numpy(dtype=bool), group
+            ),
+        }
+        for value in facet_values(column)
+    ]
 
 
 def post_training_report(frame: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -189,8 +222,12 @@ def post_training_report(frame: pd.DataFrame, params: Mapping[str, Any]) -> dict
     require_columns(frame, [label, predicted, *facets, *([group] if group else [])], "post-training bias")
     label_values = list(params["label_values"])
     metrics = list(params.get("post_training_metrics") or POST_TRAINING_METRICS)
-    section = bias_metrics_section(label, label_values, {
-        facet: post_training_facet_report(frame, facet, label, predicted, label_values, group, metrics)
-        for facet in facets})
+    section = bias_metrics_section(
+        label,
+        label_values,
+        {
+            facet: post_training_facet_report(frame, facet, label, predicted, label_values, group, metrics)
+            for facet in facets
+        },
+    )
     return build_analysis(post_training=section)
-

@@ -102,7 +102,9 @@ def difference_in_positive_proportions(label: ArrayLike, facet: ArrayLike) -> fl
     return float((y & ~d).sum() / n_a - (y & d).sum() / n_d)
 
 
-def label_distributions(label: ArrayLike, facet: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def label_distributions(
+    label: ArrayLike, facet: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(P_a, P_d): the distribution of the binarised label over [False, True] in facet a and d.
 
     Both must give every label value a non-zero probability: smclarify would otherwise drop the
@@ -123,7 +125,8 @@ def label_distributions(label: ArrayLike, facet: ArrayLike) -> tuple[NDArray[np.
     if problems:
         raise BiasMetricError(
             "; ".join(problems) + ": a label value with zero probability makes this distance "
-            "undefined (Clarify's smclarify would silently drop that label value)")
+            "undefined (Clarify's smclarify would silently drop that label value)"
+        )
     p_a = np.array([(n_a - pos_a) / n_a, pos_a / n_a])
     p_d = np.array([(n_d - pos_d) / n_d, pos_d / n_d])
     return p_a, p_d
@@ -172,8 +175,10 @@ def conditional_demographic_disparity(label: ArrayLike, facet: ArrayLike, group:
     if len(groups) == 0:
         raise BiasMetricError("group variable is empty")
     if groups.isna().any():
-        raise BiasMetricError(f"group variable has {int(groups.isna().sum())} missing values; "
-                              "give every row a group (or choose another group variable)")
+        raise BiasMetricError(
+            f"group variable has {int(groups.isna().sum())} missing values; "
+            "give every row a group (or choose another group variable)"
+        )
     if not y.any():
         raise BiasMetricError("no positive labels in the data: demographic disparity is undefined")
     if y.all():
@@ -196,11 +201,15 @@ def conditional_demographic_disparity(label: ArrayLike, facet: ArrayLike, group:
 MetricFn = Callable[[NDArray[np.bool_], NDArray[np.bool_], pd.Series | None, float], float]
 
 PRE_TRAINING_METRICS: dict[str, tuple[str, MetricFn]] = {
-    "CDDL": ("Conditional Demographic Disparity in Labels (CDDL)",
-             lambda y, d, g, p: conditional_demographic_disparity(y, d, _need_group(g))),
+    "CDDL": (
+        "Conditional Demographic Disparity in Labels (CDDL)",
+        lambda y, d, g, p: conditional_demographic_disparity(y, d, _need_group(g)),
+    ),
     "CI": ("Class Imbalance (CI)", lambda y, d, g, p: class_imbalance(d)),
-    "DPL": ("Difference in Positive Proportions in Labels (DPL)",
-            lambda y, d, g, p: difference_in_positive_proportions(y, d)),
+    "DPL": (
+        "Difference in Positive Proportions in Labels (DPL)",
+        lambda y, d, g, p: difference_in_positive_proportions(y, d),
+    ),
     "JS": ("Jensen-Shannon Divergence (JS)", lambda y, d, g, p: js_divergence(y, d)),
     "KL": ("Kullback-Liebler Divergence (KL)", lambda y, d, g, p: kl_divergence(y, d)),  # sic, as Clarify
     "KS": ("Kolmogorov-Smirnov Distance (KS)", lambda y, d, g, p: ks_distance(y, d)),
@@ -215,8 +224,9 @@ def _need_group(group: pd.Series | None) -> pd.Series:
     return group
 
 
-def compute_metrics(registry: dict[str, tuple[str, Callable[..., float]]], names: Sequence[str],
-                    *args: Any) -> list[dict[str, Any]]:
+def compute_metrics(
+    registry: dict[str, tuple[str, Callable[..., float]]], names: Sequence[str], *args: Any
+) -> list[dict[str, Any]]:
     """Clarify metric entries, sorted by name as Clarify sorts them; a metric that fails gets
     `"value": None` and an `"error"` (Clarify's MetricError), never an exception."""
     unknown = sorted(set(names) - set(registry))
@@ -246,10 +256,15 @@ def facet_values(column: pd.Series) -> list[str]:
     return sorted(facet_column(column).unique().tolist())
 
 
-def pre_training_facet_report(frame: pd.DataFrame, facet: str, label: str, label_values: Sequence[Any],
-                              group_variable: str | None = None,
-                              metrics: Sequence[str] = tuple(PRE_TRAINING_METRICS),
-                              lp_p: float = 2) -> list[dict[str, Any]]:
+def pre_training_facet_report(
+    frame: pd.DataFrame,
+    facet: str,
+    label: str,
+    label_values: Sequence[Any],
+    group_variable: str | None = None,
+    metrics: Sequence[str] = tuple(PRE_TRAINING_METRICS),
+    lp_p: float = 2,
+) -> list[dict[str, Any]]:
     """Clarify's per-facet list: one entry per facet value (that value against the rest)."""
     y = as_mask(positive_label_mask(frame[label], label_values), "label")
     group = frame[group_variable].reset_index(drop=True) if group_variable else None
@@ -257,8 +272,12 @@ def pre_training_facet_report(frame: pd.DataFrame, facet: str, label: str, label
     report = []
     for value in facet_values(column):
         d = (column == value).to_numpy(dtype=bool)
-        report.append({"value_or_threshold": value,
-                       "metrics": compute_metrics(PRE_TRAINING_METRICS, metrics, y, d, group, lp_p)})
+        report.append(
+            {
+                "value_or_threshold": value,
+                "metrics": compute_metrics(PRE_TRAINING_METRICS, metrics, y, d, group, lp_p),
+            }
+        )
     return report
 
 
@@ -274,7 +293,12 @@ def pre_training_report(frame: pd.DataFrame, params: Mapping[str, Any]) -> dict[
     label_values = list(params["label_values"])
     metrics = list(params.get("pre_training_metrics") or PRE_TRAINING_METRICS)
     lp_p = float(params.get("lp_p", 2))
-    section = bias_metrics_section(label, label_values, {
-        facet: pre_training_facet_report(frame, facet, label, label_values, group, metrics, lp_p)
-        for facet in facets})
+    section = bias_metrics_section(
+        label,
+        label_values,
+        {
+            facet: pre_training_facet_report(frame, facet, label, label_values, group, metrics, lp_p)
+            for facet in facets
+        },
+    )
     return build_analysis(pre_training=section)

@@ -27,21 +27,33 @@ METRIC_HINTS = {
     "TVD": "Half the L1 distance of P_a and P_d. [0, 1].",
     "KS": "Largest |P_a(y) - P_d(y)|. [0, 1].",
     "CDDL": "Demographic disparity (share of d among negatives - among positives), averaged over the "
-            "group variable's groups weighted by size. [-1, 1].",
+    "group variable's groups weighted by size. [-1, 1].",
 }
 
 
-def facet_counts(frame: pd.DataFrame, facets: Sequence[str], label: str,
-                 label_values: Sequence[Any]) -> pd.DataFrame:
+def facet_counts(
+    frame: pd.DataFrame, facets: Sequence[str], label: str, label_values: Sequence[Any]
+) -> pd.DataFrame:
     """Rows and positive-label share per facet value: (facet, value_or_threshold, rows, positive_share)."""
     positive = positive_label_mask(frame[label], label_values).reset_index(drop=True)
     parts = []
     for facet in facets:
         grouped = positive.groupby(facet_column(frame[facet])).agg(["size", "mean"])
-        parts.append(pd.DataFrame({"facet": facet, "value_or_threshold": grouped.index.astype(str),
-                                   "rows": grouped["size"].to_numpy(), "positive_share": grouped["mean"].to_numpy()}))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        columns=["facet", "value_or_threshold", "rows", "positive_share"])
+        parts.append(
+            pd.DataFrame(
+                {
+                    "facet": facet,
+                    "value_or_threshold": grouped.index.astype(str),
+                    "rows": grouped["size"].to_numpy(),
+                    "positive_share": grouped["mean"].to_numpy(),
+                }
+            )
+        )
+    return (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=["facet", "value_or_threshold", "rows", "positive_share"])
+    )
 
 
 def comparison_table(analyses: Mapping[str, dict[str, Any]], stage: str = "pre_training") -> pd.DataFrame:
@@ -66,8 +78,14 @@ def metric_plot(table: pd.DataFrame, facet: str, metric: str, runs: Sequence[str
         ax.barh(y + (i - (len(runs) - 1) / 2) * bar, shown, height=bar, label=run.replace("_", " "))
         for yi, h in zip(y + (i - (len(runs) - 1) / 2) * bar, heights, strict=True):
             if not np.isfinite(h):  # an error or infinity: say so instead of drawing a zero bar
-                ax.text(0, yi, " n/a" if np.isnan(h) else (" +inf" if h > 0 else " -inf"),
-                        va="center", fontsize=7, color="dimgray")
+                ax.text(
+                    0,
+                    yi,
+                    " n/a" if np.isnan(h) else (" +inf" if h > 0 else " -inf"),
+                    va="center",
+                    fontsize=7,
+                    color="dimgray",
+                )
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(y, [str(v) for v in values], fontsize=8)
     ax.invert_yaxis()
@@ -77,8 +95,9 @@ def metric_plot(table: pd.DataFrame, facet: str, metric: str, runs: Sequence[str
         ax.legend(fontsize=8, loc="best")
     # a left margin sized to the longest label (tight_layout costs a second render)
     longest = max((len(str(v)) for v in values), default=1)
-    fig.subplots_adjust(left=min(0.5, 0.05 + 0.011 * longest), right=0.97, top=1 - 0.45 / height,
-                        bottom=0.55 / height)
+    fig.subplots_adjust(
+        left=min(0.5, 0.05 + 0.011 * longest), right=0.97, top=1 - 0.45 / height, bottom=0.55 / height
+    )
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -86,8 +105,11 @@ def metric_plot(table: pd.DataFrame, facet: str, metric: str, runs: Sequence[str
 
 def metric_plots(table: pd.DataFrame, runs: Sequence[str]) -> dict[tuple[str, str], bytes]:
     """{(facet, metric): PNG bytes} for every facet and metric in the table."""
-    return {(facet, metric): metric_plot(table, facet, metric, runs)
-            for facet in table.facet.unique() for metric in sorted(table.metric.unique())}
+    return {
+        (facet, metric): metric_plot(table, facet, metric, runs)
+        for facet in table.facet.unique()
+        for metric in sorted(table.metric.unique())
+    }
 
 
 def _fmt(value: float, error: Any) -> str:
@@ -100,9 +122,13 @@ def _fmt(value: float, error: Any) -> str:
     return f"{value:.4f}"
 
 
-def render_html(analyses: Mapping[str, dict[str, Any]], plots: Mapping[tuple[str, str], bytes],
-                counts: Mapping[str, pd.DataFrame] | None = None, stage: str = "pre_training",
-                title: str = "Pre-training bias (SageMaker Clarify metrics)") -> str:
+def render_html(
+    analyses: Mapping[str, dict[str, Any]],
+    plots: Mapping[tuple[str, str], bytes],
+    counts: Mapping[str, pd.DataFrame] | None = None,
+    stage: str = "pre_training",
+    title: str = "Pre-training bias (SageMaker Clarify metrics)",
+) -> str:
     """One self-contained page: per facet, a table with each metric's runs side by side, then the plots."""
     runs = list(analyses)
     table = comparison_table(analyses, stage)
@@ -121,12 +147,17 @@ def render_html(analyses: Mapping[str, dict[str, Any]], plots: Mapping[tuple[str
         f"<p>Label <b>{esc(str(first['label']))}</b>, positive when in "
         f"<b>{esc(str(first['label_value_or_threshold']))}</b>. Each facet value (<i>d</i>) is compared "
         "with all other rows (<i>a</i>). Runs side by side: "
-        + ", ".join(f"<b>{esc(r.replace('_', ' '))}</b>" for r in runs) + ". Definitions as in SageMaker "
+        + ", ".join(f"<b>{esc(r.replace('_', ' '))}</b>" for r in runs)
+        + ". Definitions as in SageMaker "
         "Clarify (smclarify); hover an <span class='err'>error</span> to read why a metric was not computed.</p>",
         "<table><tr><th>metric</th><th>meaning</th></tr>",
-        *(f"<tr><td class='k'>{esc(m)}</td><td class='k'>{esc(METRIC_HINTS.get(m, d))}</td></tr>"
-          for m, d in table[["metric", "description"]].drop_duplicates("metric").sort_values("metric")
-          .itertuples(index=False)),
+        *(
+            f"<tr><td class='k'>{esc(m)}</td><td class='k'>{esc(METRIC_HINTS.get(m, d))}</td></tr>"
+            for m, d in table[["metric", "description"]]
+            .drop_duplicates("metric")
+            .sort_values("metric")
+            .itertuples(index=False)
+        ),
         "</table>",
     ]
     metric_names = sorted(table.metric.unique())
@@ -144,21 +175,33 @@ def render_html(analyses: Mapping[str, dict[str, Any]], plots: Mapping[tuple[str
                 for column, fmt in (("rows", "{:.0f}"), ("positive_share", "{:.3f}")):
                     for run in runs:
                         c = counts.get(run)
-                        hit = c[(c.facet == facet) & (c.value_or_threshold == value)] if c is not None else None
-                        cells.append(f"<td>{fmt.format(hit[column].iloc[0])}</td>" if hit is not None and len(hit)
-                                     else "<td>–</td>")
+                        hit = (
+                            c[(c.facet == facet) & (c.value_or_threshold == value)] if c is not None else None
+                        )
+                        cells.append(
+                            f"<td>{fmt.format(hit[column].iloc[0])}</td>"
+                            if hit is not None and len(hit)
+                            else "<td>–</td>"
+                        )
             for metric in metric_names:
                 for run in runs:
-                    hit = rows[(rows.value_or_threshold == value) & (rows.metric == metric) & (rows.run == run)]
-                    cells.append("<td>–</td>" if hit.empty else
-                                 f"<td>{_fmt(hit.value.iloc[0], hit.error.iloc[0])}</td>")
+                    hit = rows[
+                        (rows.value_or_threshold == value) & (rows.metric == metric) & (rows.run == run)
+                    ]
+                    cells.append(
+                        "<td>–</td>"
+                        if hit.empty
+                        else f"<td>{_fmt(hit.value.iloc[0], hit.error.iloc[0])}</td>"
+                    )
             out.append("<tr>" + "".join(cells) + "</tr>")
         out.append("</table><div class='plots'>")
         for metric in metric_names:
             png = plots.get((facet, metric))
             if png:
-                out.append(f"<img alt='{esc(metric)} by {esc(str(facet))}' "
-                           f"src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>")
+                out.append(
+                    f"<img alt='{esc(metric)} by {esc(str(facet))}' "
+                    f"src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>"
+                )
         out.append("</div>")
     out.append("</body></html>\n")
     return "\n".join(out)

@@ -36,21 +36,30 @@ def variant_configs(section: Any) -> list[VariantConfig]:
     """The `deploy.variants` list, validated (unique names, weights >= 0 with one above 0)."""
     raw = to_dict(section.get("variants") if hasattr(section, "get") else None) or []
     if not isinstance(raw, list) or not raw:
-        raise ReviewpipeError("deploy.variants is empty; list at least one {name, package, weight} "
-                              "(see conf/deploy/local.yaml)")
+        raise ReviewpipeError(
+            "deploy.variants is empty; list at least one {name, package, weight} (see conf/deploy/local.yaml)"
+        )
     variants = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict) or not item.get("name") or not item.get("package"):
             raise ReviewpipeError(f"deploy.variants[{i}] needs a name and a package path, got {item!r}")
         known = {"name", "package", "weight", "instance_type", "instance_count"}
         if set(item) - known:
-            raise ReviewpipeError(f"deploy.variants[{i}] has unknown keys {sorted(set(item) - known)}; "
-                                  f"allowed: {sorted(known)}")
+            raise ReviewpipeError(
+                f"deploy.variants[{i}] has unknown keys {sorted(set(item) - known)}; allowed: {sorted(known)}"
+            )
         weight = item.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
             raise ReviewpipeError(f"deploy.variants[{i}].weight must be a number >= 0, not {weight!r}")
-        variants.append(VariantConfig(str(item["name"]), str(item["package"]), float(weight),
-                                      item.get("instance_type"), item.get("instance_count")))
+        variants.append(
+            VariantConfig(
+                str(item["name"]),
+                str(item["package"]),
+                float(weight),
+                item.get("instance_type"),
+                item.get("instance_count"),
+            )
+        )
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ReviewpipeError(f"deploy.variants names must be unique, got {names}")
@@ -73,15 +82,23 @@ def package_info(path: str | Path) -> dict[str, Any]:
         except KeyError:
             info = {}
         if "code/inference.py" not in tar.getnames():
-            raise ReviewpipeError(f"{path} has no code/inference.py; it is not a package built by `dvc repro package`")
-    return {"sha256": file_sha256(path), "bytes": path.stat().st_size,
-            "model_version": info.get("model_version", "unversioned"), "kind": info.get("kind")}
+            raise ReviewpipeError(
+                f"{path} has no code/inference.py; it is not a package built by `dvc repro package`"
+            )
+    return {
+        "sha256": file_sha256(path),
+        "bytes": path.stat().st_size,
+        "model_version": info.get("model_version", "unversioned"),
+        "kind": info.get("kind"),
+    }
 
 
 def variant_records(variants: list[VariantConfig]) -> list[dict[str, Any]]:
     """What the state file says about each variant (no SageMaker fields for local deployments)."""
-    return [{**{k: v for k, v in asdict(variant).items() if v is not None}, **package_info(variant.package)}
-            for variant in variants]
+    return [
+        {**{k: v for k, v in asdict(variant).items() if v is not None}, **package_info(variant.package)}
+        for variant in variants
+    ]
 
 
 def checked_keys(values: Any, allowed: Any, where: str) -> dict[str, Any]:

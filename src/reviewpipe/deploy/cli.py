@@ -22,11 +22,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="params file with a `deploy` section")
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     sub.add_parser("status", help="is the endpoint up, and with which weights")
-    shift = sub.add_parser("shift", help="change variant weights at runtime (update_endpoint_weights_and_capacities)")
-    shift.add_argument("--variant", action="append", required=True, help="variant name (repeat with --weight)")
-    shift.add_argument("--weight", action="append", required=True, type=float,
-                       help="its new weight (one per --variant, same order)")
-    sub.add_parser("delete", help="stop the local server, or delete the SageMaker endpoint, config and models")
+    shift = sub.add_parser(
+        "shift", help="change variant weights at runtime (update_endpoint_weights_and_capacities)"
+    )
+    shift.add_argument(
+        "--variant", action="append", required=True, help="variant name (repeat with --weight)"
+    )
+    shift.add_argument(
+        "--weight",
+        action="append",
+        required=True,
+        type=float,
+        help="its new weight (one per --variant, same order)",
+    )
+    sub.add_parser(
+        "delete", help="stop the local server, or delete the SageMaker endpoint, config and models"
+    )
 
 
 class Deployment:
@@ -50,14 +61,22 @@ class Deployment:
 
         settings = SageMakerSettings.from_mapping(to_dict(self.cfg.get("sagemaker")))
         if self.state and self.state.get("region") and not settings.region:
-            settings = SageMakerSettings.from_mapping({**to_dict(self.cfg.get("sagemaker")),
-                                                       "region": self.state["region"]})
+            settings = SageMakerSettings.from_mapping(
+                {**to_dict(self.cfg.get("sagemaker")), "region": self.state["region"]}
+            )
         return SageMakerDeployer(settings, s3_endpoint_url=self.storage.endpoint_url)
 
     def status(self) -> dict[str, Any]:
-        live = self.local().status() if self.target == "local" else self.sagemaker().status(self.endpoint_name)
-        return {"target": self.target, "endpoint_name": self.endpoint_name, "state_file": self.state_path,
-                "deployed": self.state is not None, **live}
+        live = (
+            self.local().status() if self.target == "local" else self.sagemaker().status(self.endpoint_name)
+        )
+        return {
+            "target": self.target,
+            "endpoint_name": self.endpoint_name,
+            "state_file": self.state_path,
+            "deployed": self.state is not None,
+            **live,
+        }
 
     def shift(self, weights: dict[str, float]) -> dict[str, float]:
         if self.target == "local":
@@ -95,5 +114,8 @@ def run(args: argparse.Namespace) -> int:
         print("weights: " + ", ".join(f"{name}={weight:g}" for name, weight in current.items()))
         return 0
     deleted = deployment.delete()
-    print("deleted: " + (", ".join(deleted) if deleted else f"nothing was running for {deployment.endpoint_name}"))
+    print(
+        "deleted: "
+        + (", ".join(deleted) if deleted else f"nothing was running for {deployment.endpoint_name}")
+    )
     return 0

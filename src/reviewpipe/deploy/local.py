@@ -64,6 +64,7 @@ def server_code_hash() -> str:
 
 # ---------------------------------------------------------------- processes
 
+
 def _start_token(pid: int) -> str | None:
     """The process's start time in clock ticks (Linux /proc), to tell it from a reused pid."""
     try:
@@ -96,8 +97,9 @@ def _alive(pid: int, token: str | None = None) -> bool:
     return token is None or _start_token(pid) in (None, token)
 
 
-def _http(url: str, method: str = "GET", path: str = "/ping", body: bytes | None = None,
-          timeout: float = 5.0) -> tuple[int, bytes]:
+def _http(
+    url: str, method: str = "GET", path: str = "/ping", body: bytes | None = None, timeout: float = 5.0
+) -> tuple[int, bytes]:
     host, _, port = url.removeprefix("http://").rstrip("/").partition(":")
     conn = http.client.HTTPConnection(host, int(port or 80), timeout=timeout)
     try:
@@ -153,14 +155,21 @@ class LocalEndpoint:
 
     # ------------------------------------------------------------ start / stop
 
-    def start(self, variants: list[VariantConfig], serve_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def start(
+        self, variants: list[VariantConfig], serve_params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Start the server for `variants` (stopping an older one first) and wait for /ping 200.
 
         A server already running here with exactly these packages, weights and settings is kept.
         Returns server.json's record."""
         records = variant_records(variants)
-        wanted = {"variants": records, "serve": serve_params or {}, "host": self.settings.host,
-                  "port": self.settings.port, "server_code": server_code_hash()}
+        wanted = {
+            "variants": records,
+            "serve": serve_params or {},
+            "host": self.settings.host,
+            "port": self.settings.port,
+            "server_code": server_code_hash(),
+        }
         current = self.record()
         if current and self.is_running() and _ping(current["url"]) == 200:
             if current.get("spec") == wanted:
@@ -171,16 +180,28 @@ class LocalEndpoint:
                 self.shift({v.name: v.weight for v in variants})
                 current["spec"] = wanted
                 self._write_record(current)
-                print(f"deploy: local server at {current['url']} now weighted "
-                      + ", ".join(f"{v.name}={v.weight:g}" for v in variants))
+                print(
+                    f"deploy: local server at {current['url']} now weighted "
+                    + ", ".join(f"{v.name}={v.weight:g}" for v in variants)
+                )
                 return current
         self.stop()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / ".gitignore").write_text("*\n")  # pid, log: runtime state, never committed
         settings_path = self.run_dir / SETTINGS_FILE
         OmegaConf.save(OmegaConf.create({"serve": serve_params or {}}), settings_path)
-        command = [sys.executable, "-m", "reviewpipe.cli", "serve", "--params", str(settings_path),
-                   "--host", self.settings.host, "--port", str(self.settings.port)]
+        command = [
+            sys.executable,
+            "-m",
+            "reviewpipe.cli",
+            "serve",
+            "--params",
+            str(settings_path),
+            "--host",
+            self.settings.host,
+            "--port",
+            str(self.settings.port),
+        ]
         for variant in variants:
             command += ["--variant", f"{variant.name}={Path(variant.package).resolve()}:{variant.weight:g}"]
         with open(self.log_file, "ab") as log:
@@ -188,10 +209,23 @@ class LocalEndpoint:
             log.write(f"--- {now()} deploy: {' '.join(command)}\n".encode())
             log.flush()
             proc = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        record = {"pid": proc.pid, "start_token": _start_token(proc.pid), "url": None, "started_at": now(),
-                  "command": command, "log": str(self.log_file), "spec": wanted}
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        record = {
+            "pid": proc.pid,
+            "start_token": _start_token(proc.pid),
+            "url": None,
+            "started_at": now(),
+            "command": command,
+            "log": str(self.log_file),
+            "spec": wanted,
+        }
         self._write_record(record)
         try:
             record["url"] = self._wait_for(proc, lambda: self._listening_url(offset), "start listening")
@@ -218,11 +252,15 @@ class LocalEndpoint:
             if result:
                 return result
             if proc.poll() is not None:
-                raise ReviewpipeError(f"the server exited with code {proc.returncode} before it could {what}; "
-                                      f"last lines of {self.log_file}:\n{self.log_tail()}")
+                raise ReviewpipeError(
+                    f"the server exited with code {proc.returncode} before it could {what}; "
+                    f"last lines of {self.log_file}:\n{self.log_tail()}"
+                )
             time.sleep(0.05)
-        raise ReviewpipeError(f"the server did not {what} within {self.settings.start_timeout_s} s "
-                              f"(deploy.local.start_timeout_s); see {self.log_file}")
+        raise ReviewpipeError(
+            f"the server did not {what} within {self.settings.start_timeout_s} s "
+            f"(deploy.local.start_timeout_s); see {self.log_file}"
+        )
 
     def stop(self, timeout: float | None = None) -> bool:
         """SIGTERM the server and wait for it (SIGKILL after `timeout`); True if one was running."""
@@ -240,8 +278,10 @@ class LocalEndpoint:
                 os.kill(pid, signal.SIGKILL)
                 while _alive(pid, token):
                     time.sleep(0.05)
-                print(f"deploy: server pid {pid} ignored SIGTERM for {self.settings.stop_timeout_s} s; killed",
-                      file=sys.stderr)
+                print(
+                    f"deploy: server pid {pid} ignored SIGTERM for {self.settings.stop_timeout_s} s; killed",
+                    file=sys.stderr,
+                )
         self.pid_file.unlink(missing_ok=True)
         return running
 
@@ -250,14 +290,21 @@ class LocalEndpoint:
     def _running_url(self) -> str:
         record = self.record()
         if not record or not self.is_running() or not record.get("url"):
-            raise ReviewpipeError(f"no local server is running (run dir {self.run_dir}); "
-                                  "start it with `reviewpipe stage deploy` (or `dvc repro deploy`)")
+            raise ReviewpipeError(
+                f"no local server is running (run dir {self.run_dir}); "
+                "start it with `reviewpipe stage deploy` (or `dvc repro deploy`)"
+            )
         return str(record["url"])
 
     def shift(self, weights: dict[str, float]) -> dict[str, float]:
         """Change variant weights at runtime (the server's update_endpoint_weights_and_capacities)."""
-        body = json.dumps({"DesiredWeightsAndCapacities": [
-            {"VariantName": name, "DesiredWeight": weight} for name, weight in weights.items()]}).encode()
+        body = json.dumps(
+            {
+                "DesiredWeightsAndCapacities": [
+                    {"VariantName": name, "DesiredWeight": weight} for name, weight in weights.items()
+                ]
+            }
+        ).encode()
         status, answer = _http(self._running_url(), "POST", "/admin/variant-weights", body)
         if status != 200:
             raise ReviewpipeError(f"the server refused the weights: {answer.decode(errors='replace')}")
@@ -268,8 +315,13 @@ class LocalEndpoint:
         if not record:
             return {"running": False, "run_dir": str(self.run_dir)}
         running = self.is_running()
-        out: dict[str, Any] = {"running": running, "pid": record["pid"], "url": record.get("url"),
-                               "log": record.get("log"), "started_at": record.get("started_at")}
+        out: dict[str, Any] = {
+            "running": running,
+            "pid": record["pid"],
+            "url": record.get("url"),
+            "log": record.get("log"),
+            "started_at": record.get("started_at"),
+        }
         if running and record.get("url"):
             out["ping"] = _ping(record["url"])
             try:
@@ -281,19 +333,33 @@ class LocalEndpoint:
         return out
 
 
-def deploy(variants: list[VariantConfig], settings: LocalSettings, serve_params: dict[str, Any] | None,
-           endpoint_name: str) -> dict[str, Any]:
+def deploy(
+    variants: list[VariantConfig],
+    settings: LocalSettings,
+    serve_params: dict[str, Any] | None,
+    endpoint_name: str,
+) -> dict[str, Any]:
     """Start (or keep) the local server; returns the deployment state."""
     record = LocalEndpoint(settings).start(variants, serve_params)
     weights = {v.name: v.weight for v in variants}
-    return {"target": "local", "endpoint_name": endpoint_name, "url": record["url"],
-            "invocations_url": f"{record['url']}/invocations", "pid": record["pid"], "log": record["log"],
-            "variants": [{**v, "weight": weights[v["name"]]} for v in record["spec"]["variants"]],
-            "deployed_at": now()}
+    return {
+        "target": "local",
+        "endpoint_name": endpoint_name,
+        "url": record["url"],
+        "invocations_url": f"{record['url']}/invocations",
+        "pid": record["pid"],
+        "log": record["log"],
+        "variants": [{**v, "weight": weights[v["name"]]} for v in record["spec"]["variants"]],
+        "deployed_at": now(),
+    }
 
 
 def _without_weights(spec: dict[str, Any] | None) -> dict[str, Any] | None:
     if not spec:
         return None
-    return {**spec, "variants": [{k: v for k, v in variant.items() if k != "weight"}
-                                 for variant in spec.get("variants", [])]}
+    return {
+        **spec,
+        "variants": [
+            {k: v for k, v in variant.items() if k != "weight"} for variant in spec.get("variants", [])
+        ],
+    }

@@ -55,13 +55,19 @@ class SageMakerSettings:
         values = checked_keys(values, cls.__dataclass_fields__, "deploy.sagemaker")
         settings = cls(**{k: v for k, v in values.items() if v is not None or k in ("region", "profile")})
         if not settings.s3_uri.startswith("s3://") or len(settings.s3_uri) <= len("s3://"):
-            raise ReviewpipeError(f"deploy.sagemaker.s3_uri must be s3://bucket/prefix, not {settings.s3_uri!r}")
+            raise ReviewpipeError(
+                f"deploy.sagemaker.s3_uri must be s3://bucket/prefix, not {settings.s3_uri!r}"
+            )
         if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/\S+", settings.role_arn or ""):
-            raise ReviewpipeError("deploy.sagemaker.role_arn must be an IAM role ARN "
-                                  f"(arn:aws:iam::<account>:role/<name>), not {settings.role_arn!r}")
+            raise ReviewpipeError(
+                "deploy.sagemaker.role_arn must be an IAM role ARN "
+                f"(arn:aws:iam::<account>:role/<name>), not {settings.role_arn!r}"
+            )
         if not settings.image_uri:
-            raise ReviewpipeError("deploy.sagemaker.image_uri is empty; use the Hugging Face PyTorch "
-                                  "inference DLC (see conf/deploy/sagemaker.yaml)")
+            raise ReviewpipeError(
+                "deploy.sagemaker.image_uri is empty; use the Hugging Face PyTorch "
+                "inference DLC (see conf/deploy/sagemaker.yaml)"
+            )
         return settings
 
 
@@ -70,7 +76,7 @@ def resource_name(*parts: str, digest: str = "") -> str:
     base = re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9-]+", "-", "-".join(parts))).strip("-")
     if not digest:
         return base[:NAME_LIMIT].rstrip("-")
-    return f"{base[:NAME_LIMIT - len(digest) - 1].rstrip('-')}-{digest}"
+    return f"{base[: NAME_LIMIT - len(digest) - 1].rstrip('-')}-{digest}"
 
 
 def _digest(obj: Any, length: int = 10) -> str:
@@ -99,12 +105,16 @@ def _aws(what: str) -> Iterator[None]:
     try:
         yield
     except (NoCredentialsError, PartialCredentialsError) as exc:
-        raise ReviewpipeError(f"{what}: no usable AWS credentials in the standard chain ({exc}); set "
-                              "AWS_PROFILE or run `aws configure` (reviewpipe never takes keys in params)") from exc
+        raise ReviewpipeError(
+            f"{what}: no usable AWS credentials in the standard chain ({exc}); set "
+            "AWS_PROFILE or run `aws configure` (reviewpipe never takes keys in params)"
+        ) from exc
     except ProfileNotFound as exc:
         raise ReviewpipeError(f"{what}: {exc}; fix deploy.sagemaker.profile or ~/.aws/config") from exc
     except NoRegionError as exc:
-        raise ReviewpipeError(f"{what}: no AWS region; set deploy.sagemaker.region or AWS_DEFAULT_REGION") from exc
+        raise ReviewpipeError(
+            f"{what}: no AWS region; set deploy.sagemaker.region or AWS_DEFAULT_REGION"
+        ) from exc
     except WaiterError as exc:
         raise ReviewpipeError(f"{what}: {exc}") from exc
     except ClientError as exc:
@@ -121,34 +131,44 @@ def _not_found(exc: Exception) -> bool:
         return False
     error = exc.response.get("Error", {})
     return error.get("Code") in ("ValidationException", "404", "NoSuchKey", "NotFound") and (
-        error.get("Code") != "ValidationException" or "Could not find" in str(error.get("Message")))
+        error.get("Code") != "ValidationException" or "Could not find" in str(error.get("Message"))
+    )
 
 
 class SageMakerDeployer:
     """One region's S3 + SageMaker clients from one boto3 session (the standard credential chain)."""
 
-    def __init__(self, settings: SageMakerSettings, session: Any = None, s3_endpoint_url: str | None = None) -> None:
+    def __init__(
+        self, settings: SageMakerSettings, session: Any = None, s3_endpoint_url: str | None = None
+    ) -> None:
         import boto3
 
         self.settings = settings
         with _aws("opening an AWS session"):
-            self.session = session or boto3.Session(profile_name=settings.profile or None,
-                                                    region_name=settings.region or None)
+            self.session = session or boto3.Session(
+                profile_name=settings.profile or None, region_name=settings.region or None
+            )
             self.region = settings.region or self.session.region_name
             if not self.region:
                 raise ReviewpipeError("no AWS region: set deploy.sagemaker.region or AWS_DEFAULT_REGION")
-            self.sagemaker = self.session.client("sagemaker", region_name=self.region,
-                                                 endpoint_url=settings.endpoint_url or None)
-            self.s3 = self.session.client("s3", region_name=self.region,
-                                          endpoint_url=settings.s3_endpoint_url or s3_endpoint_url or None)
+            self.sagemaker = self.session.client(
+                "sagemaker", region_name=self.region, endpoint_url=settings.endpoint_url or None
+            )
+            self.s3 = self.session.client(
+                "s3",
+                region_name=self.region,
+                endpoint_url=settings.s3_endpoint_url or s3_endpoint_url or None,
+            )
 
     @property
     def image_uri(self) -> str:
         return self.settings.image_uri.format(region=self.region)
 
     def _tags(self) -> list[dict[str, str]]:
-        return [{"Key": "reviewpipe:managed", "Value": "true"},
-                *({"Key": str(k), "Value": str(v)} for k, v in sorted(self.settings.tags.items()))]
+        return [
+            {"Key": "reviewpipe:managed", "Value": "true"},
+            *({"Key": str(k), "Value": str(v)} for k, v in sorted(self.settings.tags.items())),
+        ]
 
     # ------------------------------------------------------------ S3
 
@@ -168,11 +188,19 @@ class SageMakerDeployer:
                 if not _not_found(exc):
                     raise
         with _aws(f"uploading {tarball} to {uri}"):
-            self.s3.upload_file(str(tarball), bucket, key, ExtraArgs={
-                "Metadata": {"sha256": info["sha256"], "model-version": str(info["model_version"])}})
+            self.s3.upload_file(
+                str(tarball),
+                bucket,
+                key,
+                ExtraArgs={
+                    "Metadata": {"sha256": info["sha256"], "model-version": str(info["model_version"])}
+                },
+            )
             size = self.s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
         if size != info["bytes"]:
-            raise ReviewpipeError(f"upload of {tarball} to {uri} is {size} bytes, expected {info['bytes']}; retry")
+            raise ReviewpipeError(
+                f"upload of {tarball} to {uri} is {size} bytes, expected {info['bytes']}; retry"
+            )
         print(f"deploy: uploaded {tarball} ({info['bytes']} bytes) to {uri}")
         return uri
 
@@ -203,11 +231,18 @@ class SageMakerDeployer:
         waiter = self.sagemaker.get_waiter("endpoint_in_service")
         with _aws(f"waiting for endpoint {endpoint_name}"):
             try:
-                waiter.wait(EndpointName=endpoint_name, WaiterConfig={
-                    "Delay": self.settings.wait_delay_s, "MaxAttempts": self.settings.wait_max_attempts})
+                waiter.wait(
+                    EndpointName=endpoint_name,
+                    WaiterConfig={
+                        "Delay": self.settings.wait_delay_s,
+                        "MaxAttempts": self.settings.wait_max_attempts,
+                    },
+                )
             except WaiterError as exc:
                 reason = (exc.last_response or {}).get("FailureReason")
-                raise ReviewpipeError(f"endpoint {endpoint_name} did not reach InService: {reason or exc}") from exc
+                raise ReviewpipeError(
+                    f"endpoint {endpoint_name} did not reach InService: {reason or exc}"
+                ) from exc
         described = self.describe_endpoint(endpoint_name)
         assert described is not None
         return described
@@ -218,68 +253,103 @@ class SageMakerDeployer:
         with _aws(f"creating model {name}"):
             if self._exists(self.sagemaker.describe_model, ModelName=name):
                 return
-            self.sagemaker.create_model(ModelName=name, PrimaryContainer=container,
-                                        ExecutionRoleArn=self.settings.role_arn, Tags=self._tags())
+            self.sagemaker.create_model(
+                ModelName=name,
+                PrimaryContainer=container,
+                ExecutionRoleArn=self.settings.role_arn,
+                Tags=self._tags(),
+            )
         print(f"deploy: created model {name}")
 
     def _ensure_endpoint_config(self, name: str, production_variants: list[dict[str, Any]]) -> None:
         with _aws(f"creating endpoint config {name}"):
             if self._exists(self.sagemaker.describe_endpoint_config, EndpointConfigName=name):
                 return
-            self.sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=production_variants,
-                                                  Tags=self._tags())
+            self.sagemaker.create_endpoint_config(
+                EndpointConfigName=name, ProductionVariants=production_variants, Tags=self._tags()
+            )
         print(f"deploy: created endpoint config {name}")
 
-    def deploy(self, endpoint_name: str, variants: list[VariantConfig],
-               environment: dict[str, str] | None = None) -> dict[str, Any]:
+    def deploy(
+        self, endpoint_name: str, variants: list[VariantConfig], environment: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """Bring `endpoint_name` to exactly `variants`; returns the deployment state."""
-        for what, name in (("deploy.endpoint_name", endpoint_name),
-                           *(("deploy.variants name", v.name) for v in variants)):
+        for what, name in (
+            ("deploy.endpoint_name", endpoint_name),
+            *(("deploy.variants name", v.name) for v in variants),
+        ):
             if not _VALID_NAME.fullmatch(name):
-                raise ReviewpipeError(f"{what} {name!r} is not a valid SageMaker name: letters, digits and "
-                                      f"single hyphens, at most {NAME_LIMIT} characters, e.g. reviewpipe-sentiment")
+                raise ReviewpipeError(
+                    f"{what} {name!r} is not a valid SageMaker name: letters, digits and "
+                    f"single hyphens, at most {NAME_LIMIT} characters, e.g. reviewpipe-sentiment"
+                )
         records, production_variants = [], []
         for variant in variants:
             info = package_info(variant.package)
-            container = {"Image": self.image_uri, "ModelDataUrl": self.upload(variant.package, info),
-                         "Environment": dict(sorted((environment or {}).items()))}
-            model_name = resource_name(endpoint_name, variant.name,
-                                       digest=_digest({"container": container, "role": self.settings.role_arn}))
+            container = {
+                "Image": self.image_uri,
+                "ModelDataUrl": self.upload(variant.package, info),
+                "Environment": dict(sorted((environment or {}).items())),
+            }
+            model_name = resource_name(
+                endpoint_name,
+                variant.name,
+                digest=_digest({"container": container, "role": self.settings.role_arn}),
+            )
             self._ensure_model(model_name, container)
             production_variant = {
-                "VariantName": variant.name, "ModelName": model_name,
+                "VariantName": variant.name,
+                "ModelName": model_name,
                 "InstanceType": variant.instance_type or self.settings.instance_type,
                 "InitialInstanceCount": int(variant.instance_count or self.settings.instance_count),
-                "InitialVariantWeight": float(variant.weight)}
+                "InitialVariantWeight": float(variant.weight),
+            }
             production_variants.append(production_variant)
-            records.append({"name": variant.name, "package": variant.package, **info, "weight": variant.weight,
-                            "model_name": model_name, "model_data_url": container["ModelDataUrl"],
-                            "instance_type": production_variant["InstanceType"],
-                            "instance_count": production_variant["InitialInstanceCount"]})
+            records.append(
+                {
+                    "name": variant.name,
+                    "package": variant.package,
+                    **info,
+                    "weight": variant.weight,
+                    "model_name": model_name,
+                    "model_data_url": container["ModelDataUrl"],
+                    "instance_type": production_variant["InstanceType"],
+                    "instance_count": production_variant["InitialInstanceCount"],
+                }
+            )
         config_name = resource_name(endpoint_name, digest=_digest(production_variants))
         existing = self.describe_endpoint(endpoint_name)
         if existing and existing.get("EndpointStatus") in _BUSY:
             print(f"deploy: endpoint {endpoint_name} is {existing['EndpointStatus']}; waiting for it first")
             existing = self.wait_in_service(endpoint_name)
         if existing and existing.get("EndpointStatus") == "Failed":
-            raise ReviewpipeError(f"endpoint {endpoint_name} is Failed ({existing.get('FailureReason')}); "
-                                  "remove it with `reviewpipe deploy delete`, then deploy again")
+            raise ReviewpipeError(
+                f"endpoint {endpoint_name} is Failed ({existing.get('FailureReason')}); "
+                "remove it with `reviewpipe deploy delete`, then deploy again"
+            )
         if existing is None:
             self._ensure_endpoint_config(config_name, production_variants)
             with _aws(f"creating endpoint {endpoint_name}"):
-                self.sagemaker.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name,
-                                               Tags=self._tags())
+                self.sagemaker.create_endpoint(
+                    EndpointName=endpoint_name, EndpointConfigName=config_name, Tags=self._tags()
+                )
             print(f"deploy: creating endpoint {endpoint_name} ({config_name}); waiting for InService")
         else:
             replaced = None
             if existing["EndpointConfigName"] != config_name:
                 current_config = self._describe_config(existing["EndpointConfigName"])
-                if _without_weights(current_config["ProductionVariants"]) == _without_weights(production_variants):
-                    config_name = existing["EndpointConfigName"]  # same models: only the traffic split may move
+                if _without_weights(current_config["ProductionVariants"]) == _without_weights(
+                    production_variants
+                ):
+                    config_name = existing[
+                        "EndpointConfigName"
+                    ]  # same models: only the traffic split may move
                 else:
                     replaced = current_config
             if replaced is None:
-                current = {v["VariantName"]: v.get("CurrentWeight") for v in existing.get("ProductionVariants", [])}
+                current = {
+                    v["VariantName"]: v.get("CurrentWeight") for v in existing.get("ProductionVariants", [])
+                }
                 wanted = {v.name: float(v.weight) for v in variants}
                 if current != wanted:  # also undoes a runtime `reviewpipe deploy shift`
                     self._update_weights(endpoint_name, wanted)
@@ -290,17 +360,29 @@ class SageMakerDeployer:
                 print(f"deploy: updating endpoint {endpoint_name} to {config_name}; waiting for InService")
                 self.wait_in_service(endpoint_name)
                 if self.settings.delete_replaced:
-                    self._delete_config_and_models(replaced, keep={pv["ModelName"] for pv in production_variants})
+                    self._delete_config_and_models(
+                        replaced, keep={pv["ModelName"] for pv in production_variants}
+                    )
         described = self.wait_in_service(endpoint_name)
-        print(f"deploy: endpoint {endpoint_name} InService: "
-              + ", ".join(f"{r['name']}={r['weight']:g}" for r in records))
-        return {"target": "sagemaker", "endpoint_name": endpoint_name, "endpoint_arn": described["EndpointArn"],
-                "endpoint_config_name": described.get("EndpointConfigName", config_name),
-                "status": described["EndpointStatus"], "region": self.region,
-                "invocations_url": f"https://runtime.sagemaker.{self.region}.amazonaws.com/endpoints/"
-                                   f"{endpoint_name}/invocations",
-                "image_uri": self.image_uri, "role_arn": self.settings.role_arn, "s3_uri": self.settings.s3_uri,
-                "variants": records, "deployed_at": now()}
+        print(
+            f"deploy: endpoint {endpoint_name} InService: "
+            + ", ".join(f"{r['name']}={r['weight']:g}" for r in records)
+        )
+        return {
+            "target": "sagemaker",
+            "endpoint_name": endpoint_name,
+            "endpoint_arn": described["EndpointArn"],
+            "endpoint_config_name": described.get("EndpointConfigName", config_name),
+            "status": described["EndpointStatus"],
+            "region": self.region,
+            "invocations_url": f"https://runtime.sagemaker.{self.region}.amazonaws.com/endpoints/"
+            f"{endpoint_name}/invocations",
+            "image_uri": self.image_uri,
+            "role_arn": self.settings.role_arn,
+            "s3_uri": self.settings.s3_uri,
+            "variants": records,
+            "deployed_at": now(),
+        }
 
     def _describe_config(self, name: str) -> dict[str, Any]:
         with _aws(f"describing endpoint config {name}"):
@@ -312,17 +394,25 @@ class SageMakerDeployer:
         with _aws(f"updating weights of {endpoint_name}"):
             self.sagemaker.update_endpoint_weights_and_capacities(
                 EndpointName=endpoint_name,
-                DesiredWeightsAndCapacities=[{"VariantName": name, "DesiredWeight": float(weight)}
-                                             for name, weight in weights.items()])
-        print(f"deploy: shifting {endpoint_name} traffic to "
-              + ", ".join(f"{k}={v:g}" for k, v in weights.items()))
+                DesiredWeightsAndCapacities=[
+                    {"VariantName": name, "DesiredWeight": float(weight)} for name, weight in weights.items()
+                ],
+            )
+        print(
+            f"deploy: shifting {endpoint_name} traffic to "
+            + ", ".join(f"{k}={v:g}" for k, v in weights.items())
+        )
 
     def shift(self, endpoint_name: str, weights: dict[str, float]) -> dict[str, float]:
         """update_endpoint_weights_and_capacities, then wait; returns every variant's weight."""
         existing = self.describe_endpoint(endpoint_name)
         if existing is None:
-            raise ReviewpipeError(f"no SageMaker endpoint {endpoint_name!r} in {self.region}; deploy it first")
-        current = {v["VariantName"]: float(v.get("CurrentWeight") or 0.0) for v in existing["ProductionVariants"]}
+            raise ReviewpipeError(
+                f"no SageMaker endpoint {endpoint_name!r} in {self.region}; deploy it first"
+            )
+        current = {
+            v["VariantName"]: float(v.get("CurrentWeight") or 0.0) for v in existing["ProductionVariants"]
+        }
         unknown = sorted(set(weights) - set(current))
         if unknown:
             raise ReviewpipeError(f"unknown variant(s) {unknown}; {endpoint_name} has {sorted(current)}")
@@ -330,23 +420,37 @@ class SageMakerDeployer:
             raise ReviewpipeError("weights must be >= 0 with at least one variant above 0")
         self._update_weights(endpoint_name, weights)
         described = self.wait_in_service(endpoint_name)
-        return {v["VariantName"]: float(v.get("CurrentWeight") or 0.0) for v in described["ProductionVariants"]}
+        return {
+            v["VariantName"]: float(v.get("CurrentWeight") or 0.0) for v in described["ProductionVariants"]
+        }
 
     def status(self, endpoint_name: str) -> dict[str, Any]:
         existing = self.describe_endpoint(endpoint_name)
         if existing is None:
             return {"endpoint_name": endpoint_name, "status": "NotFound", "region": self.region}
-        return {"endpoint_name": endpoint_name, "status": existing["EndpointStatus"], "region": self.region,
-                "endpoint_arn": existing["EndpointArn"], "endpoint_config_name": existing["EndpointConfigName"],
-                "failure_reason": existing.get("FailureReason"),
-                "variants": [{"name": v["VariantName"], "current_weight": v.get("CurrentWeight"),
-                              "desired_weight": v.get("DesiredWeight"),
-                              "current_instance_count": v.get("CurrentInstanceCount")}
-                             for v in existing.get("ProductionVariants", [])]}
+        return {
+            "endpoint_name": endpoint_name,
+            "status": existing["EndpointStatus"],
+            "region": self.region,
+            "endpoint_arn": existing["EndpointArn"],
+            "endpoint_config_name": existing["EndpointConfigName"],
+            "failure_reason": existing.get("FailureReason"),
+            "variants": [
+                {
+                    "name": v["VariantName"],
+                    "current_weight": v.get("CurrentWeight"),
+                    "desired_weight": v.get("DesiredWeight"),
+                    "current_instance_count": v.get("CurrentInstanceCount"),
+                }
+                for v in existing.get("ProductionVariants", [])
+            ],
+        }
 
     # ------------------------------------------------------------ teardown
 
-    def _delete_config_and_models(self, config: dict[str, Any], keep: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    def _delete_config_and_models(
+        self, config: dict[str, Any], keep: frozenset[str] | set[str] = frozenset()
+    ) -> list[str]:
         deleted = []
         with _aws(f"deleting endpoint config {config['EndpointConfigName']}"):
             self.sagemaker.delete_endpoint_config(EndpointConfigName=config["EndpointConfigName"])
@@ -365,7 +469,9 @@ class SageMakerDeployer:
         """Delete the endpoint, its endpoint config and its models (the S3 tarballs stay)."""
         existing = self.describe_endpoint(endpoint_name)
         if existing is None:
-            raise ReviewpipeError(f"no SageMaker endpoint {endpoint_name!r} in {self.region}; nothing to delete")
+            raise ReviewpipeError(
+                f"no SageMaker endpoint {endpoint_name!r} in {self.region}; nothing to delete"
+            )
         config = self._describe_config(existing["EndpointConfigName"])
         with _aws(f"deleting endpoint {endpoint_name}"):
             self.sagemaker.delete_endpoint(EndpointName=endpoint_name)
@@ -375,5 +481,7 @@ class SageMakerDeployer:
 
 
 def _without_weights(production_variants: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    return sorted((v["VariantName"], v["ModelName"], v.get("InstanceType"), v.get("InitialInstanceCount"))
-                  for v in production_variants)
+    return sorted(
+        (v["VariantName"], v["ModelName"], v.get("InstanceType"), v.get("InitialInstanceCount"))
+        for v in production_variants
+    )

@@ -36,25 +36,31 @@ class ReviewExplanation:
     """One review: its text split into pieces, each with a contribution to `explained_class`."""
 
     text: str
-    pieces: list[tuple[str, float]]            # (text piece incl. following whitespace, contribution)
+    pieces: list[tuple[str, float]]  # (text piece incl. following whitespace, contribution)
     explained_class: str
     probabilities: dict[str, float]
     base_value: float
-    unit: str                                  # "log-odds" (baseline) or "probability" (Partition)
-    other: float = 0.0                         # contribution not located in the text (absent n-grams)
+    unit: str  # "log-odds" (baseline) or "probability" (Partition)
+    other: float = 0.0  # contribution not located in the text (absent n-grams)
     top_features: list[tuple[str, float]] = field(default_factory=list)
     observed: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "text": self.text, "observed": self.observed, "explained_class": self.explained_class,
-            "probabilities": self.probabilities, "base_value": self.base_value, "unit": self.unit,
-            "other": self.other, "pieces": [[t, v] for t, v in self.pieces],
+            "text": self.text,
+            "observed": self.observed,
+            "explained_class": self.explained_class,
+            "probabilities": self.probabilities,
+            "base_value": self.base_value,
+            "unit": self.unit,
+            "other": self.other,
+            "pieces": [[t, v] for t, v in self.pieces],
             "top_features": [[n, v] for n, v in self.top_features],
         }
 
 
 # ---------------------------------------------------------------- baseline (LinearExplainer)
+
 
 def _parts(model: Pipeline) -> tuple[Any, Any]:
     if not isinstance(model, Pipeline) or "features" not in model.named_steps:
@@ -78,7 +84,9 @@ def linear_explainer(model: Pipeline, background_texts: Sequence[str]) -> Any:
 
     union, classifier = _parts(model)
     background = union.transform(list(background_texts)).tocsr()
-    return shap.LinearExplainer(classifier, shap.maskers.Independent(background, max_samples=background.shape[0]))
+    return shap.LinearExplainer(
+        classifier, shap.maskers.Independent(background, max_samples=background.shape[0])
+    )
 
 
 def linear_shap_values(explainer: Any, model: Pipeline, texts: Sequence[str], chunk_rows: int = 16) -> Any:
@@ -86,15 +94,16 @@ def linear_shap_values(explainer: Any, model: Pipeline, texts: Sequence[str], ch
     union, _ = _parts(model)
     matrix = union.transform(list(texts)).tocsr()
     for start in range(0, matrix.shape[0], chunk_rows):
-        rows = matrix[start:start + chunk_rows]
+        rows = matrix[start : start + chunk_rows]
         values = np.asarray(explainer.shap_values(rows))
         if values.ndim == 2:  # a binary model explains one margin; give it a class axis
             values = values[:, :, None]
         yield start, values, rows
 
 
-def global_importance(explainer: Any, model: Pipeline, texts: Sequence[str], top_k: int = 20,
-                      analyzer: str | None = None) -> dict[str, list[dict[str, Any]]]:
+def global_importance(
+    explainer: Any, model: Pipeline, texts: Sequence[str], top_k: int = 20, analyzer: str | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """Per class: the `top_k` n-grams by mean |SHAP| over `texts`.
 
     Each also gets `mean_shap_present`, its mean SHAP value over the reviews that contain it (the
@@ -110,17 +119,26 @@ def global_importance(explainer: Any, model: Pipeline, texts: Sequence[str], top
         present_sum += (values * present[:, :, None]).sum(axis=0)
         present_rows += present.sum(axis=0)
     n = max(len(texts), 1)
-    keep = np.ones(len(names), dtype=bool) if analyzer is None else \
-        np.char.startswith(names.astype(str), f"{analyzer}:")
+    keep = (
+        np.ones(len(names), dtype=bool)
+        if analyzer is None
+        else np.char.startswith(names.astype(str), f"{analyzer}:")
+    )
     out: dict[str, list[dict[str, Any]]] = {}
     for c, label in enumerate(CLASS_LABELS):
         scores = np.where(keep, total_abs[:, c] / n, -np.inf)
         order = np.argsort(-scores, kind="stable")[:top_k]
-        out[label] = [{"feature": str(names[i]).split(":", 1)[1], "kind": str(names[i]).split(":", 1)[0],
-                       "mean_abs_shap": float(total_abs[i, c] / n),
-                       "mean_shap_present": float(present_sum[i, c] / max(present_rows[i], 1)),
-                       "reviews": int(present_rows[i])}
-                      for i in order if np.isfinite(scores[i])]
+        out[label] = [
+            {
+                "feature": str(names[i]).split(":", 1)[1],
+                "kind": str(names[i]).split(":", 1)[0],
+                "mean_abs_shap": float(total_abs[i, c] / n),
+                "mean_shap_present": float(present_sum[i, c] / max(present_rows[i], 1)),
+                "reviews": int(present_rows[i]),
+            }
+            for i in order
+            if np.isfinite(scores[i])
+        ]
     return out
 
 
@@ -149,9 +167,9 @@ def attribute_to_words(model: Pipeline, text: str, row_values: np.ndarray) -> tu
             low, high = vectorizer.ngram_range
             for n in range(low, high + 1):
                 for i in range(len(tokens) - n + 1):
-                    gram = " ".join(t for t, _ in tokens[i:i + n])
+                    gram = " ".join(t for t, _ in tokens[i : i + n])
                     if gram in vocabulary:
-                        occurrences[vocabulary[gram]].append([w for _, w in tokens[i:i + n]])
+                        occurrences[vocabulary[gram]].append([w for _, w in tokens[i : i + n]])
         elif vectorizer.analyzer == "char_wb":
             analyze = vectorizer.build_analyzer()  # char_wb n-grams never cross whitespace
             for w, word in enumerate(words):
@@ -169,8 +187,13 @@ def attribute_to_words(model: Pipeline, text: str, row_values: np.ndarray) -> tu
     return per_word, float(row_values[~present].sum())
 
 
-def explain_baseline_reviews(explainer: Any, model: Pipeline, texts: Sequence[str],
-                             observed: Sequence[str] | None = None, top_features: int = 8) -> list[ReviewExplanation]:
+def explain_baseline_reviews(
+    explainer: Any,
+    model: Pipeline,
+    texts: Sequence[str],
+    observed: Sequence[str] | None = None,
+    top_features: int = 8,
+) -> list[ReviewExplanation]:
     """Per-review explanations of the predicted class (log-odds contributions per word)."""
     from reviewpipe.models.baseline import predict_proba
 
@@ -187,24 +210,38 @@ def explain_baseline_reviews(explainer: Any, model: Pipeline, texts: Sequence[st
             row = values[r, :, c]
             per_word, other = attribute_to_words(model, texts[i], row)
             spans, _ = _word_pieces(texts[i])
-            pieces = [(texts[i][a:(spans[k + 1][0] if k + 1 < len(spans) else len(texts[i]))], float(per_word[k]))
-                      for k, (a, _) in enumerate(spans)]
+            pieces = [
+                (texts[i][a : (spans[k + 1][0] if k + 1 < len(spans) else len(texts[i]))], float(per_word[k]))
+                for k, (a, _) in enumerate(spans)
+            ]
             ranked = sorted(matrix[i].indices, key=lambda f: -abs(row[f]))[:top_features]
-            out.append(ReviewExplanation(
-                text=texts[i], pieces=pieces, explained_class=CLASS_LABELS[c],
-                probabilities={label: float(proba[i, k]) for k, label in enumerate(CLASS_LABELS)},
-                base_value=float(expected[c] if len(expected) > c else expected[0]), unit="log-odds",
-                other=other, top_features=[(str(names[f]), float(row[f])) for f in ranked],
-                observed=None if observed is None else str(observed[i]),
-            ))
+            out.append(
+                ReviewExplanation(
+                    text=texts[i],
+                    pieces=pieces,
+                    explained_class=CLASS_LABELS[c],
+                    probabilities={label: float(proba[i, k]) for k, label in enumerate(CLASS_LABELS)},
+                    base_value=float(expected[c] if len(expected) > c else expected[0]),
+                    unit="log-odds",
+                    other=other,
+                    top_features=[(str(names[f]), float(row[f])) for f in ranked],
+                    observed=None if observed is None else str(observed[i]),
+                )
+            )
     return out
 
 
 # ---------------------------------------------------------------- text models (Partition explainer)
 
-def partition_explanations(predict_proba: Callable[[list[str]], np.ndarray], tokenizer: Any,
-                           texts: Sequence[str], max_evals: int = 300, batch_size: int = 32,
-                           observed: Sequence[str] | None = None) -> tuple[list[ReviewExplanation], Any]:
+
+def partition_explanations(
+    predict_proba: Callable[[list[str]], np.ndarray],
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_evals: int = 300,
+    batch_size: int = 32,
+    observed: Sequence[str] | None = None,
+) -> tuple[list[ReviewExplanation], Any]:
     """shap Partition explainer + Text masker over any texts -> (3,) probability model.
 
     `tokenizer` is a Hugging Face tokenizer (None: shap's default regex tokenizer).
@@ -224,15 +261,21 @@ def partition_explanations(predict_proba: Callable[[list[str]], np.ndarray], tok
         tokens = [str(t) for t in explanation.data[i]]
         values = np.asarray(explanation.values[i])[:, c]
         base = np.atleast_1d(np.asarray(explanation.base_values[i], dtype=float))
-        out.append(ReviewExplanation(
-            text=str(text), pieces=[(t, float(v)) for t, v in zip(tokens, values, strict=True)],
-            explained_class=CLASS_LABELS[c],
-            probabilities={label: float(proba[i, k]) for k, label in enumerate(CLASS_LABELS)},
-            base_value=float(base[c] if len(base) > c else base[0]), unit="probability",
-            top_features=sorted(((t.strip(), float(v)) for t, v in zip(tokens, values, strict=True) if t.strip()),
-                                key=lambda item: -abs(item[1]))[:8],
-            observed=None if observed is None else str(observed[i]),
-        ))
+        out.append(
+            ReviewExplanation(
+                text=str(text),
+                pieces=[(t, float(v)) for t, v in zip(tokens, values, strict=True)],
+                explained_class=CLASS_LABELS[c],
+                probabilities={label: float(proba[i, k]) for k, label in enumerate(CLASS_LABELS)},
+                base_value=float(base[c] if len(base) > c else base[0]),
+                unit="probability",
+                top_features=sorted(
+                    ((t.strip(), float(v)) for t, v in zip(tokens, values, strict=True) if t.strip()),
+                    key=lambda item: -abs(item[1]),
+                )[:8],
+                observed=None if observed is None else str(observed[i]),
+            )
+        )
     return out, explanation
 
 
@@ -255,13 +298,21 @@ def token_importance(explanation: Any, top_k: int = 20) -> dict[str, list[dict[s
     out: dict[str, list[dict[str, Any]]] = {}
     for c, label in enumerate(CLASS_LABELS):
         ranked = sorted(abs_sums, key=lambda k: (-abs_sums[k][c], k))[:top_k]
-        out[label] = [{"feature": k, "kind": "token", "mean_abs_shap": float(abs_sums[k][c] / reviews),
-                       "mean_shap_present": float(sums[k][c] / counts[k]), "occurrences": counts[k]}
-                      for k in ranked]
+        out[label] = [
+            {
+                "feature": k,
+                "kind": "token",
+                "mean_abs_shap": float(abs_sums[k][c] / reviews),
+                "mean_shap_present": float(sums[k][c] / counts[k]),
+                "occurrences": counts[k],
+            }
+            for k in ranked
+        ]
     return out
 
 
 # ---------------------------------------------------------------- plots and the HTML page
+
 
 def importance_plot(importance: Mapping[str, Sequence[Mapping[str, Any]]], title: str, unit: str) -> bytes:
     """PNG: one horizontal bar chart per class (mean |SHAP|, coloured by the sign when present)."""
@@ -274,8 +325,11 @@ def importance_plot(importance: Mapping[str, Sequence[Mapping[str, Any]]], title
     fig, axes = plt.subplots(1, len(classes), figsize=(4.2 * len(classes), 0.28 * rows + 1.4), squeeze=False)
     for ax, label in zip(axes[0], classes, strict=True):
         items = list(importance[label])[::-1]
-        ax.barh([i["feature"] for i in items], [i["mean_abs_shap"] for i in items],
-                color=["#2a9d8f" if i["mean_shap_present"] >= 0 else "#e76f51" for i in items])
+        ax.barh(
+            [i["feature"] for i in items],
+            [i["mean_abs_shap"] for i in items],
+            color=["#2a9d8f" if i["mean_shap_present"] >= 0 else "#e76f51" for i in items],
+        )
         ax.set_title(f"{label}")
         ax.set_xlabel(f"mean |SHAP| ({unit})")
         ax.tick_params(axis="y", labelsize=8)
@@ -289,8 +343,10 @@ def _highlight(explanation: ReviewExplanation) -> str:
     for text, value in explanation.pieces:
         alpha = min(abs(value) / scale, 1.0) * 0.85
         rgb = "42,157,143" if value >= 0 else "231,111,81"
-        spans.append(f'<span style="background: rgba({rgb},{alpha:.2f})" title="{value:+.4f}">'
-                     f"{html.escape(text)}</span>")
+        spans.append(
+            f'<span style="background: rgba({rgb},{alpha:.2f})" title="{value:+.4f}">'
+            f"{html.escape(text)}</span>"
+        )
     return "".join(spans)
 
 
@@ -299,7 +355,8 @@ def render_html(sections: Sequence[Mapping[str, Any]], title: str = "reviewpipe:
 
     Each section: {"model", "method", "unit", "plot" (relative PNG path), "reviews": [ReviewExplanation]}."""
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
         ".review{border:1px solid #ddd;border-radius:6px;padding:.6em .8em;margin:.6em 0;line-height:1.7}"
         ".meta{font-size:.85em;color:#555}span[title]{border-radius:3px}"
@@ -313,15 +370,17 @@ def render_html(sections: Sequence[Mapping[str, Any]], title: str = "reviewpipe:
         if s.get("note"):
             parts.append(f"<p>{html.escape(s['note'])}</p>")
         if s.get("plot"):
-            parts.append(f"<img src='{html.escape(s['plot'])}' alt='{html.escape(s['model'])} importance' "
-                         "style='max-width:100%'>")
+            parts.append(
+                f"<img src='{html.escape(s['plot'])}' alt='{html.escape(s['model'])} importance' "
+                "style='max-width:100%'>"
+            )
         for r in s.get("reviews", []):
             probs = ", ".join(f"{k} {v:.2f}" for k, v in r.probabilities.items())
             other = f"; absent n-grams {r.other:+.3f}" if r.other else ""
             parts.append(
                 f"<div class='review'><div class='meta'>observed <b>{html.escape(str(r.observed))}</b> · "
                 f"explained (predicted) <b>{html.escape(r.explained_class)}</b> · {probs} · base "
-                f"{r.base_value:.3f} {html.escape(r.unit)}{other}</div>{_highlight(r)}</div>")
+                f"{r.base_value:.3f} {html.escape(r.unit)}{other}</div>{_highlight(r)}</div>"
+            )
     parts.append("</body></html>")
     return "\n".join(parts)
-

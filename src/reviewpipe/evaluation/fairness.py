@@ -37,8 +37,9 @@ def fairness_metrics() -> dict[str, Callable[..., float]]:
     return metrics
 
 
-def group_report(truth: ArrayLike, predicted: ArrayLike, groups: ArrayLike | pd.Series,
-                 min_group_rows: int = 1) -> dict[str, Any]:
+def group_report(
+    truth: ArrayLike, predicted: ArrayLike, groups: ArrayLike | pd.Series, min_group_rows: int = 1
+) -> dict[str, Any]:
     """One sensitive feature: metrics by group, gaps per metric, and the largest gap.
 
     `truth`/`predicted` are class ids; `groups` the group of each row (missing -> "(missing)").
@@ -46,15 +47,20 @@ def group_report(truth: ArrayLike, predicted: ArrayLike, groups: ArrayLike | pd.
     y, yhat = np.asarray(truth, dtype=int), np.asarray(predicted, dtype=int)
     group = pd.Series(groups).astype("object").where(pd.Series(groups).notna(), MISSING_GROUP).astype(str)
     if not (len(y) == len(yhat) == len(group)):
-        raise ReviewpipeError(f"truth, predictions and groups differ in length: {len(y)}, {len(yhat)}, {len(group)}.")
-    frame = MetricFrame(metrics=fairness_metrics(), y_true=y, y_pred=yhat,
-                        sensitive_features=group.to_numpy())
+        raise ReviewpipeError(
+            f"truth, predictions and groups differ in length: {len(y)}, {len(yhat)}, {len(group)}."
+        )
+    frame = MetricFrame(
+        metrics=fairness_metrics(), y_true=y, y_pred=yhat, sensitive_features=group.to_numpy()
+    )
     by_group = frame.by_group
     rows = group.value_counts()
     gated = sorted(g for g in by_group.index if rows[g] >= min_group_rows)
     report: dict[str, Any] = {
-        "groups": {str(g): {"rows": int(rows[g]), **{m: float(v) for m, v in by_group.loc[g].items()}}
-                   for g in by_group.index},
+        "groups": {
+            str(g): {"rows": int(rows[g]), **{m: float(v) for m, v in by_group.loc[g].items()}}
+            for g in by_group.index
+        },
         "overall": {m: float(v) for m, v in frame.overall.items()},
         "groups_below_min_rows": sorted(str(g) for g in by_group.index if rows[g] < min_group_rows),
     }
@@ -62,26 +68,42 @@ def group_report(truth: ArrayLike, predicted: ArrayLike, groups: ArrayLike | pd.
         report["gaps"], report["largest_gap"] = {}, None
         return report
     gated_rows = group.isin(gated).to_numpy()
-    gated_frame = MetricFrame(metrics=fairness_metrics(), y_true=y[gated_rows], y_pred=yhat[gated_rows],
-                              sensitive_features=group.to_numpy()[gated_rows])
+    gated_frame = MetricFrame(
+        metrics=fairness_metrics(),
+        y_true=y[gated_rows],
+        y_pred=yhat[gated_rows],
+        sensitive_features=group.to_numpy()[gated_rows],
+    )
     gaps = {m: float(v) for m, v in gated_frame.difference(method="between_groups").items()}
     worst = max(gaps, key=lambda m: gaps[m])
     low, high = gated_frame.by_group[worst].idxmin(), gated_frame.by_group[worst].idxmax()
     report["gaps"] = gaps
-    report["largest_gap"] = {"metric": worst, "value": gaps[worst], "lowest_group": str(low),
-                             "highest_group": str(high)}
+    report["largest_gap"] = {
+        "metric": worst,
+        "value": gaps[worst],
+        "lowest_group": str(low),
+        "highest_group": str(high),
+    }
     return report
 
 
-def fairness_report(frame: pd.DataFrame, truth_column: str, predicted_column: str,
-                    features: Sequence[str], min_group_rows: int = 1) -> dict[str, Any]:
+def fairness_report(
+    frame: pd.DataFrame,
+    truth_column: str,
+    predicted_column: str,
+    features: Sequence[str],
+    min_group_rows: int = 1,
+) -> dict[str, Any]:
     """All sensitive features for one model, plus the largest gap across them."""
     missing = [c for c in (truth_column, predicted_column, *features) if c not in frame.columns]
     if missing:
-        raise ReviewpipeError(f"fairness needs columns {missing}, absent from the test split; "
-                              "fix evaluate.fairness.features or rerun `reviewpipe stage prepare`.")
+        raise ReviewpipeError(
+            f"fairness needs columns {missing}, absent from the test split; "
+            "fix evaluate.fairness.features or rerun `reviewpipe stage prepare`."
+        )
     report: dict[str, Any] = {
-        f: group_report(frame[truth_column], frame[predicted_column], frame[f], min_group_rows) for f in features
+        f: group_report(frame[truth_column], frame[predicted_column], frame[f], min_group_rows)
+        for f in features
     }
     candidates = [(f, r["largest_gap"]) for f, r in report.items() if r["largest_gap"] is not None]
     report["largest_gap"] = None

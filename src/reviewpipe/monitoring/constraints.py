@@ -52,10 +52,13 @@ class Thresholds:
         drifts = section.get("drift", {}) or {}
         default = cls()
         return cls(
-            completeness_tolerance=float(quality.get("completeness_tolerance", default.completeness_tolerance)),
+            completeness_tolerance=float(
+                quality.get("completeness_tolerance", default.completeness_tolerance)
+            ),
             max_empty_text_ratio=float(quality.get("max_empty_text_ratio", default.max_empty_text_ratio)),
             max_unseen_category_ratio=float(
-                quality.get("max_unseen_category_ratio", default.max_unseen_category_ratio)),
+                quality.get("max_unseen_category_ratio", default.max_unseen_category_ratio)
+            ),
             numeric_features=tuple(drifts.get("numeric_features", default.numeric_features)),
             categorical_features=tuple(drifts.get("categorical_features", default.categorical_features)),
             psi_threshold=drifts.get("psi_threshold", default.psi_threshold),
@@ -66,8 +69,9 @@ class Thresholds:
         )
 
 
-def suggest_constraints(baseline: dict, thresholds: Thresholds,
-                        columns: MonitorColumns = DEFAULT_COLUMNS) -> dict:
+def suggest_constraints(
+    baseline: dict, thresholds: Thresholds, columns: MonitorColumns = DEFAULT_COLUMNS
+) -> dict:
     """constraints.json from baseline statistics (Model Monitor's suggest_baseline, locally)."""
     features = []
     for stats in baseline["features"]:
@@ -75,14 +79,17 @@ def suggest_constraints(baseline: dict, thresholds: Thresholds,
         entry: dict[str, Any] = {"name": name, "inferred_type": stats["inferred_type"]}
         if name in (columns.review_id, columns.text, columns.category):
             observed = completeness(stats)
-            entry["completeness"] = (None if observed is None
-                                     else max(0.0, observed - thresholds.completeness_tolerance))
+            entry["completeness"] = (
+                None if observed is None else max(0.0, observed - thresholds.completeness_tolerance)
+            )
         if name == columns.text:
             entry["string_constraints"] = {"max_empty_ratio": thresholds.max_empty_text_ratio}
         elif name == columns.category:
             buckets = stats["string_statistics"]["distribution"]["categorical"]["buckets"]
-            entry["string_constraints"] = {"domains": [b["value"] for b in buckets],
-                                           "max_unseen_ratio": thresholds.max_unseen_category_ratio}
+            entry["string_constraints"] = {
+                "domains": [b["value"] for b in buckets],
+                "max_unseen_ratio": thresholds.max_unseen_category_ratio,
+            }
         elif name == PREDICTED_LABEL:
             entry["string_constraints"] = {"domains": [str(s) for s in SENTIMENTS]}
         elif "numerical_statistics" in stats:
@@ -95,14 +102,18 @@ def suggest_constraints(baseline: dict, thresholds: Thresholds,
             "evaluate_constraints": "Enabled",
             "distribution_constraints": {
                 "perform_comparison": "Enabled",
-                "numeric": {"features": list(thresholds.numeric_features),
-                            "psi_threshold": thresholds.psi_threshold,
-                            "ks_threshold": thresholds.ks_threshold,
-                            "comparison_method": thresholds.comparison_method,
-                            "robust_confidence": thresholds.robust_confidence},
-                "categorical": {"features": list(thresholds.categorical_features),
-                                "psi_threshold": thresholds.psi_threshold,
-                                "chi2_p_value_threshold": thresholds.chi2_p_value_threshold},
+                "numeric": {
+                    "features": list(thresholds.numeric_features),
+                    "psi_threshold": thresholds.psi_threshold,
+                    "ks_threshold": thresholds.ks_threshold,
+                    "comparison_method": thresholds.comparison_method,
+                    "robust_confidence": thresholds.robust_confidence,
+                },
+                "categorical": {
+                    "features": list(thresholds.categorical_features),
+                    "psi_threshold": thresholds.psi_threshold,
+                    "chi2_p_value_threshold": thresholds.chi2_p_value_threshold,
+                },
             },
         },
     }
@@ -138,8 +149,15 @@ class Check:
 
 
 def _missing_column(name: str) -> Check:
-    return Check(name, "missing_column_check", "present", 0.0, 1.0, "less_than",
-                 f"column `{name}` is in the baseline but not in the batch")
+    return Check(
+        name,
+        "missing_column_check",
+        "present",
+        0.0,
+        1.0,
+        "less_than",
+        f"column `{name}` is in the baseline but not in the batch",
+    )
 
 
 def _quality_checks(constraint: dict, monitored: pd.DataFrame, columns: MonitorColumns) -> list[Check]:
@@ -149,55 +167,113 @@ def _quality_checks(constraint: dict, monitored: pd.DataFrame, columns: MonitorC
     checks = []
     if constraint.get("completeness") is not None and n:
         observed = float(values.notna().mean())
-        checks.append(Check(name, "completeness_check", "completeness", observed,
-                            constraint["completeness"], "less_than",
-                            f"{int(values.isna().sum())} of {n} values missing "
-                            f"(completeness {observed:.4f}, baseline constraint {constraint['completeness']:.4f})"))
+        checks.append(
+            Check(
+                name,
+                "completeness_check",
+                "completeness",
+                observed,
+                constraint["completeness"],
+                "less_than",
+                f"{int(values.isna().sum())} of {n} values missing "
+                f"(completeness {observed:.4f}, baseline constraint {constraint['completeness']:.4f})",
+            )
+        )
     string_constraints = constraint.get("string_constraints", {})
     present = values.dropna().astype(str)
     if name == columns.text and n:
         empty = int((present.str.strip() == "").sum())
-        checks.append(Check(name, "empty_text_check", "empty_ratio", empty / n,
-                            string_constraints.get("max_empty_ratio"), "greater_than",
-                            f"{empty} of {n} texts are empty or blank"))
+        checks.append(
+            Check(
+                name,
+                "empty_text_check",
+                "empty_ratio",
+                empty / n,
+                string_constraints.get("max_empty_ratio"),
+                "greater_than",
+                f"{empty} of {n} texts are empty or blank",
+            )
+        )
     if name == columns.category and n:
         domain = set(string_constraints.get("domains", []))
         unseen = present[~present.isin(domain)]
         examples = ", ".join(sorted(unseen.unique())[:5])
-        checks.append(Check(name, "categorical_values_check", "unseen_ratio", len(unseen) / n,
-                            string_constraints.get("max_unseen_ratio"), "greater_than",
-                            f"{len(unseen)} of {n} values not seen in the baseline"
-                            + (f" ({examples})" if examples else "")))
+        checks.append(
+            Check(
+                name,
+                "categorical_values_check",
+                "unseen_ratio",
+                len(unseen) / n,
+                string_constraints.get("max_unseen_ratio"),
+                "greater_than",
+                f"{len(unseen)} of {n} values not seen in the baseline"
+                + (f" ({examples})" if examples else ""),
+            )
+        )
     return checks
 
 
 def _drift_checks(comparison: drift.Comparison, thresholds: dict) -> list[Check]:
     m = comparison.metrics
     name = comparison.feature
-    checks = [Check(name, "baseline_drift_check", "psi", m["psi"], thresholds.get("psi_threshold"),
-                    "greater_than", "population stability index against the baseline buckets")]
+    checks = [
+        Check(
+            name,
+            "baseline_drift_check",
+            "psi",
+            m["psi"],
+            thresholds.get("psi_threshold"),
+            "greater_than",
+            "population stability index against the baseline buckets",
+        )
+    ]
     if comparison.kind == "numeric":
         threshold = thresholds.get("ks_threshold")
         note = ""
         if threshold is not None and thresholds.get("comparison_method", "robust") == "robust":
             # Model Monitor's "Robust" comparison: a distance counts only when it is also beyond the
             # KS critical value at the configured confidence, so small batches do not cry wolf.
-            critical = drift.ks_critical_value(sum(comparison.batch_counts), sum(comparison.baseline_counts),
-                                               thresholds.get("robust_confidence", 0.99))
+            critical = drift.ks_critical_value(
+                sum(comparison.batch_counts),
+                sum(comparison.baseline_counts),
+                thresholds.get("robust_confidence", 0.99),
+            )
             if critical > threshold:
                 threshold, note = critical, f"; threshold raised to the {critical:.3g} critical value"
-        checks.append(Check(name, "baseline_drift_check", "ks", m["ks"], threshold, "greater_than",
-                            f"Kolmogorov-Smirnov distance to the baseline (p-value {m['ks_p_value']:.3g}{note})"))
+        checks.append(
+            Check(
+                name,
+                "baseline_drift_check",
+                "ks",
+                m["ks"],
+                threshold,
+                "greater_than",
+                f"Kolmogorov-Smirnov distance to the baseline (p-value {m['ks_p_value']:.3g}{note})",
+            )
+        )
     else:
-        checks.append(Check(name, "baseline_drift_check", "chi2_p_value", m["chi2_p_value"],
-                            thresholds.get("chi2_p_value_threshold"), "less_than",
-                            f"chi-square homogeneity test (chi2 {m['chi2']:.3g}, dof {int(m['chi2_dof'])})"))
+        checks.append(
+            Check(
+                name,
+                "baseline_drift_check",
+                "chi2_p_value",
+                m["chi2_p_value"],
+                thresholds.get("chi2_p_value_threshold"),
+                "less_than",
+                f"chi-square homogeneity test (chi2 {m['chi2']:.3g}, dof {int(m['chi2_dof'])})",
+            )
+        )
     return checks
 
 
-def evaluate(baseline: dict, constraints: dict, monitored: pd.DataFrame,
-             columns: MonitorColumns = DEFAULT_COLUMNS, *, sketch_size: int = 1001,
-             ) -> tuple[list[Check], list[drift.Comparison]]:
+def evaluate(
+    baseline: dict,
+    constraints: dict,
+    monitored: pd.DataFrame,
+    columns: MonitorColumns = DEFAULT_COLUMNS,
+    *,
+    sketch_size: int = 1001,
+) -> tuple[list[Check], list[drift.Comparison]]:
     """Every check of `constraints` on a batch's monitor frame, and the drift comparisons."""
     checks: list[Check] = []
     for constraint in constraints["features"]:
@@ -220,11 +296,16 @@ def evaluate(baseline: dict, constraints: dict, monitored: pd.DataFrame,
                 if "distribution" not in stats["numerical_statistics"]:
                     continue  # the baseline had no values
                 present = values.dropna().to_numpy(dtype=float)
-                comparison = drift.compare_numeric(name, stats["numerical_statistics"], present,
-                                                   batch_sketch=quantile_sketch(present, sketch_size))
+                comparison = drift.compare_numeric(
+                    name,
+                    stats["numerical_statistics"],
+                    present,
+                    batch_sketch=quantile_sketch(present, sketch_size),
+                )
             else:
-                comparison = drift.compare_categorical(name, stats["string_statistics"],
-                                                       values.dropna().to_numpy())
+                comparison = drift.compare_categorical(
+                    name, stats["string_statistics"], values.dropna().to_numpy()
+                )
             if sum(comparison.batch_counts) == 0:
                 continue  # nothing to compare: completeness already reports it
             comparisons.append(comparison)
@@ -234,5 +315,7 @@ def evaluate(baseline: dict, constraints: dict, monitored: pd.DataFrame,
 
 def violations_document(checks: list[Check]) -> dict:
     """constraint_violations.json: Model Monitor's `violations` list, plus every check for context."""
-    return {"violations": [c.as_violation() for c in checks if c.violated],
-            "checks": [c.as_violation() for c in checks]}
+    return {
+        "violations": [c.as_violation() for c in checks if c.violated],
+        "checks": [c.as_violation() for c in checks],
+    }

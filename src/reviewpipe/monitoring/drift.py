@@ -20,8 +20,9 @@ from reviewpipe.monitoring.statistics import bucket_counts
 PSI_EPSILON = 1e-4
 
 
-def population_stability_index(expected: np.ndarray, actual: np.ndarray,
-                               epsilon: float = PSI_EPSILON) -> float:
+def population_stability_index(
+    expected: np.ndarray, actual: np.ndarray, epsilon: float = PSI_EPSILON
+) -> float:
     """PSI = sum((a - e) * ln(a / e)) over buckets, with e and a the baseline and batch shares
     (counts are normalised here; shares below `epsilon` are raised to it)."""
     expected = np.asarray(expected, dtype=float)
@@ -109,15 +110,19 @@ class Comparison:
 def _bucket_labels(edges: list[float]) -> list[str]:
     def fmt(x: float) -> str:
         return f"{x:g}"
+
     if not edges:
         return ["all"]
-    return ([f"< {fmt(edges[0])}"]
-            + [f"[{fmt(lo)}, {fmt(hi)})" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-            + [f">= {fmt(edges[-1])}"])
+    return (
+        [f"< {fmt(edges[0])}"]
+        + [f"[{fmt(lo)}, {fmt(hi)})" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+        + [f">= {fmt(edges[-1])}"]
+    )
 
 
-def compare_numeric(name: str, baseline: dict, batch_values: np.ndarray, *,
-                    batch_sketch: list[float] | None = None) -> Comparison:
+def compare_numeric(
+    name: str, baseline: dict, batch_values: np.ndarray, *, batch_sketch: list[float] | None = None
+) -> Comparison:
     """PSI over the baseline's quantile buckets and KS against the baseline's quantile sketch.
 
     `baseline` is the feature's `numerical_statistics` from the baseline statistics.json."""
@@ -131,11 +136,18 @@ def compare_numeric(name: str, baseline: dict, batch_values: np.ndarray, *,
     n_baseline = baseline["common"]["num_present"]
     ks = ks_statistic(values, np.asarray(sketch))
     return Comparison(
-        feature=name, kind="numeric", labels=_bucket_labels(edges),
-        baseline_counts=baseline_counts, batch_counts=counts,
-        metrics={"psi": population_stability_index(np.array(baseline_counts), np.array(counts)),
-                 "ks": ks, "ks_p_value": ks_p_value(ks, len(values), n_baseline)},
-        baseline_sketch=list(sketch), batch_sketch=list(batch_sketch or []),
+        feature=name,
+        kind="numeric",
+        labels=_bucket_labels(edges),
+        baseline_counts=baseline_counts,
+        batch_counts=counts,
+        metrics={
+            "psi": population_stability_index(np.array(baseline_counts), np.array(counts)),
+            "ks": ks,
+            "ks_p_value": ks_p_value(ks, len(values), n_baseline),
+        },
+        baseline_sketch=list(sketch),
+        batch_sketch=list(batch_sketch or []),
     )
 
 
@@ -143,8 +155,9 @@ def compare_categorical(name: str, baseline: dict, batch_values: np.ndarray) -> 
     """Chi-square homogeneity and PSI over the union of baseline and batch categories.
 
     `baseline` is the feature's `string_statistics` from the baseline statistics.json."""
-    baseline_counts = {b["value"]: int(b["count"])
-                       for b in baseline["distribution"]["categorical"]["buckets"]}
+    baseline_counts = {
+        b["value"]: int(b["count"]) for b in baseline["distribution"]["categorical"]["buckets"]
+    }
     present = [str(v) for v in batch_values if v is not None and v == v]  # v == v drops NaN
     batch_counts: dict[str, int] = {}
     for v in present:
@@ -154,8 +167,15 @@ def compare_categorical(name: str, baseline: dict, batch_values: np.ndarray) -> 
     new = np.array([batch_counts.get(v, 0) for v in labels])
     chi = chi_square_homogeneity(base, new)
     return Comparison(
-        feature=name, kind="categorical", labels=labels,
-        baseline_counts=base.tolist(), batch_counts=new.tolist(),
-        metrics={"psi": population_stability_index(base, new), "chi2": chi.statistic,
-                 "chi2_dof": float(chi.dof), "chi2_p_value": chi.p_value},
+        feature=name,
+        kind="categorical",
+        labels=labels,
+        baseline_counts=base.tolist(),
+        batch_counts=new.tolist(),
+        metrics={
+            "psi": population_stability_index(base, new),
+            "chi2": chi.statistic,
+            "chi2_dof": float(chi.dof),
+            "chi2_p_value": chi.p_value,
+        },
     )

@@ -38,18 +38,26 @@ def comparison_plot(comparison: Comparison) -> str:
     bars = axes[0] if numeric else axes
     x = np.arange(len(comparison.labels))
     width = 0.4
-    bars.bar(x - width / 2, comparison.shares(comparison.baseline_counts), width, label="baseline",
-             color=BASELINE_COLOUR)
-    bars.bar(x + width / 2, comparison.shares(comparison.batch_counts), width, label="batch",
-             color=BATCH_COLOUR)
+    bars.bar(
+        x - width / 2,
+        comparison.shares(comparison.baseline_counts),
+        width,
+        label="baseline",
+        color=BASELINE_COLOUR,
+    )
+    bars.bar(
+        x + width / 2, comparison.shares(comparison.batch_counts), width, label="batch", color=BATCH_COLOUR
+    )
     bars.set_xticks(x, comparison.labels, rotation=35, ha="right", fontsize=8)
     bars.set_ylabel("share")
     bars.set_title(f"{comparison.feature}: share per {'bucket' if numeric else 'value'}")
     bars.legend()
     if numeric:
         cdf = axes[1]
-        for sketch, label, colour in ((comparison.baseline_sketch, "baseline", BASELINE_COLOUR),
-                                      (comparison.batch_sketch, "batch", BATCH_COLOUR)):
+        for sketch, label, colour in (
+            (comparison.baseline_sketch, "baseline", BASELINE_COLOUR),
+            (comparison.batch_sketch, "batch", BATCH_COLOUR),
+        ):
             cdf.step(sketch, np.linspace(0, 1, len(sketch)), where="post", label=label, color=colour)
         cdf.set_ylabel("cumulative share")
         cdf.set_xlabel(comparison.feature)
@@ -74,9 +82,12 @@ def _checks_table(checks: list[Check]) -> str:
         rows.append(
             f"<tr>{status}<td>{html.escape(c.feature_name)}</td><td>{html.escape(c.constraint_check_type)}</td>"
             f"<td>{html.escape(c.metric)}</td><td class=num>{_fmt(c.value)}</td>"
-            f"<td class=num>{op} {_fmt(c.threshold)} violates</td><td>{html.escape(c.description)}</td></tr>")
-    return ("<table><tr><th>status</th><th>feature</th><th>check</th><th>metric</th><th>value</th>"
-            "<th>threshold</th><th>detail</th></tr>" + "".join(rows) + "</table>")
+            f"<td class=num>{op} {_fmt(c.threshold)} violates</td><td>{html.escape(c.description)}</td></tr>"
+        )
+    return (
+        "<table><tr><th>status</th><th>feature</th><th>check</th><th>metric</th><th>value</th>"
+        "<th>threshold</th><th>detail</th></tr>" + "".join(rows) + "</table>"
+    )
 
 
 def _numeric_summary(baseline: dict, batch: dict) -> str:
@@ -89,26 +100,44 @@ def _numeric_summary(baseline: dict, batch: dict) -> str:
         for source in (stats, other):
             body = (source or {}).get("numerical_statistics", {})
             q = body.get("quantiles", {})
-            cells.append(f"<td class=num>{_fmt(body.get('mean'))}</td><td class=num>{_fmt(q.get('p50'))}</td>"
-                         f"<td class=num>{_fmt(q.get('p95'))}</td>")
+            cells.append(
+                f"<td class=num>{_fmt(body.get('mean'))}</td><td class=num>{_fmt(q.get('p50'))}</td>"
+                f"<td class=num>{_fmt(q.get('p95'))}</td>"
+            )
         rows.append(f"<tr><td>{html.escape(stats['name'])}</td>{''.join(cells)}</tr>")
-    return ("<table><tr><th rowspan=2>feature</th><th colspan=3>baseline</th><th colspan=3>batch</th></tr>"
-            "<tr><th>mean</th><th>median</th><th>p95</th><th>mean</th><th>median</th><th>p95</th></tr>"
-            + "".join(rows) + "</table>")
+    return (
+        "<table><tr><th rowspan=2>feature</th><th colspan=3>baseline</th><th colspan=3>batch</th></tr>"
+        "<tr><th>mean</th><th>median</th><th>p95</th><th>mean</th><th>median</th><th>p95</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
-def render_report(*, title: str, source: str, baseline: dict, batch: dict, checks: list[Check],
-                  comparisons: list[Comparison], generated_at: str) -> str:
+def render_report(
+    *,
+    title: str,
+    source: str,
+    baseline: dict,
+    batch: dict,
+    checks: list[Check],
+    comparisons: list[Comparison],
+    generated_at: str,
+) -> str:
     """The whole HTML page as a string."""
     violated = [c for c in checks if c.violated]
-    verdict = (f'<p class="verdict bad">{len(violated)} violation(s) of {len(checks)} checks</p>' if violated
-               else f'<p class="verdict ok">No violations ({len(checks)} checks)</p>')
+    verdict = (
+        f'<p class="verdict bad">{len(violated)} violation(s) of {len(checks)} checks</p>'
+        if violated
+        else f'<p class="verdict ok">No violations ({len(checks)} checks)</p>'
+    )
     sections = []
     for comparison in comparisons:
         metrics = ", ".join(f"{k} = {_fmt(v)}" for k, v in comparison.metrics.items())
-        sections.append(f"<h3>{html.escape(comparison.feature)}</h3><p class=metrics>{html.escape(metrics)}</p>"
-                        f'<img alt="{html.escape(comparison.feature)} distributions" '
-                        f'src="data:image/png;base64,{comparison_plot(comparison)}">')
+        sections.append(
+            f"<h3>{html.escape(comparison.feature)}</h3><p class=metrics>{html.escape(metrics)}</p>"
+            f'<img alt="{html.escape(comparison.feature)} distributions" '
+            f'src="data:image/png;base64,{comparison_plot(comparison)}">'
+        )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -121,14 +150,14 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 img {{ max-width: 100%; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Batch: <code>{html.escape(source)}</code> — {batch['dataset']['item_count']} rows;
-baseline: {baseline['dataset']['item_count']} rows. Generated {html.escape(generated_at)}.</p>
+<p>Batch: <code>{html.escape(source)}</code> — {batch["dataset"]["item_count"]} rows;
+baseline: {baseline["dataset"]["item_count"]} rows. Generated {html.escape(generated_at)}.</p>
 {verdict}
 <h2>Checks</h2>
 {_checks_table(checks)}
 <h2>Numeric features</h2>
 {_numeric_summary(baseline, batch)}
 <h2>Compared distributions</h2>
-{''.join(sections) or '<p>No distributions compared.</p>'}
+{"".join(sections) or "<p>No distributions compared.</p>"}
 </body></html>
 """

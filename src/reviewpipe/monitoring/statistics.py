@@ -37,9 +37,11 @@ class MonitorColumns:
 
     @classmethod
     def from_params(cls, section: Any) -> MonitorColumns:
-        return cls(text=section.get("text_column", cls.text),
-                   category=section.get("category_column", cls.category),
-                   review_id=section.get("id_column", cls.review_id))
+        return cls(
+            text=section.get("text_column", cls.text),
+            category=section.get("category_column", cls.category),
+            review_id=section.get("id_column", cls.review_id),
+        )
 
 
 DEFAULT_COLUMNS = MonitorColumns()
@@ -48,10 +50,13 @@ DEFAULT_COLUMNS = MonitorColumns()
 def text_lengths(texts: pd.Series) -> pd.DataFrame:
     """Characters and whitespace-separated words per text; missing texts give missing lengths."""
     as_text = texts.astype("string")
-    return pd.DataFrame({
-        REVIEW_LENGTH: as_text.str.len().astype("Float64"),
-        WORD_COUNT: as_text.str.split().str.len().astype("Float64"),
-    }, index=texts.index)
+    return pd.DataFrame(
+        {
+            REVIEW_LENGTH: as_text.str.len().astype("Float64"),
+            WORD_COUNT: as_text.str.split().str.len().astype("Float64"),
+        },
+        index=texts.index,
+    )
 
 
 def predicted_labels(probabilities: np.ndarray) -> tuple[pd.Series, pd.Series]:
@@ -70,8 +75,9 @@ def predicted_labels(probabilities: np.ndarray) -> tuple[pd.Series, pd.Series]:
     return pd.Series(labels, dtype="string"), pd.Series(confidence, dtype="Float64")
 
 
-def monitor_frame(frame: pd.DataFrame, probabilities: np.ndarray | None,
-                  columns: MonitorColumns = DEFAULT_COLUMNS) -> pd.DataFrame:
+def monitor_frame(
+    frame: pd.DataFrame, probabilities: np.ndarray | None, columns: MonitorColumns = DEFAULT_COLUMNS
+) -> pd.DataFrame:
     """The features we monitor, one row per review. Source columns absent from `frame` are left
     out (the missing-column check reports them); `probabilities` is aligned with `frame` (rows of
     NaN for reviews that were not predicted), or None when no model is monitored."""
@@ -135,45 +141,71 @@ def numeric_statistics(name: str, values: pd.Series, *, bins: int = 10, sketch_s
         bounds = [float(present.min()), *edges, float(present.max())]
         counts = bucket_counts(present, edges)
         quantiles = np.quantile(present, [0.05, 0.25, 0.5, 0.75, 0.95])
-        stats.update({
-            "mean": _number(present.mean()), "sum": _number(present.sum()),
-            "std_dev": _number(present.std(ddof=0)),
-            "min": _number(present.min()), "max": _number(present.max()),
-            "quantiles": {f"p{round(q * 100)}": _number(v)
-                          for q, v in zip((0.05, 0.25, 0.5, 0.75, 0.95), quantiles, strict=True)},
-            "distribution": {
-                "kll": {"buckets": [
-                    {"lower_bound": lo, "upper_bound": hi, "count": c}
-                    for lo, hi, c in zip(bounds[:-1], bounds[1:], counts, strict=True)]},
-                "sketch": {"size": sketch_size, "quantiles": quantile_sketch(present, sketch_size)},
-            },
-        })
-    return {"name": name, "inferred_type": "Integral" if integral else "Fractional",
-            "numerical_statistics": stats}
+        stats.update(
+            {
+                "mean": _number(present.mean()),
+                "sum": _number(present.sum()),
+                "std_dev": _number(present.std(ddof=0)),
+                "min": _number(present.min()),
+                "max": _number(present.max()),
+                "quantiles": {
+                    f"p{round(q * 100)}": _number(v)
+                    for q, v in zip((0.05, 0.25, 0.5, 0.75, 0.95), quantiles, strict=True)
+                },
+                "distribution": {
+                    "kll": {
+                        "buckets": [
+                            {"lower_bound": lo, "upper_bound": hi, "count": c}
+                            for lo, hi, c in zip(bounds[:-1], bounds[1:], counts, strict=True)
+                        ]
+                    },
+                    "sketch": {"size": sketch_size, "quantiles": quantile_sketch(present, sketch_size)},
+                },
+            }
+        )
+    return {
+        "name": name,
+        "inferred_type": "Integral" if integral else "Fractional",
+        "numerical_statistics": stats,
+    }
 
 
 def categorical_statistics(name: str, values: pd.Series) -> dict:
     present = values.dropna().astype(str)
     counts = present.value_counts().sort_index()
-    return {"name": name, "inferred_type": "String", "string_statistics": {
-        "common": _common(values),
-        "distinct_count": int(len(counts)),
-        "distribution": {"categorical": {"buckets": [
-            {"value": str(v), "count": int(c)} for v, c in counts.items()]}},
-    }}
+    return {
+        "name": name,
+        "inferred_type": "String",
+        "string_statistics": {
+            "common": _common(values),
+            "distinct_count": int(len(counts)),
+            "distribution": {
+                "categorical": {"buckets": [{"value": str(v), "count": int(c)} for v, c in counts.items()]}
+            },
+        },
+    }
 
 
 def text_statistics(name: str, values: pd.Series) -> dict:
     """Free text: completeness and the number of empty (blank) texts, no value distribution."""
     present = values.dropna().astype(str)
-    return {"name": name, "inferred_type": "String", "string_statistics": {
-        "common": _common(values),
-        "num_empty": int((present.str.strip() == "").sum()),
-    }}
+    return {
+        "name": name,
+        "inferred_type": "String",
+        "string_statistics": {
+            "common": _common(values),
+            "num_empty": int((present.str.strip() == "").sum()),
+        },
+    }
 
 
-def dataset_statistics(monitored: pd.DataFrame, columns: MonitorColumns = DEFAULT_COLUMNS, *,
-                       bins: int = 10, sketch_size: int = 1001) -> dict:
+def dataset_statistics(
+    monitored: pd.DataFrame,
+    columns: MonitorColumns = DEFAULT_COLUMNS,
+    *,
+    bins: int = 10,
+    sketch_size: int = 1001,
+) -> dict:
     """statistics.json for a monitor frame (see `monitor_frame`)."""
     features: list[dict] = []
     for name in monitored.columns:
@@ -185,8 +217,9 @@ def dataset_statistics(monitored: pd.DataFrame, columns: MonitorColumns = DEFAUL
         elif name in (REVIEW_LENGTH, WORD_COUNT, PREDICTION_CONFIDENCE):
             features.append(numeric_statistics(name, values, bins=bins, sketch_size=sketch_size))
         else:  # identifiers: completeness only
-            features.append({"name": name, "inferred_type": "String",
-                             "string_statistics": {"common": _common(values)}})
+            features.append(
+                {"name": name, "inferred_type": "String", "string_statistics": {"common": _common(values)}}
+            )
     return {"version": STATISTICS_VERSION, "dataset": {"item_count": len(monitored)}, "features": features}
 
 

@@ -62,7 +62,8 @@ def balanced_class_weights(sentiments: pd.Series, classes: Sequence[int] = SENTI
     if absent:
         raise ReviewpipeError(
             f"cannot compute class weights: no training rows with sentiment {absent}. "
-            "Check prepare.min_category_reviews and the data.")
+            "Check prepare.min_category_reviews and the data."
+        )
     n = int(counts.loc[list(classes)].sum())
     return {str(c): n / (len(classes) * int(counts[c])) for c in classes}
 

@@ -24,18 +24,35 @@ from reviewpipe.storage import StorageOptions, get_fs
 
 # What prepare reads from the catalog view `reviews`.
 SOURCE_COLUMNS: list[str] = [
-    "review_id", "review_body", "product_category", "division_name", "department_name", "age", "sentiment",
+    "review_id",
+    "review_body",
+    "product_category",
+    "division_name",
+    "department_name",
+    "age",
+    "sentiment",
 ]
 SOURCE_SQL = f"SELECT {', '.join(SOURCE_COLUMNS)} FROM reviews ORDER BY review_id"
 
 # The prepared-data contract (docs: helper brief, "Prepared").
 PREPARED_COLUMNS: list[str] = [
-    "review_id", "review_body", "product_category", "division_name", "department_name",
-    "age", "age_band", "sentiment", "label_id", "split_type",
+    "review_id",
+    "review_body",
+    "product_category",
+    "division_name",
+    "department_name",
+    "age",
+    "age_band",
+    "sentiment",
+    "label_id",
+    "split_type",
 ]
 # Drop reasons, in the order they are checked (a row is counted under its first reason).
 DROP_REASONS: tuple[str, ...] = (
-    "missing_review_body", "missing_product_category", "missing_sentiment", "rare_category",
+    "missing_review_body",
+    "missing_product_category",
+    "missing_sentiment",
+    "rare_category",
 )
 LABEL_ID: dict[int, int] = {s: i for i, s in enumerate(SENTIMENTS)}
 
@@ -49,7 +66,8 @@ class PrepareSettings:
     balance: str = "sentiment"
     class_weights: bool = False
     fractions: dict[str, float] = field(
-        default_factory=lambda: {"train": 0.90, "validation": 0.05, "test": 0.05})
+        default_factory=lambda: {"train": 0.90, "validation": 0.05, "test": 0.05}
+    )
     split_method: str = "rank"
     seed: int = 42
 
@@ -68,11 +86,13 @@ class PrepareSettings:
         )
         if settings.balance not in STRATEGIES:
             raise ReviewpipeError(
-                f"prepare.balance must be one of {list(STRATEGIES)}, got {settings.balance!r}.")
+                f"prepare.balance must be one of {list(STRATEGIES)}, got {settings.balance!r}."
+            )
         if settings.class_weights and settings.balance != "none":
             raise ReviewpipeError(
                 "prepare.class_weights: true keeps all rows, but prepare.balance is "
-                f"{settings.balance!r}; set prepare.balance=none or prepare.class_weights=false.")
+                f"{settings.balance!r}; set prepare.balance=none or prepare.class_weights=false."
+            )
         return settings
 
 
@@ -125,10 +145,13 @@ def latest_human_labels(records: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFr
         if record.get("review_id") is None or pd.isna(label) or label not in LABEL_ID or pd.isna(when):
             invalid += 1
             continue
-        rows.append({"review_key": str(record["review_id"]), "label": int(label),
-                     "labeled_at": when, "order": order})
+        rows.append(
+            {"review_key": str(record["review_id"]), "label": int(label), "labeled_at": when, "order": order}
+        )
     if not rows:
-        return pd.DataFrame({"review_key": pd.Series(dtype="string"), "label": pd.Series(dtype="int64")}), invalid
+        return pd.DataFrame(
+            {"review_key": pd.Series(dtype="string"), "label": pd.Series(dtype="int64")}
+        ), invalid
     labels = pd.DataFrame(rows).sort_values(["labeled_at", "order"], kind="stable")
     latest = labels.drop_duplicates("review_key", keep="last")
     return latest[["review_key", "label"]].reset_index(drop=True), invalid
@@ -145,8 +168,11 @@ def apply_human_labels(df: pd.DataFrame, labels: pd.DataFrame) -> tuple[pd.DataF
     out = df.copy()
     changed = int((matched & (human != out["sentiment"])).sum())
     out.loc[matched, "sentiment"] = human[matched].astype("int64")
-    stats = {"merged": int(matched.sum()), "changed": changed,
-             "unmatched": int((~by_key.index.isin(keys)).sum())}
+    stats = {
+        "merged": int(matched.sum()),
+        "changed": changed,
+        "unmatched": int((~by_key.index.isin(keys)).sum()),
+    }
     return out, stats
 
 
@@ -171,7 +197,9 @@ def prepare_reviews(
     """The whole preparation on a frame with SOURCE_COLUMNS."""
     missing = [c for c in SOURCE_COLUMNS if c not in source.columns]
     if missing:
-        raise ReviewpipeError(f"the reviews table lacks columns {missing}; re-run the ingest and catalog stages.")
+        raise ReviewpipeError(
+            f"the reviews table lacks columns {missing}; re-run the ingest and catalog stages."
+        )
     kept, dropped = filter_reviews(source, settings.min_category_reviews)
     labels = human_labels if human_labels is not None else latest_human_labels([])[0]
     kept, label_stats = apply_human_labels(kept, labels)
@@ -198,8 +226,13 @@ def prepare_reviews(
         "rows_prepared": int(len(balanced)),
         "rows_per_sentiment": _per_sentiment(balanced),
         "unbalanced_rows_per_sentiment": _per_sentiment(unbalanced),
-        "rows": {s: {**_per_sentiment(balanced[balanced["split_type"] == s]),
-                     "total": int((balanced["split_type"] == s).sum())} for s in SPLITS},
+        "rows": {
+            s: {
+                **_per_sentiment(balanced[balanced["split_type"] == s]),
+                "total": int((balanced["split_type"] == s).sum()),
+            }
+            for s in SPLITS
+        },
         "class_weights": weights,
     }
     return Prepared(unbalanced, balanced, dropped, weights, metrics)
@@ -218,8 +251,12 @@ def split_statistics(prepared: Prepared) -> pd.DataFrame:
     """Rows per dataset (balanced | unbalanced) × split × sentiment × category, tidy."""
     frames = []
     for dataset, df in (("balanced", prepared.balanced), ("unbalanced", prepared.unbalanced)):
-        counts = (df.groupby(["split_type", "sentiment", "product_category"], sort=True)
-                  .size().rename("rows").reset_index())
+        counts = (
+            df.groupby(["split_type", "sentiment", "product_category"], sort=True)
+            .size()
+            .rename("rows")
+            .reset_index()
+        )
         frames.append(counts.assign(dataset=dataset))
     stats = pd.concat(frames, ignore_index=True)
     return stats[["dataset", "split_type", "sentiment", "product_category", "rows"]]

@@ -51,7 +51,8 @@ def check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
     unknown = [s for s in fractions if s not in SPLITS]
     if missing or unknown:
         raise ReviewpipeError(
-            f"prepare.split needs exactly the fractions {list(SPLITS)}; missing {missing}, unknown {unknown}.")
+            f"prepare.split needs exactly the fractions {list(SPLITS)}; missing {missing}, unknown {unknown}."
+        )
     values = {s: float(fractions[s]) for s in SPLITS}
     if any(v < 0 for v in values.values()) or abs(sum(values.values()) - 1.0) > 1e-9:
         raise ReviewpipeError(f"prepare.split fractions must be >= 0 and sum to 1, got {values}.")
@@ -93,7 +94,7 @@ def assign_splits(
         counts = apportion(len(ordered), fractions)
         start = 0
         for name in SPLITS:
-            splits.loc[ordered[start:start + counts[name]]] = name
+            splits.loc[ordered[start : start + counts[name]]] = name
             start += counts[name]
     return splits
 

@@ -1,8 +1,8 @@
 """`reviewpipe review`: human-in-the-loop labelling (Augmented AI, locally).
 
-  reviewpipe review --annotator NAME [--port N]   serve the labelling page for the queued reviews
-  reviewpipe review enqueue --input URI           run the champion over a batch and queue the
-                                                  predictions below review.confidence_threshold
+reviewpipe review --annotator NAME [--port N]   serve the labelling page for the queued reviews
+reviewpipe review enqueue --input URI           run the champion over a batch and queue the
+                                                predictions below review.confidence_threshold
 """
 
 from __future__ import annotations
@@ -22,15 +22,28 @@ from reviewpipe.review.store import LabelStore
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", nargs="?", choices=("serve", "enqueue"), default="serve",
-                        help="serve the labelling page (default) or enqueue low-confidence predictions")
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=("serve", "enqueue"),
+        default="serve",
+        help="serve the labelling page (default) or enqueue low-confidence predictions",
+    )
     parser.add_argument("--annotator", help="serve: your name, stored with every label")
     parser.add_argument("--port", type=int, help="serve: port (default review.port; 0 = any free port)")
     parser.add_argument("--host", help="serve: interface (default review.host, 127.0.0.1)")
-    parser.add_argument("--input", help="enqueue: batch to predict (parquet, CSV or JSON Lines; local or s3://)")
+    parser.add_argument(
+        "--input", help="enqueue: batch to predict (parquet, CSV or JSON Lines; local or s3://)"
+    )
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],
-                        help="override a param, e.g. -S review.confidence_threshold=0.8")
+    parser.add_argument(
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="override a param, e.g. -S review.confidence_threshold=0.8",
+    )
 
 
 def enqueue(params: Any, input_uri: str, predictor: Any | None = None) -> tuple[str | None, dict[str, int]]:
@@ -40,25 +53,37 @@ def enqueue(params: Any, input_uri: str, predictor: Any | None = None) -> tuple[
 
     review = section(params, "review")
     options = storage.StorageOptions.from_params(params.get("storage"))
-    text_column, id_column = str(review.get("text_column", "review_body")), str(review.get("id_column", "review_id"))
+    text_column, id_column = (
+        str(review.get("text_column", "review_body")),
+        str(review.get("id_column", "review_id")),
+    )
     frame = read_table(input_uri, options)
     missing = [c for c in (id_column, text_column) if c not in frame.columns]
     if missing:
-        raise ReviewpipeError(f"{input_uri} lacks column(s) {', '.join(missing)} (has {', '.join(frame.columns)}); "
-                              "set review.id_column / review.text_column.")
+        raise ReviewpipeError(
+            f"{input_uri} lacks column(s) {', '.join(missing)} (has {', '.join(frame.columns)}); "
+            "set review.id_column / review.text_column."
+        )
     model = review.get("model", {}) or {}
     predictor = predictor if predictor is not None else load_champion(model, "review.model")
     if predictor is None:
         raise ReviewpipeError("review.model.kind is `none`: enqueueing needs a model to predict with")
     probabilities = predict_probabilities(predictor, frame[text_column], int(model.get("batch_size", 256)))
-    records = select_for_review(frame[id_column].tolist(), frame[text_column].tolist(), probabilities,
-                                float(review.confidence_threshold))
+    records = select_for_review(
+        frame[id_column].tolist(),
+        frame[text_column].tolist(),
+        probabilities,
+        float(review.confidence_threshold),
+    )
     done = {str(r["review_id"]) for r in read_queue(str(review.queue_dir), options)}
     done |= LabelStore(str(review.labels_dir), "enqueue").labelled_ids()
     fresh = [r for r in records if str(r["review_id"]) not in done]
     path = write_queue(fresh, str(review.queue_dir), options=options)
-    return path, {"predicted": int((~np.isnan(probabilities).any(axis=1)).sum()),
-                  "below_threshold": len(records), "queued": len(fresh)}
+    return path, {
+        "predicted": int((~np.isnan(probabilities).any(axis=1)).sum()),
+        "below_threshold": len(records),
+        "queued": len(fresh),
+    }
 
 
 def serve(params: Any, annotator: str, host: str | None = None, port: int | None = None) -> None:
@@ -68,18 +93,28 @@ def serve(params: Any, annotator: str, host: str | None = None, port: int | None
     options = storage.StorageOptions.from_params(params.get("storage"))
     queue = read_queue(str(review.queue_dir), options)
     if not queue:
-        raise ReviewpipeError(f"the review queue {review.queue_dir} is empty: fill it with "
-                              "`reviewpipe review enqueue --input BATCH`.")
+        raise ReviewpipeError(
+            f"the review queue {review.queue_dir} is empty: fill it with "
+            "`reviewpipe review enqueue --input BATCH`."
+        )
     session = ReviewSession(queue, LabelStore(str(review.labels_dir), annotator))
-    server = make_server(session, host or str(review.get("host", "127.0.0.1")),
-                         int(review.get("port", 8765)) if port is None else port)
+    server = make_server(
+        session,
+        host or str(review.get("host", "127.0.0.1")),
+        int(review.get("port", 8765)) if port is None else port,
+    )
     bound_host, bound_port = server.server_address[:2]
     progress = session.state()["progress"]
-    print(f"labelling {progress['remaining']} of {progress['total']} queued reviews as {session.store.annotator}; "
-          f"labels go to {session.store.path}\nopen http://{bound_host}:{bound_port}/  (Ctrl-C to stop)", flush=True)
+    print(
+        f"labelling {progress['remaining']} of {progress['total']} queued reviews as {session.store.annotator}; "
+        f"labels go to {session.store.path}\nopen http://{bound_host}:{bound_port}/  (Ctrl-C to stop)",
+        flush=True,
+    )
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (a process manager) stops as cleanly as Ctrl-C; every label is already on disk.
-        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+        signal.signal(
+            signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start()
+        )
     try:
         server.serve_forever()
     finally:
@@ -93,8 +128,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.input:
             raise ReviewpipeError("enqueue needs --input BATCH (parquet, CSV or JSON Lines; local or s3://)")
         path, counts = enqueue(params, args.input)
-        print(f"{counts['below_threshold']} of {counts['predicted']} predictions below the confidence threshold; "
-              f"{counts['queued']} newly queued" + (f" in {path}" if path else ""))
+        print(
+            f"{counts['below_threshold']} of {counts['predicted']} predictions below the confidence threshold; "
+            f"{counts['queued']} newly queued" + (f" in {path}" if path else "")
+        )
         return 0
     if not args.annotator or not args.annotator.strip():
         raise ReviewpipeError("say who is labelling: reviewpipe review --annotator YOUR_NAME")

@@ -25,14 +25,21 @@ def utc_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
-def select_for_review(review_ids: Sequence[Any], texts: Sequence[str], probabilities: np.ndarray,
-                      threshold: float, created_at: str | None = None) -> list[dict[str, Any]]:
+def select_for_review(
+    review_ids: Sequence[Any],
+    texts: Sequence[str],
+    probabilities: np.ndarray,
+    threshold: float,
+    created_at: str | None = None,
+) -> list[dict[str, Any]]:
     """Queue records for the predictions whose top probability is below `threshold` (strictly).
     Rows of NaN (not predicted) are not queued: there is no prediction to confirm."""
     probabilities = np.asarray(probabilities, dtype=float)
     if probabilities.shape != (len(texts), len(SENTIMENTS)) or len(review_ids) != len(texts):
-        raise ValueError(f"expected {len(texts)} ids, texts and probability rows of {len(SENTIMENTS)}; "
-                         f"got {len(review_ids)} ids and probabilities of shape {probabilities.shape}")
+        raise ValueError(
+            f"expected {len(texts)} ids, texts and probability rows of {len(SENTIMENTS)}; "
+            f"got {len(review_ids)} ids and probabilities of shape {probabilities.shape}"
+        )
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"confidence threshold must be in (0, 1], got {threshold}")
     created_at = created_at or utc_now()
@@ -40,14 +47,16 @@ def select_for_review(review_ids: Sequence[Any], texts: Sequence[str], probabili
     for review_id, text, row in zip(review_ids, texts, probabilities, strict=True):
         if np.isnan(row).any() or row.max() >= threshold:
             continue
-        records.append({
-            "review_id": _plain(review_id),
-            "text": str(text),
-            "predicted_label": SENTIMENTS[int(row.argmax())],
-            "probabilities": {str(s): float(p) for s, p in zip(SENTIMENTS, row, strict=True)},
-            "confidence": float(row.max()),
-            "created_at": created_at,
-        })
+        records.append(
+            {
+                "review_id": _plain(review_id),
+                "text": str(text),
+                "predicted_label": SENTIMENTS[int(row.argmax())],
+                "probabilities": {str(s): float(p) for s, p in zip(SENTIMENTS, row, strict=True)},
+                "confidence": float(row.max()),
+                "created_at": created_at,
+            }
+        )
     return records
 
 
@@ -56,8 +65,12 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def write_queue(records: Iterable[dict[str, Any]], queue_dir: str, name: str | None = None,
-                options: storage.StorageOptions | None = None) -> str | None:
+def write_queue(
+    records: Iterable[dict[str, Any]],
+    queue_dir: str,
+    name: str | None = None,
+    options: storage.StorageOptions | None = None,
+) -> str | None:
     """Publish `records` as one new JSON Lines file in `queue_dir` (temporary file, then rename
     locally; a single PUT remotely). Returns its URI, or None when there is nothing to queue."""
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)

@@ -46,8 +46,13 @@ class ReviewSession:
 
     def _progress(self) -> dict[str, int]:
         total = len(self.by_id)
-        return {"total": total, "labelled": len(self.labelled), "labelled_this_session": self.labelled_here,
-                "skipped": len(self.skipped), "remaining": total - len(self.labelled) - len(self.skipped)}
+        return {
+            "total": total,
+            "labelled": len(self.labelled),
+            "labelled_this_session": self.labelled_here,
+            "skipped": len(self.skipped),
+            "remaining": total - len(self.labelled) - len(self.skipped),
+        }
 
     def _refresh(self) -> None:
         # Other annotators (other servers) may have labelled queued reviews since we started.
@@ -64,14 +69,22 @@ class ReviewSession:
 
     def label(self, review_id: Any, label: Any) -> tuple[HTTPStatus, dict[str, Any]]:
         if label not in SENTIMENTS or isinstance(label, bool):
-            return HTTPStatus.BAD_REQUEST, {"error": f"label must be one of {list(SENTIMENTS)}, got {label!r}"}
+            return HTTPStatus.BAD_REQUEST, {
+                "error": f"label must be one of {list(SENTIMENTS)}, got {label!r}"
+            }
         with self._lock:
             key = str(review_id)
             if key not in self.by_id:
-                return HTTPStatus.NOT_FOUND, {"error": f"review {review_id!r} is not in the queue", **self._state()}
+                return HTTPStatus.NOT_FOUND, {
+                    "error": f"review {review_id!r} is not in the queue",
+                    **self._state(),
+                }
             self._refresh()
             if key in self.labelled:
-                return HTTPStatus.CONFLICT, {"error": f"review {review_id!r} is already labelled", **self._state()}
+                return HTTPStatus.CONFLICT, {
+                    "error": f"review {review_id!r} is already labelled",
+                    **self._state(),
+                }
             record = self.store.append(self.by_id[key]["review_id"], label)  # durable before we move on
             self.labelled.add(key)
             self.skipped.discard(key)
@@ -82,7 +95,10 @@ class ReviewSession:
         with self._lock:
             key = str(review_id)
             if key not in self.by_id:
-                return HTTPStatus.NOT_FOUND, {"error": f"review {review_id!r} is not in the queue", **self._state()}
+                return HTTPStatus.NOT_FOUND, {
+                    "error": f"review {review_id!r} is not in the queue",
+                    **self._state(),
+                }
             if key not in self.labelled:
                 self.skipped.add(key)
             return HTTPStatus.OK, self._state()

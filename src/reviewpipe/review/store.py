@@ -51,8 +51,9 @@ class LabelStore:
 
     def __init__(self, labels_dir: str | Path, annotator: str) -> None:
         if storage.is_remote(str(labels_dir)):
-            raise ReviewpipeError(f"review.labels_dir must be a local folder (labels are fsync'ed), "
-                                  f"got {labels_dir}")
+            raise ReviewpipeError(
+                f"review.labels_dir must be a local folder (labels are fsync'ed), got {labels_dir}"
+            )
         self.labels_dir = Path(str(labels_dir).removeprefix("file://"))
         self.annotator = annotator.strip()
         self.path = self.labels_dir / annotator_file_name(annotator)
@@ -66,8 +67,12 @@ class LabelStore:
         """Write one label durably and return the record."""
         if label not in SENTIMENTS or isinstance(label, bool):
             raise ValueError(f"label must be one of {SENTIMENTS}, got {label!r}")
-        record = {"review_id": review_id, "label": int(label), "annotator": self.annotator,
-                  "labeled_at": utc_now()}
+        record = {
+            "review_id": review_id,
+            "label": int(label),
+            "annotator": self.annotator,
+            "labeled_at": utc_now(),
+        }
         line = json.dumps(record, ensure_ascii=False) + "\n"
         with self._lock:
             created = not self.path.exists()

@@ -54,6 +54,7 @@ class Predictor(Protocol):
 
 # ---------------------------------------------------------------- the model
 
+
 @contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in values}
@@ -113,6 +114,7 @@ def _model_fingerprint(path: Path, model_dir: Path | None) -> str:
 
 # ---------------------------------------------------------------- input
 
+
 def input_format(uri: str, explicit: str | None = None) -> str:
     """parquet | csv | jsonl, from --input-format or the file name (.gz allowed for csv/jsonl)."""
     if explicit:
@@ -120,11 +122,19 @@ def input_format(uri: str, explicit: str | None = None) -> str:
             raise ReviewpipeError(f"--input-format must be one of {INPUT_FORMATS}, not {explicit!r}")
         return explicit
     name = uri.lower().removesuffix(".gz")
-    for suffix, fmt in ((".parquet", "parquet"), (".pq", "parquet"), (".csv", "csv"),
-                        (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl")):
+    for suffix, fmt in (
+        (".parquet", "parquet"),
+        (".pq", "parquet"),
+        (".csv", "csv"),
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".json", "jsonl"),
+    ):
         if name.endswith(suffix):
             return fmt
-    raise ReviewpipeError(f"cannot tell the format of {uri}; name it .parquet/.csv/.jsonl or pass --input-format")
+    raise ReviewpipeError(
+        f"cannot tell the format of {uri}; name it .parquet/.csv/.jsonl or pass --input-format"
+    )
 
 
 def _exact_parts(frames: Iterator[pd.DataFrame], rows: int) -> Iterator[pd.DataFrame]:
@@ -143,8 +153,9 @@ def _exact_parts(frames: Iterator[pd.DataFrame], rows: int) -> Iterator[pd.DataF
         yield pd.concat(pending, ignore_index=True)
 
 
-def read_parts(uri: str, fmt: str, rows: int, columns: list[str],
-               options: StorageOptions | None = None) -> tuple[Iterator[pd.DataFrame], int | None]:
+def read_parts(
+    uri: str, fmt: str, rows: int, columns: list[str], options: StorageOptions | None = None
+) -> tuple[Iterator[pd.DataFrame], int | None]:
     """(parts of `rows` rows with `columns`, total rows when the format knows it)."""
     fs, path = storage.get_fs(uri, options)
     if not fs.exists(path):
@@ -154,8 +165,10 @@ def read_parts(uri: str, fmt: str, rows: int, columns: list[str],
     def check(available: list[str]) -> None:
         missing = [c for c in columns if c not in available]
         if missing:
-            raise ReviewpipeError(f"{uri} has no column(s) {missing}; it has {available}. "
-                                  "Pick them with --text-column / --id-column")
+            raise ReviewpipeError(
+                f"{uri} has no column(s) {missing}; it has {available}. "
+                "Pick them with --text-column / --id-column"
+            )
 
     if fmt == "parquet":
         import pyarrow.parquet as pq
@@ -170,27 +183,42 @@ def read_parts(uri: str, fmt: str, rows: int, columns: list[str],
                     yield batch.to_pandas()
             finally:
                 handle.close()
+
         return _exact_parts(parquet_frames(), rows), parquet.metadata.num_rows
 
     def text_frames() -> Iterator[pd.DataFrame]:
         with fs.open(path, "rb") as handle:
             if fmt == "csv":
                 # Everything as text: pandas must not guess per chunk (ids 1.0 vs 1) or turn "" into NaN.
-                reader = pd.read_csv(handle, dtype=str, keep_default_na=False, na_values=[],
-                                     chunksize=rows, compression=compression)
+                reader = pd.read_csv(
+                    handle,
+                    dtype=str,
+                    keep_default_na=False,
+                    na_values=[],
+                    chunksize=rows,
+                    compression=compression,
+                )
             else:
-                reader = pd.read_json(handle, lines=True, dtype=False, convert_dates=False,
-                                      chunksize=rows, compression=compression)
+                reader = pd.read_json(
+                    handle,
+                    lines=True,
+                    dtype=False,
+                    convert_dates=False,
+                    chunksize=rows,
+                    compression=compression,
+                )
             first = True
             for frame in reader:
                 if first:
                     check(list(frame.columns))
                     first = False
                 yield frame[columns]
+
     return _exact_parts(text_frames(), rows), None
 
 
 # ---------------------------------------------------------------- validation
+
 
 def _null(value: Any) -> bool:
     """None, NaN, pd.NA, NaT (not a list or other container)."""
@@ -206,12 +234,14 @@ def _missing(value: Any) -> bool:
     return _null(value) or (isinstance(value, str) and not value.strip())
 
 
-def split_rejects(part: pd.DataFrame, first_row: int, text_column: str,
-                  id_column: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def split_rejects(
+    part: pd.DataFrame, first_row: int, text_column: str, id_column: str
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """(rows to predict with their row_number, rejected rows with a reason)."""
     keep, rejects = [], []
-    for offset, (identifier, text) in enumerate(zip(part[id_column].tolist(), part[text_column].tolist(),
-                                                    strict=True)):
+    for offset, (identifier, text) in enumerate(
+        zip(part[id_column].tolist(), part[text_column].tolist(), strict=True)
+    ):
         row = first_row + offset
         reason = None
         if _missing(identifier):
@@ -225,8 +255,14 @@ def split_rejects(part: pd.DataFrame, first_row: int, text_column: str,
         if reason is None:
             keep.append(offset)
         else:
-            rejects.append({"row_number": row, id_column: None if _missing(identifier) else _plain(identifier),
-                            "reason": reason, "text": None if _null(text) else str(text)[:_REJECT_TEXT_CHARS]})
+            rejects.append(
+                {
+                    "row_number": row,
+                    id_column: None if _missing(identifier) else _plain(identifier),
+                    "reason": reason,
+                    "text": None if _null(text) else str(text)[:_REJECT_TEXT_CHARS],
+                }
+            )
     valid = part.iloc[keep].reset_index(drop=True)
     valid.insert(0, "row_number", [first_row + i for i in keep])
     return valid, rejects
@@ -245,6 +281,7 @@ def _ids(series: pd.Series) -> pd.Series:
 
 
 # ---------------------------------------------------------------- output
+
 
 def predictions_frame(valid: pd.DataFrame, predictions: list[dict[str, Any]], id_column: str) -> pd.DataFrame:
     out = pd.DataFrame({id_column: _ids(valid[id_column]), "row_number": valid["row_number"].astype("int64")})
@@ -286,6 +323,7 @@ def read_output(output_uri: str, options: StorageOptions | None = None) -> pd.Da
 
 # ---------------------------------------------------------------- the job
 
+
 @dataclass(frozen=True)
 class BatchJob:
     input_uri: str
@@ -312,8 +350,13 @@ def _input_identity(uri: str, options: StorageOptions | None) -> dict[str, Any]:
     return {k: str(info[k]) for k in ("size", "ETag", "mtime", "LastModified") if info.get(k) is not None}
 
 
-def run_batch(model: Predictor, job: BatchJob, options: StorageOptions | None = None,
-              progress: bool = True, on_part: Callable[[int, bool], None] | None = None) -> dict[str, Any]:
+def run_batch(
+    model: Predictor,
+    job: BatchJob,
+    options: StorageOptions | None = None,
+    progress: bool = True,
+    on_part: Callable[[int, bool], None] | None = None,
+) -> dict[str, Any]:
     """Predict every row of job.input_uri into job.output_uri (resuming); returns the manifest.
 
     `on_part(index, skipped)` is called after each part (for progress reporting and tests)."""
@@ -321,16 +364,25 @@ def run_batch(model: Predictor, job: BatchJob, options: StorageOptions | None = 
 
     job.validate()
     fmt = input_format(job.input_uri, job.input_format)
-    identity = {"input_uri": job.input_uri, "input": _input_identity(job.input_uri, options),
-                "input_format": fmt, "model": model.fingerprint, "part_rows": job.part_rows,
-                "text_column": job.text_column, "id_column": job.id_column, "output_format": job.output_format}
+    identity = {
+        "input_uri": job.input_uri,
+        "input": _input_identity(job.input_uri, options),
+        "input_format": fmt,
+        "model": model.fingerprint,
+        "part_rows": job.part_rows,
+        "text_column": job.text_column,
+        "id_column": job.id_column,
+        "output_format": job.output_format,
+    }
     job_uri = storage.join(job.output_uri, JOB_FILE)
     if storage.exists(job_uri, options):
         previous = storage.read_json(job_uri, options)
         changed = sorted(k for k in identity if previous.get(k) != identity[k])
         if changed:
-            raise ReviewpipeError(f"{job.output_uri} holds output of another job ({', '.join(changed)} differ); "
-                                  "write to a new --output, or delete it to start over")
+            raise ReviewpipeError(
+                f"{job.output_uri} holds output of another job ({', '.join(changed)} differ); "
+                "write to a new --output, or delete it to start over"
+            )
     else:
         storage.write_json(job_uri, identity, options)
     fs, out_path = storage.get_fs(job.output_uri, options)
@@ -359,55 +411,99 @@ def run_batch(model: Predictor, job: BatchJob, options: StorageOptions | None = 
             bar.update(len(part))
             if on_part is not None:
                 on_part(index, marker_name(index) in done)
-    storage.write_bytes(storage.join(job.output_uri, REJECTS_FILE),
-         "".join(json.dumps(r, default=str) + "\n" for r in rejects).encode("utf-8"), options)
-    manifest = {"parts": part_files, "rejects_file": REJECTS_FILE, "model_version": model.version,
-                "model": model.fingerprint, "input_uri": job.input_uri, "id_column": job.id_column,
-                "columns": [job.id_column, "row_number", "predicted_sentiment", *PROBABILITY_COLUMNS.values(),
-                            "model_version"], **counts}
+    storage.write_bytes(
+        storage.join(job.output_uri, REJECTS_FILE),
+        "".join(json.dumps(r, default=str) + "\n" for r in rejects).encode("utf-8"),
+        options,
+    )
+    manifest = {
+        "parts": part_files,
+        "rejects_file": REJECTS_FILE,
+        "model_version": model.version,
+        "model": model.fingerprint,
+        "input_uri": job.input_uri,
+        "id_column": job.id_column,
+        "columns": [
+            job.id_column,
+            "row_number",
+            "predicted_sentiment",
+            *PROBABILITY_COLUMNS.values(),
+            "model_version",
+        ],
+        **counts,
+    }
     storage.write_json(storage.join(job.output_uri, MANIFEST_FILE), manifest, options)
     return manifest
 
 
-def _predict_part(model: Predictor, job: BatchJob, part: pd.DataFrame, index: int,
-                  options: StorageOptions | None) -> dict[str, Any]:
+def _predict_part(
+    model: Predictor, job: BatchJob, part: pd.DataFrame, index: int, options: StorageOptions | None
+) -> dict[str, Any]:
     first_row = index * job.part_rows
     valid, rejects = split_rejects(part, first_row, job.text_column, job.id_column)
     texts = valid[job.text_column].tolist()
     predictions: list[dict[str, Any]] = []
     for start in range(0, len(texts), job.batch_size):
-        predictions.extend(model.predict(texts[start:start + job.batch_size]))
+        predictions.extend(model.predict(texts[start : start + job.batch_size]))
     if len(predictions) != len(texts):
         raise RuntimeError(f"the model returned {len(predictions)} predictions for {len(texts)} texts")
     name = part_name(index, job.output_format) if texts else None
     if name:
         frame = predictions_frame(valid, predictions, job.id_column)
         storage.write_bytes(storage.join(job.output_uri, name), _encode(frame, job.output_format), options)
-    marker = {"part": index, "first_row": first_row, "rows": len(part), "predicted": len(texts),
-              "file": name, "rejects": rejects}
+    marker = {
+        "part": index,
+        "first_row": first_row,
+        "rows": len(part),
+        "predicted": len(texts),
+        "file": name,
+        "rejects": rejects,
+    }
     # The marker goes last: a part without one is redone on the next run.
-    storage.write_bytes(storage.join(job.output_uri, marker_name(index)),
-         json.dumps(marker, default=str).encode("utf-8"), options)
+    storage.write_bytes(
+        storage.join(job.output_uri, marker_name(index)),
+        json.dumps(marker, default=str).encode("utf-8"),
+        options,
+    )
     return marker
 
 
 # ---------------------------------------------------------------- CLI
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model.tar.gz or its unpacked directory")
-    parser.add_argument("--input", required=True, help="parquet, CSV or JSON Lines file (local path or s3://)")
-    parser.add_argument("--output", required=True, help="output directory (local path or s3://); reruns resume")
+    parser.add_argument(
+        "--input", required=True, help="parquet, CSV or JSON Lines file (local path or s3://)"
+    )
+    parser.add_argument(
+        "--output", required=True, help="output directory (local path or s3://); reruns resume"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="texts per model call (default 64)")
-    parser.add_argument("--part-rows", type=int, default=10_000,
-                        help="input rows per output part, the unit of resumption (default 10000)")
+    parser.add_argument(
+        "--part-rows",
+        type=int,
+        default=10_000,
+        help="input rows per output part, the unit of resumption (default 10000)",
+    )
     parser.add_argument("--text-column", default="review_body", help="column with the review text")
     parser.add_argument("--id-column", default="review_id", help="column with the review id")
-    parser.add_argument("--format", dest="output_format", choices=OUTPUT_FORMATS, default="parquet",
-                        help="output part format (default parquet)")
-    parser.add_argument("--input-format", choices=INPUT_FORMATS, help="override the format from the file name")
+    parser.add_argument(
+        "--format",
+        dest="output_format",
+        choices=OUTPUT_FORMATS,
+        default="parquet",
+        help="output part format (default parquet)",
+    )
+    parser.add_argument(
+        "--input-format", choices=INPUT_FORMATS, help="override the format from the file name"
+    )
     parser.add_argument("--quantize", choices=["none", "int8"], help="override serve.quantize")
-    parser.add_argument("--params", default="params.yaml",
-                        help="params file: `serve` (model settings, as the server) and `storage` (S3 options)")
+    parser.add_argument(
+        "--params",
+        default="params.yaml",
+        help="params file: `serve` (model settings, as the server) and `storage` (S3 options)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -417,17 +513,28 @@ def run(args: argparse.Namespace) -> int:
 
     params = load_params(args.params) if Path(args.params).exists() else {}
     options = StorageOptions.from_params(params.get("storage") if params else None)
-    settings = ServeSettings.from_mapping(to_dict(params.get("serve")) if params else {},
-                                          max_batch_size=args.batch_size, quantize=args.quantize)
-    job = BatchJob(args.input, args.output, args.text_column, args.id_column, args.batch_size, args.part_rows,
-                   args.output_format, args.input_format)
+    settings = ServeSettings.from_mapping(
+        to_dict(params.get("serve")) if params else {}, max_batch_size=args.batch_size, quantize=args.quantize
+    )
+    job = BatchJob(
+        args.input,
+        args.output,
+        args.text_column,
+        args.id_column,
+        args.batch_size,
+        args.part_rows,
+        args.output_format,
+        args.input_format,
+    )
     job.validate()
     model = PackagedModel(args.model, settings)
     try:
         manifest = run_batch(model, job, options, progress=not args.no_progress)
     finally:
         model.close()
-    print(f"predict: {manifest['predicted']} predictions, {manifest['rejected']} rejected rows "
-          f"({manifest['parts_written']} parts written, {manifest['parts_skipped']} already done) -> {args.output}"
-          + (f"; reasons in {storage.join(args.output, REJECTS_FILE)}" if manifest["rejected"] else ""))
+    print(
+        f"predict: {manifest['predicted']} predictions, {manifest['rejected']} rejected rows "
+        f"({manifest['parts_written']} parts written, {manifest['parts_skipped']} already done) -> {args.output}"
+        + (f"; reasons in {storage.join(args.output, REJECTS_FILE)}" if manifest["rejected"] else "")
+    )
     return 0

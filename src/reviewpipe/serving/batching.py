@@ -27,9 +27,15 @@ class MicroBatcher:
     cores without large intra-op thread teams, the robust choice on a shared CPU.
     """
 
-    def __init__(self, run_batch: Callable[[list[Any]], list[Any]], max_batch_size: int = 32,
-                 max_wait_ms: float = 5.0, name: str = "batcher",
-                 on_batch: Callable[[int, int], None] | None = None, workers: int = 1) -> None:
+    def __init__(
+        self,
+        run_batch: Callable[[list[Any]], list[Any]],
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        name: str = "batcher",
+        on_batch: Callable[[int, int], None] | None = None,
+        workers: int = 1,
+    ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.run_batch = run_batch
@@ -40,8 +46,10 @@ class MicroBatcher:
         self._closed = False
         self._announced = 0
         self._announced_lock = threading.Lock()
-        self._workers = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
-                         for i in range(max(1, workers))]
+        self._workers = [
+            threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
+            for i in range(max(1, workers))
+        ]
         for worker in self._workers:
             worker.start()
 
@@ -75,7 +83,9 @@ class MicroBatcher:
             worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _next(self, timeout: float | None) -> Any:
-        return self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
+        return (
+            self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
+        )
 
     def _loop(self) -> None:
         carry = None  # a request too big for the last batch starts this worker's next one

@@ -65,6 +65,7 @@ def _env(name: str, default: str = "") -> str:
 
 # ---------------------------------------------------------------- models
 
+
 class _Model:
     kind = "base"
     labels: tuple[int, ...] = LABELS
@@ -119,10 +120,15 @@ class HFModel(_Model):
         model.eval()
         config = model.config
         self.labels = tuple(int(config.id2label[i]) for i in range(config.num_labels))
-        limits = [int(v) for v in (_env("REVIEWPIPE_MAX_LENGTH") or info.get("max_length") or 0,
-                                   getattr(config, "max_position_embeddings", 0),
-                                   self.tokenizer.model_max_length if self.tokenizer.model_max_length < 10**6
-                                   else 0) if v and int(v) > 0]
+        limits = [
+            int(v)
+            for v in (
+                _env("REVIEWPIPE_MAX_LENGTH") or info.get("max_length") or 0,
+                getattr(config, "max_position_embeddings", 0),
+                self.tokenizer.model_max_length if self.tokenizer.model_max_length < 10**6 else 0,
+            )
+            if v and int(v) > 0
+        ]
         self.max_length = min(limits) if limits else 512
         self.batch_size = int(_env("REVIEWPIPE_BATCH_SIZE", "32") or 32)
         self.quantize = _env("REVIEWPIPE_QUANTIZE", "none").lower() or "none"
@@ -154,7 +160,7 @@ class HFModel(_Model):
         for key, values in encoded.items():
             array = np.full((len(rows), width), pad_id if key == "input_ids" else 0, dtype=np.int64)
             for r, i in enumerate(rows):
-                array[r, :len(values[i])] = values[i]
+                array[r, : len(values[i])] = values[i]
             batch[key] = array
         return batch
 
@@ -175,8 +181,9 @@ class HFModel(_Model):
         real = 0
         for i in sorted(range(len(lengths)), key=lengths.__getitem__):
             padded = (len(current) + 1) * lengths[i]  # sorted: the newcomer is the longest
-            if current and (len(current) >= self.batch_size
-                            or padded > (1 + MAX_PADDING_WASTE) * (real + lengths[i])):
+            if current and (
+                len(current) >= self.batch_size or padded > (1 + MAX_PADDING_WASTE) * (real + lengths[i])
+            ):
                 out.append(current)
                 current, real = [], 0
             current.append(i)
@@ -211,8 +218,9 @@ def _onnx_session(model: Any, tokenizer: Any, model_dir: str, int8: bool) -> Any
         cache = tempfile.mkdtemp(prefix="reviewpipe-onnx-")
     fp32_path = os.path.join(cache, "model.onnx")
     if not os.path.exists(fp32_path):
-        sample = tokenizer(["a short review", "and a second, slightly longer one"], padding=True,
-                           return_tensors="pt")
+        sample = tokenizer(
+            ["a short review", "and a second, slightly longer one"], padding=True, return_tensors="pt"
+        )
         names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
         axes = {k: {0: "batch", 1: "sequence"} for k in names}
         axes["logits"] = {0: "batch"}
@@ -228,8 +236,16 @@ def _onnx_session(model: Any, tokenizer: Any, model_dir: str, int8: bool) -> Any
 
         with warnings.catch_warnings():  # tracer warnings about Python control flow: expected here
             warnings.simplefilter("ignore")
-            torch.onnx.export(_Logits(model), tuple(sample[k] for k in names), tmp_path, input_names=names,
-                              output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
+            torch.onnx.export(
+                _Logits(model),
+                tuple(sample[k] for k in names),
+                tmp_path,
+                input_names=names,
+                output_names=["logits"],
+                dynamic_axes=axes,
+                opset_version=17,
+                dynamo=False,
+            )
         os.replace(tmp_path, fp32_path)
     path = fp32_path
     if int8:
@@ -274,6 +290,7 @@ def model_fn(model_dir: str, context: Any = None) -> _Model:
 
 # ---------------------------------------------------------------- request / response
 
+
 def _content_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
@@ -287,7 +304,7 @@ def _texts_of(obj: Any, where: str) -> list[str]:
         raise RequestError(f'{where}: "inputs" must be a non-empty string or a non-empty list of strings')
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise RequestError(f'{where}: inputs[{i}] is {type(text).__name__}, expected a string')
+            raise RequestError(f"{where}: inputs[{i}] is {type(text).__name__}, expected a string")
         if not text.strip():
             raise RequestError(f"{where}: inputs[{i}] is empty; send the review text")
     return texts
@@ -320,7 +337,7 @@ def input_fn(input_data: bytes | str, content_type: str, context: Any = None) ->
                 raise RequestError(f"malformed JSON on line {number}: {exc}") from exc
             texts.extend(_texts_of(obj, f"line {number}"))
         if not texts:
-            raise RequestError("empty JSON Lines body; send one {\"inputs\": ...} object per line")
+            raise RequestError('empty JSON Lines body; send one {"inputs": ...} object per line')
     return {"texts": texts, "content_type": kind}
 
 
@@ -331,13 +348,18 @@ def predict_fn(data: dict[str, Any], model: _Model, context: Any = None) -> dict
     keys = [str(label) for label in model.labels]
     best = probs.argmax(axis=1)
     predictions = [
-        {"label": int(model.labels[b]),
-         "probabilities": {k: round(float(p), 6) for k, p in zip(keys, row, strict=True)},
-         "model_version": model.version}
+        {
+            "label": int(model.labels[b]),
+            "probabilities": {k: round(float(p), 6) for k, p in zip(keys, row, strict=True)},
+            "model_version": model.version,
+        }
         for b, row in zip(best, probs, strict=True)
     ]
-    return {"predictions": predictions, "model_version": model.version,
-            "content_type": data.get("content_type", JSON)}
+    return {
+        "predictions": predictions,
+        "model_version": model.version,
+        "content_type": data.get("content_type", JSON),
+    }
 
 
 def output_fn(prediction: dict[str, Any], accept: str | None, context: Any = None) -> bytes:
@@ -362,6 +384,7 @@ def output_fn(prediction: dict[str, Any], accept: str | None, context: Any = Non
 # Optional extras a batching server (reviewpipe serve) uses to run many requests in one
 # predict_fn call; SageMaker's toolkit ignores them.
 
+
 def merge_inputs(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Many input_fn results -> one predict_fn input."""
     return {"texts": [text for item in items for text in item["texts"]]}
@@ -372,7 +395,12 @@ def split_predictions(prediction: dict[str, Any], items: list[dict[str, Any]]) -
     out, start = [], 0
     for item in items:
         end = start + len(item["texts"])
-        out.append({**prediction, "predictions": prediction["predictions"][start:end],
-                    "content_type": item.get("content_type", JSON)})
+        out.append(
+            {
+                **prediction,
+                "predictions": prediction["predictions"][start:end],
+                "content_type": item.get("content_type", JSON),
+            }
+        )
         start = end
     return out

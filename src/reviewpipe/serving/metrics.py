@@ -77,29 +77,54 @@ class ServerMetrics:
             ]
             for (variant, status), n in sorted(self.requests.items()):
                 lines.append(f'reviewpipe_requests_total{{variant="{_label(variant)}",code="{status}"}} {n}')
-            lines += ["# HELP reviewpipe_request_errors_total Invocation requests answered with 4xx/5xx.",
-                      "# TYPE reviewpipe_request_errors_total counter"]
+            lines += [
+                "# HELP reviewpipe_request_errors_total Invocation requests answered with 4xx/5xx.",
+                "# TYPE reviewpipe_request_errors_total counter",
+            ]
             for (variant, status), n in sorted(self.requests.items()):
                 if status >= 400:
-                    lines.append(f'reviewpipe_request_errors_total{{variant="{_label(variant)}",code="{status}"}} {n}')
-            lines += ["# HELP reviewpipe_reviews_total Reviews classified.",
-                      "# TYPE reviewpipe_reviews_total counter"]
-            lines += [f'reviewpipe_reviews_total{{variant="{_label(v)}"}} {n}' for v, n in sorted(self.reviews.items())]
-            lines += ["# HELP reviewpipe_request_latency_seconds Invocation latency, request in to response out.",
-                      "# TYPE reviewpipe_request_latency_seconds histogram"]
+                    lines.append(
+                        f'reviewpipe_request_errors_total{{variant="{_label(variant)}",code="{status}"}} {n}'
+                    )
+            lines += [
+                "# HELP reviewpipe_reviews_total Reviews classified.",
+                "# TYPE reviewpipe_reviews_total counter",
+            ]
+            lines += [
+                f'reviewpipe_reviews_total{{variant="{_label(v)}"}} {n}'
+                for v, n in sorted(self.reviews.items())
+            ]
+            lines += [
+                "# HELP reviewpipe_request_latency_seconds Invocation latency, request in to response out.",
+                "# TYPE reviewpipe_request_latency_seconds histogram",
+            ]
             for variant, hist in sorted(self.latency.items()):
                 lines += hist.lines("reviewpipe_request_latency_seconds", f'variant="{_label(variant)}"')
-            lines += ["# HELP reviewpipe_batch_size Reviews per model call (micro-batching).",
-                      "# TYPE reviewpipe_batch_size histogram"]
+            lines += [
+                "# HELP reviewpipe_batch_size Reviews per model call (micro-batching).",
+                "# TYPE reviewpipe_batch_size histogram",
+            ]
             for variant, hist in sorted(self.batches.items()):
                 lines += hist.lines("reviewpipe_batch_size", f'variant="{_label(variant)}"')
-            lines += ["# HELP reviewpipe_variant_weight Current routing weight.",
-                      "# TYPE reviewpipe_variant_weight gauge"]
-            lines += [f'reviewpipe_variant_weight{{variant="{_label(v)}"}} {w}' for v, w in sorted((weights or {}).items())]
-            lines += ["# HELP reviewpipe_model_loaded 1 once the variant's model is loaded.",
-                      "# TYPE reviewpipe_model_loaded gauge"]
-            lines += [f'reviewpipe_model_loaded{{variant="{_label(v)}"}} {int(x)}' for v, x in sorted(self.loaded.items())]
-            lines += ["# HELP reviewpipe_in_flight_requests Invocations being processed now.",
-                      "# TYPE reviewpipe_in_flight_requests gauge",
-                      f"reviewpipe_in_flight_requests {self.in_flight}"]
+            lines += [
+                "# HELP reviewpipe_variant_weight Current routing weight.",
+                "# TYPE reviewpipe_variant_weight gauge",
+            ]
+            lines += [
+                f'reviewpipe_variant_weight{{variant="{_label(v)}"}} {w}'
+                for v, w in sorted((weights or {}).items())
+            ]
+            lines += [
+                "# HELP reviewpipe_model_loaded 1 once the variant's model is loaded.",
+                "# TYPE reviewpipe_model_loaded gauge",
+            ]
+            lines += [
+                f'reviewpipe_model_loaded{{variant="{_label(v)}"}} {int(x)}'
+                for v, x in sorted(self.loaded.items())
+            ]
+            lines += [
+                "# HELP reviewpipe_in_flight_requests Invocations being processed now.",
+                "# TYPE reviewpipe_in_flight_requests gauge",
+                f"reviewpipe_in_flight_requests {self.in_flight}",
+            ]
             return "\n".join(lines) + "\n"

@@ -42,7 +42,8 @@ def model_kind(model_path: str | Path) -> str:
         return "huggingface"
     raise ReviewpipeError(
         f"{model_path} is neither a .joblib pipeline nor a Hugging Face save_pretrained directory "
-        "(config.json); train the model first (`dvc repro baseline` / `dvc repro bert`).")
+        "(config.json); train the model first (`dvc repro baseline` / `dvc repro bert`)."
+    )
 
 
 def _model_files(model_path: Path) -> list[tuple[str, Path]]:
@@ -80,9 +81,15 @@ def content_hash(files: list[tuple[str, Path]]) -> str:
     return digest.hexdigest()
 
 
-def build_package(model_path: str | Path, out_path: str | Path, *, model_name: str,
-                  model_version: str | None = None, registry: dict[str, Any] | None = None,
-                  max_length: int | None = None) -> dict[str, Any]:
+def build_package(
+    model_path: str | Path,
+    out_path: str | Path,
+    *,
+    model_name: str,
+    model_version: str | None = None,
+    registry: dict[str, Any] | None = None,
+    max_length: int | None = None,
+) -> dict[str, Any]:
     """Write a SageMaker model.tar.gz for `model_path` at `out_path`; returns its model_info.
 
     `model_version` defaults to `<model_name>-<first 12 hex of the model's content hash>`.
@@ -111,8 +118,11 @@ def build_package(model_path: str | Path, out_path: str | Path, *, model_name: s
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         entries = [(name, path.read_bytes) for name, path in files]
         entries += [(name, (lambda data=data: data)) for name, data in extra.items()]
         for name, read in sorted(entries, key=lambda e: e[0]):
@@ -138,12 +148,15 @@ def unpack_package(path: str | Path, into: str | Path | None = None) -> Path:
     path = Path(path)
     if path.is_dir():
         if not (path / "code" / "inference.py").exists():
-            raise ReviewpipeError(f"{path} has no code/inference.py; point at a package built by "
-                                  "`dvc repro package` (a model.tar.gz or its unpacked directory)")
+            raise ReviewpipeError(
+                f"{path} has no code/inference.py; point at a package built by "
+                "`dvc repro package` (a model.tar.gz or its unpacked directory)"
+            )
         return path
     if not path.is_file() or not tarfile.is_tarfile(path):
-        raise ReviewpipeError(f"{path} is not a model.tar.gz or a model directory; build one with "
-                              "`dvc repro package`")
+        raise ReviewpipeError(
+            f"{path} is not a model.tar.gz or a model directory; build one with `dvc repro package`"
+        )
     target = Path(into) if into else Path(tempfile.mkdtemp(prefix="reviewpipe-model-"))
     target.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "r:*") as tar:

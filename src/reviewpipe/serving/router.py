@@ -21,7 +21,9 @@ def parse_variant(spec: str) -> tuple[str, str, float]:
     """`NAME=PATH:WEIGHT` (weight optional, default 1) -> (name, path, weight)."""
     name, sep, rest = spec.partition("=")
     if not sep or not name.strip() or not rest:
-        raise ReviewpipeError(f"--variant {spec!r}: expected NAME=PATH[:WEIGHT], e.g. champion=models/package/model.tar.gz:0.8")
+        raise ReviewpipeError(
+            f"--variant {spec!r}: expected NAME=PATH[:WEIGHT], e.g. champion=models/package/model.tar.gz:0.8"
+        )
     path, weight = rest, 1.0
     head, colon, tail = rest.rpartition(":")
     if colon and head:
@@ -80,7 +82,8 @@ class VariantRouter:
                 if target not in self._weights:
                     raise ReviewpipeError(
                         f"{TARGET_VARIANT_HEADER} names unknown variant {target!r}; "
-                        f"variants are {sorted(self._weights)}")
+                        f"variants are {sorted(self._weights)}"
+                    )
                 return target
             names = list(self._weights)
             return self._random.choices(names, weights=[self._weights[n] for n in names])[0]

@@ -69,8 +69,11 @@ class ServeSettings:
 
     def environment(self) -> dict[str, str]:
         """What a SageMaker endpoint's Environment would carry to code/inference.py."""
-        env = {"REVIEWPIPE_QUANTIZE": self.quantize, "REVIEWPIPE_BACKEND": self.backend,
-               "REVIEWPIPE_BATCH_SIZE": str(self.max_batch_size)}
+        env = {
+            "REVIEWPIPE_QUANTIZE": self.quantize,
+            "REVIEWPIPE_BACKEND": self.backend,
+            "REVIEWPIPE_BATCH_SIZE": str(self.max_batch_size),
+        }
         if self.num_threads > 0:
             env["REVIEWPIPE_NUM_THREADS"] = str(self.num_threads)
         return env
@@ -127,7 +130,8 @@ class Variant:
         if str(code_dir) not in sys.path:
             sys.path.insert(0, str(code_dir))
         spec = importlib.util.spec_from_file_location(
-            f"reviewpipe_inference_{self.name}_{next(_module_ids)}", code_dir / "inference.py")
+            f"reviewpipe_inference_{self.name}_{next(_module_ids)}", code_dir / "inference.py"
+        )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -136,9 +140,14 @@ class Variant:
                 raise ReviewpipeError(f"{code_dir / 'inference.py'} does not define {fn}()")
         self.module = module
         self.model = module.model_fn(str(self.model_dir))
-        self.batcher = MicroBatcher(self._run_batch, self.settings.max_batch_size, self.settings.max_wait_ms,
-                                    name=f"batcher-{self.name}", workers=self.settings.workers,
-                                    on_batch=lambda n, size: self.metrics.batch(self.name, n, size))
+        self.batcher = MicroBatcher(
+            self._run_batch,
+            self.settings.max_batch_size,
+            self.settings.max_wait_ms,
+            name=f"batcher-{self.name}",
+            workers=self.settings.workers,
+            on_batch=lambda n, size: self.metrics.batch(self.name, n, size),
+        )
         self.ready = True
 
     def _run_batch(self, items: list[Any]) -> list[Any]:
@@ -149,8 +158,9 @@ class Variant:
             return module.split_predictions(module.predict_fn(merged, self.model), items)
         return [module.predict_fn(item, self.model) for item in items]  # a plain SageMaker handler
 
-    def invoke(self, read_body: Callable[[], bytes], content_type: str | None,
-               accept: str | None) -> tuple[bytes, str, int]:
+    def invoke(
+        self, read_body: Callable[[], bytes], content_type: str | None, accept: str | None
+    ) -> tuple[bytes, str, int]:
         """(response body, response content type, reviews) for one request whose body
         `read_body()` returns; the batcher hears of the request before its body is read."""
         module, batcher = self.module, self.batcher
@@ -163,8 +173,9 @@ class Variant:
             raise
         except Exception as exc:  # the handler's own validation: its status, else a client error
             batcher.withdraw()
-            raise HTTPError(_status_of(exc, 400 if isinstance(exc, ValueError | KeyError | TypeError)
-                                       else 500), str(exc)) from exc
+            raise HTTPError(
+                _status_of(exc, 400 if isinstance(exc, ValueError | KeyError | TypeError) else 500), str(exc)
+            ) from exc
         texts = data.get("texts") if isinstance(data, dict) else None
         reviews = len(texts) if isinstance(texts, list) else 1
         try:
@@ -253,8 +264,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------ plumbing
 
-    def _send(self, status: int, body: bytes, content_type: str,
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -282,8 +294,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise HTTPError(400, f"bad Content-Length {length!r}") from exc
         if size > limit:
             self.close_connection = True  # the unread body must not be parsed as the next request
-            raise HTTPError(413, f"payload of {size} bytes exceeds the {limit}-byte limit "
-                                 "(serve.max_payload_bytes); split it into smaller requests")
+            raise HTTPError(
+                413,
+                f"payload of {size} bytes exceeds the {limit}-byte limit "
+                "(serve.max_payload_bytes); split it into smaller requests",
+            )
         return self.rfile.read(size)
 
     def _read_chunked(self, limit: int) -> bytes:
@@ -310,11 +325,16 @@ class _Handler(BaseHTTPRequestHandler):
             if app.ready:
                 self._send_json(200, {"status": "ok", "variants": app.router.weights()})
             else:
-                self._send_json(503, {"status": "loading" if app.load_error is None else "failed",
-                                      "error": app.load_error})
+                self._send_json(
+                    503,
+                    {"status": "loading" if app.load_error is None else "failed", "error": app.load_error},
+                )
         elif path == "/metrics":
-            self._send(200, app.metrics.render(app.router.weights()).encode(),
-                       "text/plain; version=0.0.4; charset=utf-8")
+            self._send(
+                200,
+                app.metrics.render(app.router.weights()).encode(),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
         elif path == "/admin/variant-weights":
             self._send_json(200, {"weights": app.router.weights()})
         else:
@@ -349,15 +369,21 @@ class _Handler(BaseHTTPRequestHandler):
             variant = app.variants[variant_name]
             if not variant.ready:
                 self._read_body(limit)
-                raise HTTPError(503, f"variant {variant_name} is still loading its model; retry after /ping is 200")
+                raise HTTPError(
+                    503, f"variant {variant_name} is still loading its model; retry after /ping is 200"
+                )
             payload, content_type, reviews = variant.invoke(
-                lambda: self._read_body(limit), self.headers.get("Content-Type"), self.headers.get("Accept"))
+                lambda: self._read_body(limit), self.headers.get("Content-Type"), self.headers.get("Accept")
+            )
             status = 200
             self._send(200, payload, content_type, {INVOKED_VARIANT_HEADER: variant_name})
         except HTTPError as exc:
             status = exc.status
-            self._send_json(status, {"error": str(exc), "code": status},
-                            {INVOKED_VARIANT_HEADER: variant_name} if variant_name in app.variants else None)
+            self._send_json(
+                status,
+                {"error": str(exc), "code": status},
+                {INVOKED_VARIANT_HEADER: variant_name} if variant_name in app.variants else None,
+            )
         except Exception as exc:  # a bug, not the client's fault: say so, keep serving
             log.exception("invocation failed")
             status = 500
@@ -369,8 +395,9 @@ class _Handler(BaseHTTPRequestHandler):
 class ModelServer:
     """reviewpipe's local endpoint: variants behind one HTTP server."""
 
-    def __init__(self, variants: list[VariantSpec], settings: ServeSettings | None = None,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, variants: list[VariantSpec], settings: ServeSettings | None = None, seed: int | None = None
+    ) -> None:
         if not variants:
             raise ReviewpipeError("nothing to serve: give --model PATH or at least one --variant")
         names = [v.name for v in variants]
@@ -378,8 +405,9 @@ class ModelServer:
             raise ReviewpipeError(f"variant names must be unique, got {names}")
         for spec in variants:
             if not Path(spec.path).exists():
-                raise ReviewpipeError(f"variant {spec.name}: {spec.path} does not exist; "
-                                      "build it with `dvc repro package`")
+                raise ReviewpipeError(
+                    f"variant {spec.name}: {spec.path} does not exist; build it with `dvc repro package`"
+                )
         self.settings = settings or ServeSettings()
         self.metrics = ServerMetrics()
         self.router = VariantRouter({v.name: v.weight for v in variants}, seed=seed)
@@ -393,11 +421,13 @@ class ModelServer:
         try:
             self.httpd = _HTTPServer((self.settings.host, self.settings.port), _Handler)
         except OSError as exc:
-            raise ReviewpipeError(f"cannot listen on {self.settings.host}:{self.settings.port}: {exc}; "
-                                  "pick another --port") from exc
+            raise ReviewpipeError(
+                f"cannot listen on {self.settings.host}:{self.settings.port}: {exc}; pick another --port"
+            ) from exc
         self.httpd.app = self
-        self._serve_thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                              name="http", daemon=True)
+        self._serve_thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -445,10 +475,13 @@ class ModelServer:
             raise HTTPError(400, f"malformed JSON: {exc}") from exc
         if isinstance(request, dict) and "DesiredWeightsAndCapacities" in request:
             try:
-                request = {d["VariantName"]: d["DesiredWeight"] for d in request["DesiredWeightsAndCapacities"]}
+                request = {
+                    d["VariantName"]: d["DesiredWeight"] for d in request["DesiredWeightsAndCapacities"]
+                }
             except (KeyError, TypeError) as exc:
-                raise HTTPError(400, "each DesiredWeightsAndCapacities entry needs VariantName and "
-                                     "DesiredWeight") from exc
+                raise HTTPError(
+                    400, "each DesiredWeightsAndCapacities entry needs VariantName and DesiredWeight"
+                ) from exc
         if not isinstance(request, dict) or not request:
             raise HTTPError(400, 'expected {"variant": weight, ...}')
         try:
@@ -467,7 +500,9 @@ class ModelServer:
         if self._serve_thread.is_alive():
             self.httpd.shutdown()
         self.httpd.server_close()  # the listening socket: new connections are refused from here
-        deadline = time.monotonic() + (self.settings.drain_timeout_s if drain_timeout is None else drain_timeout)
+        deadline = time.monotonic() + (
+            self.settings.drain_timeout_s if drain_timeout is None else drain_timeout
+        )
         while self.httpd.connections and time.monotonic() < deadline:
             time.sleep(0.02)
         drained = not self.httpd.connections

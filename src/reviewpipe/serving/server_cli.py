@@ -18,10 +18,16 @@ SINGLE_VARIANT = "AllTraffic"  # SageMaker's usual name for a single-model endpo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--model", help="model.tar.gz or its unpacked directory (e.g. models/package/model.tar.gz)")
-    what.add_argument("--variant", action="append", metavar="NAME=PATH[:WEIGHT]",
-                      help="a production variant; repeat for A/B, e.g. --variant champion=models/package/"
-                           "model.tar.gz:0.8 --variant challenger=models/package/baseline.tar.gz:0.2")
+    what.add_argument(
+        "--model", help="model.tar.gz or its unpacked directory (e.g. models/package/model.tar.gz)"
+    )
+    what.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME=PATH[:WEIGHT]",
+        help="a production variant; repeat for A/B, e.g. --variant champion=models/package/"
+        "model.tar.gz:0.8 --variant challenger=models/package/baseline.tar.gz:0.2",
+    )
     parser.add_argument("--host", help="bind address (default: serve.host, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: serve.port, 8080; 0 picks a free one)")
     parser.add_argument("--max-batch-size", type=int, help="reviews per model call (serve.max_batch_size)")
@@ -29,9 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-payload-bytes", type=int, help="request size limit (serve.max_payload_bytes)")
     parser.add_argument("--quantize", choices=["none", "int8"], help="dynamic int8 on CPU (serve.quantize)")
     parser.add_argument("--backend", choices=["torch", "onnx"], help="torch or ONNX Runtime (serve.backend)")
-    parser.add_argument("--num-threads", type=int, help="threads per model call (serve.num_threads; 0: default)")
+    parser.add_argument(
+        "--num-threads", type=int, help="threads per model call (serve.num_threads; 0: default)"
+    )
     parser.add_argument("--workers", type=int, help="model calls at once (serve.workers)")
-    parser.add_argument("--params", default="params.yaml", help="params file with a `serve` section, if present")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file with a `serve` section, if present"
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG logs every request)")
 
 
@@ -40,16 +50,30 @@ def settings_from(args: argparse.Namespace) -> ServeSettings:
     if Path(args.params).exists():
         section = to_dict(load_params(args.params).get("serve")) or {}
     return ServeSettings.from_mapping(
-        section, host=args.host, port=args.port, max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_wait_ms, max_payload_bytes=args.max_payload_bytes, quantize=args.quantize,
-        backend=args.backend, num_threads=args.num_threads, workers=args.workers)
+        section,
+        host=args.host,
+        port=args.port,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_payload_bytes=args.max_payload_bytes,
+        quantize=args.quantize,
+        backend=args.backend,
+        num_threads=args.num_threads,
+        workers=args.workers,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    specs = ([VariantSpec(SINGLE_VARIANT, args.model, 1.0)] if args.model
-             else [VariantSpec(*parse_variant(v)) for v in args.variant])
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    specs = (
+        [VariantSpec(SINGLE_VARIANT, args.model, 1.0)]
+        if args.model
+        else [VariantSpec(*parse_variant(v)) for v in args.variant]
+    )
     server = ModelServer(specs, settings_from(args))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

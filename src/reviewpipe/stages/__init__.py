@@ -13,7 +13,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="stage name as in dvc.yaml, e.g. ingest")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument(
-        "-S", "--set", dest="overrides", action="append", default=[],
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
         help="override a param for this run only, e.g. -S lake.uri=s3://bucket/lake (not tracked by DVC)",
     )
 

@@ -25,8 +25,9 @@ def main(params: DictConfig) -> None:
     options = StorageOptions.from_params(params.get("storage"))
     data_dir = prepared_dir(params)
     train = read_split(data_dir, "train", options, required=("review_body", "product_category", "sentiment"))
-    validation = read_split(data_dir, "validation", options,
-                            required=("review_body", "product_category", "sentiment"))
+    validation = read_split(
+        data_dir, "validation", options, required=("review_body", "product_category", "sentiment")
+    )
 
     weighting = cfg.get("class_weight")
     if weighting not in ("prepared", None):
@@ -52,11 +53,15 @@ def main(params: DictConfig) -> None:
 
     metrics = {
         "best_model": best,
-        "validation": {cfg.get("eval_metric", "accuracy"): float(board.loc[board["model"] == best, "score_val"].iloc[0])},
+        "validation": {
+            cfg.get("eval_metric", "accuracy"): float(board.loc[board["model"] == best, "score_val"].iloc[0])
+        },
         "candidates": int(len(board)),
         "fit_seconds": round(seconds, 1),
         "train_rows": int(len(train)),
     }
     storage.write_json(cfg["metrics_path"], metrics)
-    print(f"automl: {len(board)} candidates in {seconds:.0f}s; best {best} "
-          f"validation {metrics['validation']} -> {model_dir}")
+    print(
+        f"automl: {len(board)} candidates in {seconds:.0f}s; best {best} "
+        f"validation {metrics['validation']} -> {model_dir}"
+    )

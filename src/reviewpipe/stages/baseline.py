@@ -20,12 +20,14 @@ from reviewpipe.storage import StorageOptions
 CLASS_WEIGHT_CHOICES = ("prepared", "balanced", None)
 
 
-def resolve_class_weight(choice: str | None, data_dir: str,
-                         options: StorageOptions | None = None) -> dict[int, float] | str | None:
+def resolve_class_weight(
+    choice: str | None, data_dir: str, options: StorageOptions | None = None
+) -> dict[int, float] | str | None:
     """`prepared` -> prepare's class_weights.json as {label_id: weight}; `balanced`/None as is."""
     if choice not in CLASS_WEIGHT_CHOICES:
         raise ReviewpipeError(
-            f"baseline.classifier.class_weight must be one of {list(CLASS_WEIGHT_CHOICES)}, got {choice!r}.")
+            f"baseline.classifier.class_weight must be one of {list(CLASS_WEIGHT_CHOICES)}, got {choice!r}."
+        )
     return read_class_weights(data_dir, options) if choice == "prepared" else choice
 
 
@@ -51,5 +53,7 @@ def main(params: DictConfig) -> None:
     }
     storage.write_json(cfg["metrics_path"], metrics)
     v = metrics["validation"]
-    print(f"baseline: {len(train)} training rows, {metrics['features']} n-gram features, {seconds:.1f}s; "
-          f"validation accuracy {v['accuracy']:.4f}, macro-F1 {v['macro_f1']:.4f} -> {cfg['model_path']}")
+    print(
+        f"baseline: {len(train)} training rows, {metrics['features']} n-gram features, {seconds:.1f}s; "
+        f"validation accuracy {v['accuracy']:.4f}, macro-F1 {v['macro_f1']:.4f} -> {cfg['model_path']}"
+    )

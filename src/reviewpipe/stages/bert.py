@@ -32,14 +32,25 @@ def main(params: DictConfig) -> None:
     from reviewpipe.models.bert.train import fit_bert, settings
 
     frame = read_features(features, options)
-    cfg = {**cfg, "reuse_input_ids": bool(cfg.get("reuse_input_ids", True))
-           and tokens_reusable(features, settings(cfg))}
+    cfg = {
+        **cfg,
+        "reuse_input_ids": bool(cfg.get("reuse_input_ids", True))
+        and tokens_reusable(features, settings(cfg)),
+    }
     weights = read_class_weights(cfg["class_weights_uri"], options) if cfg.get("class_weights") else None
-    metrics = fit_bert(cfg, frame, out_dir=cfg["out_dir"], ckpt_dir=cfg["ckpt_dir"], live_dir=cfg["live_dir"],
-                       class_weights=weights)
-    print(f"bert: test accuracy {metrics.get('accuracy', float('nan')):.4f}, macro-F1 "
-          f"{metrics.get('macro_f1', float('nan')):.4f} on {metrics['test_rows']} rows "
-          f"({metrics['best_checkpoint']}, {metrics['wall_seconds']:.0f} s) -> {cfg['out_dir']}")
+    metrics = fit_bert(
+        cfg,
+        frame,
+        out_dir=cfg["out_dir"],
+        ckpt_dir=cfg["ckpt_dir"],
+        live_dir=cfg["live_dir"],
+        class_weights=weights,
+    )
+    print(
+        f"bert: test accuracy {metrics.get('accuracy', float('nan')):.4f}, macro-F1 "
+        f"{metrics.get('macro_f1', float('nan')):.4f} on {metrics['test_rows']} rows "
+        f"({metrics['best_checkpoint']}, {metrics['wall_seconds']:.0f} s) -> {cfg['out_dir']}"
+    )
 
 
 def read_features(features: Mapping[str, Any], options: StorageOptions | None = None) -> pd.DataFrame:
@@ -49,17 +60,22 @@ def read_features(features: Mapping[str, Any], options: StorageOptions | None = 
     group = FeatureGroup(features["group_name"], features.get("store_uri", "data/features"), options=options)
     frame = group.to_df()
     if frame.empty:
-        raise ReviewpipeError(f"feature group {group.name!r} at {group.uri} is empty; run `dvc repro features`.")
+        raise ReviewpipeError(
+            f"feature group {group.name!r} at {group.uri} is empty; run `dvc repro features`."
+        )
     # to_df returns every version (write order); train on each record's latest.
     return frame.drop_duplicates(group.record_identifier, keep="last").reset_index(drop=True)
 
 
 def tokens_reusable(features: Mapping[str, Any], bert: Mapping[str, Any]) -> bool:
     """Stored input_ids fit this model only when the same tokenizer made them, at least as long."""
-    return (str(features.get("checkpoint")) == str(bert["checkpoint"])
-            and int(features.get("max_seq_length", 0)) >= int(bert["max_seq_length"]))
+    return str(features.get("checkpoint")) == str(bert["checkpoint"]) and int(
+        features.get("max_seq_length", 0)
+    ) >= int(bert["max_seq_length"])
 
 
 def read_class_weights(uri: str, options: StorageOptions | None = None) -> list[float]:
     """prepare's class weights in class-id order (the loss's `weight`)."""
-    return list(class_weights_at(uri, options, "Run `dvc repro prepare`, or set bert.class_weights=false.").values())
+    return list(
+        class_weights_at(uri, options, "Run `dvc repro prepare`, or set bert.class_weights=false.").values()
+    )

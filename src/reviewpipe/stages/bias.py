@@ -23,7 +23,9 @@ RUNS = ("before_balancing", "after_balancing")
 
 
 def read_parquet(uri: str, options: storage.StorageOptions) -> pd.DataFrame:
-    storage.require_exists(uri, "prepared data", "Run the prepare stage first (`dvc repro prepare`).", options)
+    storage.require_exists(
+        uri, "prepared data", "Run the prepare stage first (`dvc repro prepare`).", options
+    )
     fs, path = storage.get_fs(uri, options)
     return pd.read_parquet(path, filesystem=fs)
 
@@ -31,8 +33,10 @@ def read_parquet(uri: str, options: storage.StorageOptions) -> pd.DataFrame:
 def load_datasets(prepared_dir: str, options: storage.StorageOptions) -> dict[str, pd.DataFrame]:
     """{"before_balancing": unbalanced rows, "after_balancing": train + validation + test}."""
     before = read_parquet(storage.join(prepared_dir, "unbalanced.parquet"), options)
-    after = pd.concat([read_parquet(storage.join(prepared_dir, f"{split}.parquet"), options) for split in SPLITS],
-                      ignore_index=True)
+    after = pd.concat(
+        [read_parquet(storage.join(prepared_dir, f"{split}.parquet"), options) for split in SPLITS],
+        ignore_index=True,
+    )
     return {"before_balancing": before, "after_balancing": after}
 
 
@@ -50,7 +54,9 @@ def main(params: DictConfig) -> None:
     datasets = load_datasets(cfg["prepared_dir"], options)
 
     analyses = {run: pre_training_report(datasets[run], cfg) for run in RUNS}
-    counts = {run: facet_counts(datasets[run], cfg["facets"], cfg["label"], cfg["label_values"]) for run in RUNS}
+    counts = {
+        run: facet_counts(datasets[run], cfg["facets"], cfg["label"], cfg["label_values"]) for run in RUNS
+    }
 
     out_dir = cfg["out_dir"]
     pre_dir = storage.join(out_dir, "pre_training")

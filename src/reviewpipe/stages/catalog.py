@@ -12,8 +12,9 @@ from reviewpipe.storage import StorageOptions
 
 def main(params: DictConfig) -> None:
     cfg = section(params, "catalog")
-    description = build_catalog(section(params, "lake").uri, cfg.database,
-                                StorageOptions.from_params(params.get("storage")))
+    description = build_catalog(
+        section(params, "lake").uri, cfg.database, StorageOptions.from_params(params.get("storage"))
+    )
     description["database"] = cfg.database
     storage.write_json(cfg.description, description)
     for name, table in description["tables"].items():

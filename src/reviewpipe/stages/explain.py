@@ -39,8 +39,9 @@ def sample_order(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n)
 
 
-def explain_baseline(path: str, train: pd.DataFrame, test: pd.DataFrame, order: np.ndarray,
-                     cfg: dict[str, Any]) -> dict[str, Any]:
+def explain_baseline(
+    path: str, train: pd.DataFrame, test: pd.DataFrame, order: np.ndarray, cfg: dict[str, Any]
+) -> dict[str, Any]:
     from reviewpipe.models.baseline import load_model
 
     model = load_model(path)
@@ -50,31 +51,52 @@ def explain_baseline(path: str, train: pd.DataFrame, test: pd.DataFrame, order: 
     explainer = linear_explainer(model, background.tolist())
     texts = test["review_body"].fillna("").astype(str).tolist()
     global_rows = cfg.get("global_rows")
-    global_texts = [texts[i] for i in (order[:int(global_rows)] if global_rows else order)]
+    global_texts = [texts[i] for i in (order[: int(global_rows)] if global_rows else order)]
     top_k = int(cfg.get("top_k", 20))
-    importance = {"word": global_importance(explainer, model, global_texts, top_k, analyzer="word"),
-                  "char": global_importance(explainer, model, global_texts, top_k, analyzer="char")}
-    shown = order[:int(cfg.get("reviews", 20))]
-    reviews = explain_baseline_reviews(explainer, model, [texts[i] for i in shown],
-                                       observed=[CLASS_NAMES[int(s)] for s in test["sentiment"].iloc[shown]])
-    return {"method": "LinearExplainer (TF-IDF n-grams, per-class margin)", "unit": "log-odds",
-            "importance": importance["word"], "extra": {"char_ngrams": importance["char"]},
-            "reviews": reviews, "rows": len(global_texts)}
+    importance = {
+        "word": global_importance(explainer, model, global_texts, top_k, analyzer="word"),
+        "char": global_importance(explainer, model, global_texts, top_k, analyzer="char"),
+    }
+    shown = order[: int(cfg.get("reviews", 20))]
+    reviews = explain_baseline_reviews(
+        explainer,
+        model,
+        [texts[i] for i in shown],
+        observed=[CLASS_NAMES[int(s)] for s in test["sentiment"].iloc[shown]],
+    )
+    return {
+        "method": "LinearExplainer (TF-IDF n-grams, per-class margin)",
+        "unit": "log-odds",
+        "importance": importance["word"],
+        "extra": {"char_ngrams": importance["char"]},
+        "reviews": reviews,
+        "rows": len(global_texts),
+    }
 
 
 def explain_bert(path: str, test: pd.DataFrame, order: np.ndarray, cfg: dict[str, Any]) -> dict[str, Any]:
     from reviewpipe.models.predictors import load_predictor
 
     predictor = load_predictor("bert", path)
-    sample = order[:int(cfg.get("bert_sample", 50))]
+    sample = order[: int(cfg.get("bert_sample", 50))]
     texts = test["review_body"].fillna("").astype(str).iloc[sample].tolist()
     reviews, raw = partition_explanations(
-        predictor.predict_proba, predictor.tokenizer, texts, max_evals=int(cfg.get("max_evals", 300)),
+        predictor.predict_proba,
+        predictor.tokenizer,
+        texts,
+        max_evals=int(cfg.get("max_evals", 300)),
         batch_size=int(cfg.get("batch_size", 32)),
-        observed=[CLASS_NAMES[int(s)] for s in test["sentiment"].iloc[sample]])
-    return {"method": "Partition explainer, Text masker (class probabilities)", "unit": "probability",
-            "importance": token_importance(raw, int(cfg.get("top_k", 20))), "extra": {},
-            "reviews": reviews[:int(cfg.get("reviews", 20))], "all_reviews": reviews, "rows": len(texts)}
+        observed=[CLASS_NAMES[int(s)] for s in test["sentiment"].iloc[sample]],
+    )
+    return {
+        "method": "Partition explainer, Text masker (class probabilities)",
+        "unit": "probability",
+        "importance": token_importance(raw, int(cfg.get("top_k", 20))),
+        "extra": {},
+        "reviews": reviews[: int(cfg.get("reviews", 20))],
+        "all_reviews": reviews,
+        "rows": len(texts),
+    }
 
 
 def main(params: DictConfig) -> None:
@@ -99,18 +121,36 @@ def main(params: DictConfig) -> None:
             result = explain_bert(path, test, order, cfg)
         model_dir = os.path.join(out_dir, name)
         os.makedirs(model_dir, exist_ok=True)
-        storage.write_json(os.path.join(model_dir, "importance.json"),
-                           {"method": result["method"], "unit": result["unit"], "rows": result["rows"],
-                            "top": result["importance"], **result["extra"]})
-        storage.write_json(os.path.join(model_dir, "reviews.json"),
-                           [r.to_dict() for r in result.get("all_reviews", result["reviews"])])
+        storage.write_json(
+            os.path.join(model_dir, "importance.json"),
+            {
+                "method": result["method"],
+                "unit": result["unit"],
+                "rows": result["rows"],
+                "top": result["importance"],
+                **result["extra"],
+            },
+        )
+        storage.write_json(
+            os.path.join(model_dir, "reviews.json"),
+            [r.to_dict() for r in result.get("all_reviews", result["reviews"])],
+        )
         with open(os.path.join(model_dir, "importance.png"), "wb") as f:
             f.write(importance_plot(result["importance"], f"{name}: top features per class", result["unit"]))
-        sections.append({"model": name, "method": result["method"], "unit": result["unit"],
-                         "plot": f"{name}/importance.png", "reviews": result["reviews"],
-                         "note": f"Importance over {result['rows']} test reviews; SHAP values in {result['unit']}."})
-        print(f"explain: {name}: {result['method']} over {result['rows']} reviews in "
-              f"{time.perf_counter() - started:.0f}s")
+        sections.append(
+            {
+                "model": name,
+                "method": result["method"],
+                "unit": result["unit"],
+                "plot": f"{name}/importance.png",
+                "reviews": result["reviews"],
+                "note": f"Importance over {result['rows']} test reviews; SHAP values in {result['unit']}.",
+            }
+        )
+        print(
+            f"explain: {name}: {result['method']} over {result['rows']} reviews in "
+            f"{time.perf_counter() - started:.0f}s"
+        )
     with open(os.path.join(out_dir, "index.html"), "w", encoding="utf-8") as f:
         f.write(render_html(sections))
     print(f"explain: wrote {os.path.join(out_dir, 'index.html')}")

@@ -27,8 +27,16 @@ def main(params: DictConfig) -> None:
 
     description_uri = section(params, "catalog").description
     catalog = storage.read_json(description_uri) if storage.exists(description_uri) else None
-    html = render_report(queries, results, plots, catalog, skipped=skipped,
-                         result_files={name: f"results/{name}.{cfg.result_format}" for name in results})
+    html = render_report(
+        queries,
+        results,
+        plots,
+        catalog,
+        skipped=skipped,
+        result_files={name: f"results/{name}.{cfg.result_format}" for name in results},
+    )
     write_bytes(storage.join(out_dir, "index.html"), html.encode("utf-8"))
-    print(f"explore: {len(results)} queries, {len(plots)} plots → {storage.join(out_dir, 'index.html')}"
-          f" (results: {len(files)} {cfg.result_format} files)")
+    print(
+        f"explore: {len(results)} queries, {len(plots)} plots → {storage.join(out_dir, 'index.html')}"
+        f" (results: {len(files)} {cfg.result_format} files)"
+    )

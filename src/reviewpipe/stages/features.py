@@ -29,8 +29,9 @@ def main(params: DictConfig) -> None:
     prepared = read_prepared(prepared_dir, options)
 
     tokenizer = load_tokenizer(cfg.checkpoint)
-    tokens = tokenize(prepared["review_body"].tolist(), tokenizer, int(cfg.max_seq_length),
-                      int(cfg.get("batch_size", 1000)))
+    tokens = tokenize(
+        prepared["review_body"].tolist(), tokenizer, int(cfg.max_seq_length), int(cfg.get("batch_size", 1000))
+    )
     event_time = pd.Timestamp(cfg.event_time) if cfg.get("event_time") else pd.Timestamp.now(tz="UTC")
     event_time = event_time.tz_localize("UTC") if event_time.tzinfo is None else event_time.tz_convert("UTC")
     rows = review_features(prepared, tokens, event_time.floor("us"))
@@ -49,14 +50,20 @@ def main(params: DictConfig) -> None:
         "rows": int(len(rows)),
         "token_length": length_statistics(tokens.lengths, int(cfg.max_seq_length)),
         "rows_per_split_sentiment": {
-            s: {str(k): int(v) for k, v in counts[counts["split_type"] == s].set_index("sentiment")["n"].items()}
-            for s in SPLITS},
+            s: {
+                str(k): int(v)
+                for k, v in counts[counts["split_type"] == s].set_index("sentiment")["n"].items()
+            }
+            for s in SPLITS
+        },
     }
     storage.write_json(cfg.get("metrics", "metrics/features.json"), metrics)
     t = metrics["token_length"]
     print(f"features: {len(rows)} records into {part}")
-    print(f"features: token lengths p50 {t.get('p50')}, p95 {t.get('p95')}, p99 {t.get('p99')}, "
-          f"max {t.get('max')}; {t.get('share_truncated', 0):.2%} truncated at {cfg.max_seq_length}")
+    print(
+        f"features: token lengths p50 {t.get('p50')}, p95 {t.get('p95')}, p99 {t.get('p99')}, "
+        f"max {t.get('max')}; {t.get('share_truncated', 0):.2%} truncated at {cfg.max_seq_length}"
+    )
 
 
 def read_prepared(prepared_dir: str, options: StorageOptions | None = None) -> pd.DataFrame:

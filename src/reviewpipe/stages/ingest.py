@@ -34,11 +34,13 @@ def main(params: DictConfig) -> None:
         raise ReviewpipeError(
             f"all {result.metrics['rows_in']} rows of {data.raw_uri} were rejected "
             f"({ {k: v for k, v in result.metrics['rejected_by_reason'].items() if v} }); "
-            f"see the rejects table under {lake.table_uri(lake_cfg.uri, 'rejects')}")
+            f"see the rejects table under {lake.table_uri(lake_cfg.uri, 'rejects')}"
+        )
     manifests = {
         "rejects": rejects_manifest,
-        "reviews": lake.publish_table(lake_cfg.uri, "reviews", result.clean, lake_cfg.get("partition_by"),
-                                      run_id, options),
+        "reviews": lake.publish_table(
+            lake_cfg.uri, "reviews", result.clean, lake_cfg.get("partition_by"), run_id, options
+        ),
     }
     if os.path.normpath(lake_cfg.uri) != os.path.normpath(TRACKED_LAKE):
         write_json(os.path.join(TRACKED_LAKE, "_pointer.json"), {"uri": lake_cfg.uri, "tables": manifests})
@@ -46,5 +48,7 @@ def main(params: DictConfig) -> None:
 
     m = result.metrics
     reasons = ", ".join(f"{k}={v}" for k, v in m["rejected_by_reason"].items() if v) or "none"
-    print(f"ingest: {m['rows_in']} rows in, {m['rows_clean']} clean, {m['rows_rejected']} rejected "
-          f"({reasons}) -> {lake_cfg.uri}")
+    print(
+        f"ingest: {m['rows_in']} rows in, {m['rows_clean']} clean, {m['rows_rejected']} rejected "
+        f"({reasons}) -> {lake_cfg.uri}"
+    )

@@ -27,18 +27,31 @@ def main(params: DictConfig) -> None:
     for tarball, model_path in to_dict(cfg.models).items():
         entry = registered_version(reg, model_path)
         # models/bert -> bert; models/baseline/model.joblib -> baseline
-        name = entry.model_name if entry else (
-            Path(model_path).parent.name if Path(model_path).is_file() else Path(model_path).name)
+        name = (
+            entry.model_name
+            if entry
+            else (Path(model_path).parent.name if Path(model_path).is_file() else Path(model_path).name)
+        )
         out = Path(cfg.out_dir) / f"{tarball}.tar.gz"
         info = package.build_package(
-            model_path, out, model_name=name,
+            model_path,
+            out,
+            model_name=name,
             model_version=f"{name}-v{entry.version}" if entry else None,
             registry={"uri": cfg.registry_uri, "version": entry.version, "status": entry.status}
-            if entry else None,
-            max_length=cfg.max_length)
-        manifest[tarball] = {"tarball": str(out), "model_path": model_path, "kind": info["kind"],
-                             "model_version": info["model_version"], "registry": info["registry"],
-                             "sha256": package.file_sha256(out), "bytes": out.stat().st_size}
+            if entry
+            else None,
+            max_length=cfg.max_length,
+        )
+        manifest[tarball] = {
+            "tarball": str(out),
+            "model_path": model_path,
+            "kind": info["kind"],
+            "model_version": info["model_version"],
+            "registry": info["registry"],
+            "sha256": package.file_sha256(out),
+            "bytes": out.stat().st_size,
+        }
         status = f"registry v{entry.version} {entry.status}" if entry else "not registered"
         print(f"package: {out} <- {model_path} ({info['kind']}, {info['model_version']}, {status})")
     storage.write_json(str(Path(cfg.out_dir) / "manifest.json"), manifest)

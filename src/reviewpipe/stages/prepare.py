@@ -33,8 +33,9 @@ def main(params: DictConfig) -> None:
     con = connect(params, read_only=True)
     try:
         source = con.execute(SOURCE_SQL).df()
-        rejected = dict(con.execute(
-            "SELECT reject_reason, COUNT(*) FROM rejects GROUP BY 1 ORDER BY 1").fetchall())
+        rejected = dict(
+            con.execute("SELECT reject_reason, COUNT(*) FROM rejects GROUP BY 1 ORDER BY 1").fetchall()
+        )
     finally:
         con.close()
     labels, invalid = read_human_labels(cfg.get("human_labels_dir") or "data/review_labels", options)
@@ -51,11 +52,15 @@ def main(params: DictConfig) -> None:
     storage.write_json(cfg.get("metrics", "metrics/prepare.json"), prepared.metrics)
 
     m = prepared.metrics
-    print(f"prepare: {m['rows_in']} rows in, {m['rows_dropped']} dropped {m['dropped']}, "
-          f"{m['human_labels_merged']} human labels merged")
-    print(f"prepare: {settings.protocol} protocol, balance={settings.balance}: "
-          f"{m['rows_prepared']} rows per sentiment {m['rows_per_sentiment']}; "
-          + ", ".join(f"{s} {m['rows'][s]['total']}" for s in SPLITS))
+    print(
+        f"prepare: {m['rows_in']} rows in, {m['rows_dropped']} dropped {m['dropped']}, "
+        f"{m['human_labels_merged']} human labels merged"
+    )
+    print(
+        f"prepare: {settings.protocol} protocol, balance={settings.balance}: "
+        f"{m['rows_prepared']} rows per sentiment {m['rows_per_sentiment']}; "
+        + ", ".join(f"{s} {m['rows'][s]['total']}" for s in SPLITS)
+    )
 
 
 def write_parquet(df: pd.DataFrame, uri: str, options: StorageOptions | None = None) -> None:

@@ -20,23 +20,37 @@ MODELS = ("baseline", "bert")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=MODELS, help="section to tune (default: tune.model in params.yaml)")
+    parser.add_argument(
+        "--model", choices=MODELS, help="section to tune (default: tune.model in params.yaml)"
+    )
     parser.add_argument("--trials", type=int, help="number of trials (default: tune.trials)")
     parser.add_argument("--sampler", choices=("random", "tpe"), help="Optuna sampler (default: tune.sampler)")
-    parser.add_argument("--pruner", choices=("median", "none"), help="stop poor trials early (default: tune.pruner)")
+    parser.add_argument(
+        "--pruner", choices=("median", "none"), help="stop poor trials early (default: tune.pruner)"
+    )
     parser.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
     parser.add_argument("--seed", type=int, help="sampler seed (default: tune.seed)")
-    parser.add_argument("--write-back", action="store_true",
-                        help="write the best params into conf/<model>/<selected>.yaml and recompose params.yaml")
+    parser.add_argument(
+        "--write-back",
+        action="store_true",
+        help="write the best params into conf/<model>/<selected>.yaml and recompose params.yaml",
+    )
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--conf-dir", default="conf", help="Hydra conf folder (default: conf)")
     parser.add_argument("--out-dir", help="output root (default: tune.out_dir, reports/tune)")
-    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],
-                        help="override a param for this run, e.g. -S tune.objective.max_train_rows=5000")
+    parser.add_argument(
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="override a param for this run, e.g. -S tune.objective.max_train_rows=5000",
+    )
 
 
-def tune_section(params: Any, model: str | None, conf_dir: str | Path,
-                 overrides: list[str] | None = None) -> dict[str, Any]:
+def tune_section(
+    params: Any, model: str | None, conf_dir: str | Path, overrides: list[str] | None = None
+) -> dict[str, Any]:
     """params.yaml's `tune` section when it is for `model`, else conf/tune/<model>.yaml with the
     command's `-S tune.*` overrides applied."""
     from omegaconf import OmegaConf
@@ -47,7 +61,9 @@ def tune_section(params: Any, model: str | None, conf_dir: str | Path,
     current = to_dict(params.get("tune")) or {}
     model = model or current.get("model")
     if not model:
-        raise ReviewpipeError("no model to tune: pass --model baseline|bert (params.yaml has no tune section).")
+        raise ReviewpipeError(
+            "no model to tune: pass --model baseline|bert (params.yaml has no tune section)."
+        )
     if current.get("model") == model:
         return dict(current)
     path = Path(conf_dir) / "tune" / f"{model}.yaml"
@@ -76,16 +92,24 @@ def run(args: argparse.Namespace) -> int:
 
     params = load_params(args.params, args.overrides)
     cfg = tune_section(params, args.model, args.conf_dir, args.overrides)
-    flags = {"trials": args.trials, "sampler": args.sampler, "pruner": args.pruner, "seed": args.seed,
-             "timeout_s": args.timeout, "out_dir": args.out_dir}
+    flags = {
+        "trials": args.trials,
+        "sampler": args.sampler,
+        "pruner": args.pruner,
+        "seed": args.seed,
+        "timeout_s": args.timeout,
+        "out_dir": args.out_dir,
+    }
     cfg.update({k: v for k, v in flags.items() if v is not None})
     settings = TuneSettings.from_params(cfg)
     model_section = complete_section(settings.model, to_dict(section(params, settings.model)))
     options = StorageOptions.from_params(params.get("storage"))
     data = read_tuning_data(settings.data_dir, options)
     objective = make_objective(settings, model_section, data, options)
-    print(f"tune: {settings.model}, {settings.trials} trials, {settings.sampler} sampler (seed {settings.seed}), "
-          f"pruner {settings.pruner}; train {len(data['train'])} rows, validation {len(data['validation'])} rows")
+    print(
+        f"tune: {settings.model}, {settings.trials} trials, {settings.sampler} sampler (seed {settings.seed}), "
+        f"pruner {settings.pruner}; train {len(data['train'])} rows, validation {len(data['validation'])} rows"
+    )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one line per trial, not per Trainer
@@ -96,8 +120,10 @@ def run(args: argparse.Namespace) -> int:
     study = run_study(objective, model_section, settings, callbacks=[_print_trial])
     summary = best_summary(study, settings, current)
     paths = write_outputs(study, settings, summary)
-    print(f"tune: best trial {summary['best_trial']} scores {summary['best_value']:.4f} validation macro-F1 "
-          f"({summary['trials_complete']} complete, {summary['trials_pruned']} pruned) with {summary['params']}")
+    print(
+        f"tune: best trial {summary['best_trial']} scores {summary['best_value']:.4f} validation macro-F1 "
+        f"({summary['trials_complete']} complete, {summary['trials_pruned']} pruned) with {summary['params']}"
+    )
     print(f"tune: wrote {', '.join(str(p) for p in paths.values())}")
     if args.write_back:
         _write_back(settings.model, summary, args.conf_dir, args.params)
@@ -107,8 +133,12 @@ def run(args: argparse.Namespace) -> int:
 def _print_trial(study: Any, trial: Any) -> None:
     value = f"{trial.value:.4f}" if trial.value is not None else "-"
     steps = f", {len(trial.intermediate_values)} steps" if trial.intermediate_values else ""
-    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else 0
-    print(f"tune: trial {trial.number} {trial.state.name.lower()} {value}{steps} ({seconds:.1f} s) {trial.params}")
+    seconds = (
+        (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else 0
+    )
+    print(
+        f"tune: trial {trial.number} {trial.state.name.lower()} {value}{steps} ({seconds:.1f} s) {trial.params}"
+    )
 
 
 def _write_back(model: str, summary: dict[str, Any], conf_dir: str, params_path: str) -> None:
@@ -116,10 +146,14 @@ def _write_back(model: str, summary: dict[str, Any], conf_dir: str, params_path:
 
     current = summary.get("current_value")
     if current is not None and summary["best_value"] <= current:
-        print(f"tune: not writing back: the best trial ({summary['best_value']:.4f}) does not beat the current "
-              f"settings ({current:.4f}); conf/ is unchanged.")
+        print(
+            f"tune: not writing back: the best trial ({summary['best_value']:.4f}) does not beat the current "
+            f"settings ({current:.4f}); conf/ is unchanged."
+        )
         return
     conf_file, changes = write_back(model, summary["params"], conf_dir, params_path)
     for key, (old, new) in changes.items():
         print(f"tune: {conf_file}: {key}: {old!r} -> {new!r}")
-    print(f"tune: recomposed {params_path} from {conf_dir}/ (commit both; `dvc repro {model}` retrains with them)")
+    print(
+        f"tune: recomposed {params_path} from {conf_dir}/ (commit both; `dvc repro {model}` retrains with them)"
+    )

@@ -32,7 +32,10 @@ def read_tuning_data(data_dir: str, options: StorageOptions | None = None) -> di
     """The prepared train and validation splits (the test split is not read)."""
     from reviewpipe.models.splits import read_split
 
-    return {split: read_split(data_dir, split, options, required=("review_body", LABEL)) for split in TUNING_SPLITS}
+    return {
+        split: read_split(data_dir, split, options, required=("review_body", LABEL))
+        for split in TUNING_SPLITS
+    }
 
 
 def stratified_sample(frame: pd.DataFrame, rows: int | None, seed: int) -> pd.DataFrame:
@@ -83,10 +86,14 @@ class OptunaPruning(Callback):
             raise optuna.TrialPruned(f"{self.monitor}={score:.4f} at validation check {step}")
 
 
-def bert_objective(data: Mapping[str, pd.DataFrame], objective_cfg: Mapping[str, Any], *,
-                   tokenizer: Any | None = None,
-                   network_factory: Callable[[Mapping[str, Any]], Any] | None = None,
-                   class_weights: list[float] | None = None) -> Objective:
+def bert_objective(
+    data: Mapping[str, pd.DataFrame],
+    objective_cfg: Mapping[str, Any],
+    *,
+    tokenizer: Any | None = None,
+    network_factory: Callable[[Mapping[str, Any]], Any] | None = None,
+    class_weights: list[float] | None = None,
+) -> Objective:
     """Fine-tune with the trial's `bert` settings; the value is the best validation macro-F1.
 
     `objective_cfg`: `fixed` (bert settings every trial uses, e.g. limit_train_batches),
@@ -103,8 +110,9 @@ def bert_objective(data: Mapping[str, pd.DataFrame], objective_cfg: Mapping[str,
     seed = int(objective_cfg.get("seed", 42))
     train = stratified_sample(data["train"], objective_cfg.get("max_train_rows"), seed)
     validation = stratified_sample(data["validation"], objective_cfg.get("max_validation_rows"), seed)
-    frame = pd.concat([train.assign(split_type="train"), validation.assign(split_type="validation")],
-                      ignore_index=True)[["review_body", LABEL, "split_type"]]
+    frame = pd.concat(
+        [train.assign(split_type="train"), validation.assign(split_type="validation")], ignore_index=True
+    )[["review_body", LABEL, "split_type"]]
     tokenized: dict[tuple[str, int], pd.DataFrame] = {}
 
     def encoded(checkpoint: str, max_length: int) -> tuple[Any, pd.DataFrame]:
@@ -117,8 +125,9 @@ def bert_objective(data: Mapping[str, pd.DataFrame], objective_cfg: Mapping[str,
             tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(checkpoint))
         key = (checkpoint, max_length)
         if key not in tokenized:
-            ids = tokenizer(frame["review_body"].fillna("").astype(str).tolist(), truncation=True,
-                            max_length=max_length)["input_ids"]
+            ids = tokenizer(
+                frame["review_body"].fillna("").astype(str).tolist(), truncation=True, max_length=max_length
+            )["input_ids"]
             tokenized[key] = frame.assign(input_ids=ids)
         return tokenizer, tokenized[key]
 
@@ -129,33 +138,55 @@ def bert_objective(data: Mapping[str, pd.DataFrame], objective_cfg: Mapping[str,
         L.seed_everything(int(s["seed"]), workers=True, verbose=False)
         tok, rows = encoded(str(s["checkpoint"]), int(s["max_seq_length"]))
         datamodule = ReviewDataModule(
-            rows, tok, max_seq_length=int(s["max_seq_length"]), batch_size=int(s["batch_size"]),
-            eval_batch_size=int(s["eval_batch_size"]), length_bucketing=bool(s["length_bucketing"]),
-            num_workers=int(s["num_workers"]), seed=int(s["seed"]), reuse_input_ids=True)
-        network = network_factory(s) if network_factory else build_network(str(s["checkpoint"]), str(s["pooling"]))
+            rows,
+            tok,
+            max_seq_length=int(s["max_seq_length"]),
+            batch_size=int(s["batch_size"]),
+            eval_batch_size=int(s["eval_batch_size"]),
+            length_bucketing=bool(s["length_bucketing"]),
+            num_workers=int(s["num_workers"]),
+            seed=int(s["seed"]),
+            reuse_input_ids=True,
+        )
+        network = (
+            network_factory(s) if network_factory else build_network(str(s["checkpoint"]), str(s["pooling"]))
+        )
         module = SentimentClassifier(
-            network, learning_rate=float(s["learning_rate"]), weight_decay=float(s["weight_decay"]),
-            warmup_ratio=float(s["warmup_ratio"]), class_weights=class_weights if s["class_weights"] else None,
-            freeze_word_embeddings=bool(s["freeze_word_embeddings"]))
+            network,
+            learning_rate=float(s["learning_rate"]),
+            weight_decay=float(s["weight_decay"]),
+            warmup_ratio=float(s["warmup_ratio"]),
+            class_weights=class_weights if s["class_weights"] else None,
+            freeze_word_embeddings=bool(s["freeze_word_embeddings"]),
+        )
         pruning = OptunaPruning(trial, MONITOR)
         with tempfile.TemporaryDirectory(prefix="tune-bert-") as scratch:
             # A trial keeps no weights, only its score: no checkpoint writers (hundreds of MB a save).
-            trainer = build_trainer({**s, "fast_dev_run": False}, scratch, None, [pruning], checkpointing=False)
+            trainer = build_trainer(
+                {**s, "fast_dev_run": False}, scratch, None, [pruning], checkpointing=False
+            )
             try:
                 trainer.fit(module, datamodule=datamodule)
             finally:
                 del trainer, module, network, datamodule
                 gc.collect()  # release this trial's network before the next one is built
         if pruning.best is None:
-            raise ReviewpipeError("the BERT trial ran no validation check; raise limit_val_batches / "
-                                  "limit_train_batches in conf/tune/bert.yaml `objective.fixed`.")
+            raise ReviewpipeError(
+                "the BERT trial ran no validation check; raise limit_val_batches / "
+                "limit_train_batches in conf/tune/bert.yaml `objective.fixed`."
+            )
         return pruning.best
 
     return objective
 
 
-def baseline_objective(data: Mapping[str, pd.DataFrame], objective_cfg: Mapping[str, Any], *,
-                       data_dir: str = "data/prepared", options: StorageOptions | None = None) -> Objective:
+def baseline_objective(
+    data: Mapping[str, pd.DataFrame],
+    objective_cfg: Mapping[str, Any],
+    *,
+    data_dir: str = "data/prepared",
+    options: StorageOptions | None = None,
+) -> Objective:
     """Fit the TF-IDF baseline with the trial's settings; the value is validation macro-F1 on all train rows.
 
     `objective_cfg.fractions` (e.g. [0.25, 0.5, 1.0]) are the learning-curve steps reported to the
@@ -165,7 +196,9 @@ def baseline_objective(data: Mapping[str, pd.DataFrame], objective_cfg: Mapping[
 
     fractions = [float(f) for f in objective_cfg.get("fractions") or [1.0]]
     if any(not 0 < f <= 1 for f in fractions) or fractions != sorted(fractions) or fractions[-1] != 1.0:
-        raise ReviewpipeError(f"tune.objective.fractions must rise within (0, 1] and end at 1.0 (got {fractions}).")
+        raise ReviewpipeError(
+            f"tune.objective.fractions must rise within (0, 1] and end at 1.0 (got {fractions})."
+        )
     seed = int(objective_cfg.get("seed", 42))
     train = stratified_sample(data["train"], objective_cfg.get("max_train_rows"), seed)
     validation = stratified_sample(data["validation"], objective_cfg.get("max_validation_rows"), seed)
@@ -200,8 +233,12 @@ def complete_section(model: str, section: Mapping[str, Any]) -> dict[str, Any]:
     return dict(section)
 
 
-def make_objective(settings: Any, section: Mapping[str, Any], data: Mapping[str, pd.DataFrame],
-                   options: StorageOptions | None = None) -> Objective:
+def make_objective(
+    settings: Any,
+    section: Mapping[str, Any],
+    data: Mapping[str, pd.DataFrame],
+    options: StorageOptions | None = None,
+) -> Objective:
     """The objective for `settings.model` over the prepared train/validation frames."""
     if settings.model == "bert":
         weights = None

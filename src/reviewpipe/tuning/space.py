@@ -35,8 +35,9 @@ class Dimension:
         if self.kind == "categorical":
             return trial.suggest_categorical(self.name, list(self.choices))
         if self.kind == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log,
-                                     step=int(self.step or 1))
+            return trial.suggest_int(
+                self.name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
+            )
         return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log, step=self.step)
 
 
@@ -44,7 +45,9 @@ def parse_dimension(name: str, spec: Mapping[str, Any]) -> Dimension:
     """One `space` entry, checked, with messages that say how to fix the config."""
     where = f"search space entry `{name}`"
     if not isinstance(spec, Mapping):
-        raise ReviewpipeError(f"{where} must be a mapping such as {{type: float, low: 0.1, high: 20, log: true}}.")
+        raise ReviewpipeError(
+            f"{where} must be a mapping such as {{type: float, low: 0.1, high: 20, log: true}}."
+        )
     kind = str(spec.get("type", "categorical" if "choices" in spec else "float"))
     if kind not in KINDS:
         raise ReviewpipeError(f"{where} has type {kind!r}; use one of {', '.join(KINDS)}.")
@@ -69,7 +72,9 @@ def parse_dimension(name: str, spec: Mapping[str, Any]) -> Dimension:
 
 def parse_space(space: Mapping[str, Any] | None) -> list[Dimension]:
     if not space:
-        raise ReviewpipeError("the search space is empty: list hyperparameters under `space:` in conf/tune/<model>.yaml.")
+        raise ReviewpipeError(
+            "the search space is empty: list hyperparameters under `space:` in conf/tune/<model>.yaml."
+        )
     return [parse_dimension(str(name), spec) for name, spec in space.items()]
 
 
@@ -89,8 +94,10 @@ def locate(document: Any, dotted: str) -> tuple[Any, str | int]:
             key = int(part)
         else:
             known = ", ".join(sorted(map(str, node))) if isinstance(node, Mapping) else type(node).__name__
-            raise ReviewpipeError(f"search space key `{dotted}`: no `{part}` there (known: {known}); "
-                                  "use key paths of the model section in conf/tune/<model>.yaml.")
+            raise ReviewpipeError(
+                f"search space key `{dotted}`: no `{part}` there (known: {known}); "
+                "use key paths of the model section in conf/tune/<model>.yaml."
+            )
         if depth == len(parts) - 1:
             return node, key
         node = node[key]

@@ -25,9 +25,11 @@ SAMPLERS = ("random", "tpe")
 PRUNERS = ("median", "none")
 TRIALS_FILE = "trials.csv"
 BEST_FILE = "best_params.json"
-PLOTS = {"optimization_history.png": "plot_optimization_history",
-         "intermediate_values.png": "plot_intermediate_values",
-         "param_importances.png": "plot_param_importances"}
+PLOTS = {
+    "optimization_history.png": "plot_optimization_history",
+    "intermediate_values.png": "plot_intermediate_values",
+    "param_importances.png": "plot_param_importances",
+}
 
 # (trial, the model section with this trial's values) -> validation score; may report and prune.
 Objective = Callable[[optuna.Trial, dict[str, Any]], float]
@@ -44,11 +46,11 @@ class TuneSettings:
     pruner: str = "median"
     seed: int = 42
     timeout_s: float | None = None
-    startup_trials: int = 5       # trials the pruner lets finish before comparing (and TPE samples at random)
-    warmup_steps: int = 0         # reports within a trial before it may be pruned
+    startup_trials: int = 5  # trials the pruner lets finish before comparing (and TPE samples at random)
+    warmup_steps: int = 0  # reports within a trial before it may be pruned
     data_dir: str = "data/prepared"
     out_dir: str = "reports/tune"
-    score_current: bool = True    # also score the model section as configured now, for comparison
+    score_current: bool = True  # also score the model section as configured now, for comparison
     objective: dict[str, Any] = field(default_factory=dict)  # per-model objective settings
 
     @classmethod
@@ -90,17 +92,27 @@ def make_sampler(settings: TuneSettings) -> optuna.samplers.BaseSampler:
 def make_pruner(settings: TuneSettings) -> optuna.pruners.BasePruner:
     if settings.pruner == "none":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials,
-                                       n_warmup_steps=settings.warmup_steps)
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=settings.startup_trials, n_warmup_steps=settings.warmup_steps
+    )
 
 
-def run_study(objective: Objective, section: Mapping[str, Any], settings: TuneSettings,
-              callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
-              ) -> optuna.Study:
+def run_study(
+    objective: Objective,
+    section: Mapping[str, Any],
+    settings: TuneSettings,
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+) -> optuna.Study:
     """Maximise `objective` over the space; each trial gets `section` with its values applied."""
-    apply_overrides(section, {d.name: _any_value(d) for d in settings.space})  # unknown keys fail before trial 0
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(settings),
-                                pruner=make_pruner(settings), study_name=f"reviewpipe-{settings.model}")
+    apply_overrides(
+        section, {d.name: _any_value(d) for d in settings.space}
+    )  # unknown keys fail before trial 0
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=make_sampler(settings),
+        pruner=make_pruner(settings),
+        study_name=f"reviewpipe-{settings.model}",
+    )
 
     def trial_objective(trial: optuna.Trial) -> float:
         values = suggest(trial, settings.space)
@@ -109,9 +121,12 @@ def run_study(objective: Objective, section: Mapping[str, Any], settings: TuneSe
             raise optuna.TrialPruned(f"objective returned {score}")
         return score
 
-    study.optimize(trial_objective, n_trials=int(settings.trials),
-                   timeout=float(settings.timeout_s) if settings.timeout_s else None,
-                   callbacks=callbacks)
+    study.optimize(
+        trial_objective,
+        n_trials=int(settings.trials),
+        timeout=float(settings.timeout_s) if settings.timeout_s else None,
+        callbacks=callbacks,
+    )
     return study
 
 
@@ -130,35 +145,57 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     value, params_*."""
     rows = []
     for t in study.trials:
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
-            if t.datetime_complete and t.datetime_start else None
+        duration = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
         last_step = max(t.intermediate_values) if t.intermediate_values else None
         # Optuna keeps a pruned trial's last report as its value; the table shows it as last_intermediate only.
         value = t.value if t.state == optuna.trial.TrialState.COMPLETE else None
-        rows.append({"number": t.number, "state": t.state.name, "value": value,
-                     "duration_s": round(duration, 3) if duration is not None else None,
-                     "steps_reported": len(t.intermediate_values),
-                     "last_intermediate": t.intermediate_values.get(last_step) if last_step is not None else None,
-                     **{f"params_{k}": v for k, v in t.params.items()}})
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": value,
+                "duration_s": round(duration, 3) if duration is not None else None,
+                "steps_reported": len(t.intermediate_values),
+                "last_intermediate": t.intermediate_values.get(last_step) if last_step is not None else None,
+                **{f"params_{k}": v for k, v in t.params.items()},
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def best_summary(study: optuna.Study, settings: TuneSettings, current_value: float | None) -> dict[str, Any]:
     states = [t.state for t in study.trials]
-    count = {s.name.lower(): states.count(s) for s in (optuna.trial.TrialState.COMPLETE,
-                                                       optuna.trial.TrialState.PRUNED,
-                                                       optuna.trial.TrialState.FAIL)}
+    count = {
+        s.name.lower(): states.count(s)
+        for s in (
+            optuna.trial.TrialState.COMPLETE,
+            optuna.trial.TrialState.PRUNED,
+            optuna.trial.TrialState.FAIL,
+        )
+    }
     if count["complete"] == 0:
-        raise ReviewpipeError(f"no trial completed ({count['pruned']} pruned, {count['fail']} failed); "
-                              "run more trials, or use --pruner none.")
+        raise ReviewpipeError(
+            f"no trial completed ({count['pruned']} pruned, {count['fail']} failed); "
+            "run more trials, or use --pruner none."
+        )
     best = study.best_trial
     return {
-        "model": settings.model, "objective": "validation macro-F1 (train split fit, validation split scored)",
-        "best_value": best.value, "best_trial": best.number, "params": dict(best.params),
+        "model": settings.model,
+        "objective": "validation macro-F1 (train split fit, validation split scored)",
+        "best_value": best.value,
+        "best_trial": best.number,
+        "params": dict(best.params),
         "current_value": current_value,
         "improvement": None if current_value is None else best.value - current_value,
-        "sampler": settings.sampler, "pruner": settings.pruner, "seed": settings.seed,
-        "trials": len(study.trials), **{f"trials_{k}": v for k, v in count.items()},
+        "sampler": settings.sampler,
+        "pruner": settings.pruner,
+        "seed": settings.seed,
+        "trials": len(study.trials),
+        **{f"trials_{k}": v for k, v in count.items()},
     }
 
 

@@ -32,8 +32,10 @@ def selected_conf_file(conf_dir: str | Path, group: str) -> Path:
             if not path.exists():
                 raise ReviewpipeError(f"{root} selects `{group}: {entry[group]}` but {path} does not exist.")
             return path
-    raise ReviewpipeError(f"{root} has no `{group}` entry in its defaults list; add `- {group}: default` "
-                          "before `_self_` so the section comes from a conf group file.")
+    raise ReviewpipeError(
+        f"{root} has no `{group}` entry in its defaults list; add `- {group}: default` "
+        "before `_self_` so the section comes from a conf group file."
+    )
 
 
 def _round_trip_yaml(text: str) -> YAML:
@@ -61,8 +63,10 @@ def write_values(path: str | Path, values: Mapping[str, Any]) -> dict[str, tuple
         try:
             container, key = locate(document, dotted)
         except ReviewpipeError as exc:
-            raise ReviewpipeError(f"{path} has no key `{dotted}` to write the tuned value into ({exc}); add it "
-                                  "to the file with its current default and run again.") from exc
+            raise ReviewpipeError(
+                f"{path} has no key `{dotted}` to write the tuned value into ({exc}); add it "
+                "to the file with its current default and run again."
+            ) from exc
         changes[dotted] = (container[key], value)
         container[key] = value
     buffer = io.StringIO()
@@ -71,8 +75,12 @@ def write_values(path: str | Path, values: Mapping[str, Any]) -> dict[str, tuple
     return changes
 
 
-def write_back(model: str, values: Mapping[str, Any], conf_dir: str | Path = "conf",
-               params_path: str | Path = "params.yaml") -> tuple[Path, dict[str, tuple[Any, Any]]]:
+def write_back(
+    model: str,
+    values: Mapping[str, Any],
+    conf_dir: str | Path = "conf",
+    params_path: str | Path = "params.yaml",
+) -> tuple[Path, dict[str, tuple[Any, Any]]]:
     """Best values -> the model's conf file -> recomposed params.yaml, checked to hold the new values."""
     from omegaconf import OmegaConf
 
@@ -87,5 +95,6 @@ def write_back(model: str, values: Mapping[str, Any], conf_dir: str | Path = "co
         if got != value:
             raise ReviewpipeError(
                 f"wrote {model}.{dotted}={value!r} into {conf_file}, but the composed {params_path} has "
-                f"{got!r}: conf/config.yaml (or a later default) overrides it; move the value into {conf_file}.")
+                f"{got!r}: conf/config.yaml (or a later default) overrides it; move the value into {conf_file}."
+            )
     return conf_file, changes
