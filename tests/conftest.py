@@ -72,9 +72,11 @@ def s3_bucket(moto_server: str) -> str:
 
 @pytest.fixture(scope="session")
 def real_raw() -> Path:
-    """The real Kaggle file in data/raw/ (CI copies it from ../shared/data); skip when absent."""
+    """The real Kaggle file, shipped in git under data/raw/ (see its README)."""
     if not REAL_RAW.exists():
-        pytest.skip(f"real dataset not present at {REAL_RAW}")
+        pytest.fail(
+            f"the shipped dataset is missing at {REAL_RAW}; restore it with `git checkout -- data/raw`"
+        )
     return REAL_RAW
 
 
