@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stage": ("reviewpipe.stages", "run one DVC stage by name (what dvc.yaml calls)"),
     "synth": ("reviewpipe.data.synth", "write a synthetic Kaggle-schema reviews CSV"),
     "query": ("reviewpipe.analytics.query", "run ad-hoc SQL against the catalog"),
-    "registry": ("reviewpipe.registry_cli", "list, show or approve registered models"),
+    "registry": ("reviewpipe.registry.cli", "list, show or approve registered models"),
     "serve": ("reviewpipe.serving.server_cli", "serve a model over SageMaker's HTTP contract"),
     "deploy": ("reviewpipe.deploy.cli", "shift variant weights or delete a deployment"),
     "predict": ("reviewpipe.serving.batch", "batch predictions over parquet/CSV/JSONL (local or s3://)"),

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from reviewpipe.config import load_params
-from reviewpipe.registry import APPROVED, REJECTED, STATUSES, Registry, current_user
+from reviewpipe.registry.store import APPROVED, REJECTED, STATUSES, Registry, current_user
 from reviewpipe.storage import StorageOptions
 
 DEFAULT_REGISTRY = "models/registry"
