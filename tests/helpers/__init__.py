@@ -1,0 +1,1 @@
+"""Test code shared between test modules (builders, fixtures' logic, static checks)."""
