@@ -62,17 +62,17 @@ def test_wrong_probability_shape_is_a_user_error() -> None:
 
 def test_live_records_metrics_confusion_and_one_roc_per_class(tmp_path: Path) -> None:
     with Live(dir=str(tmp_path / "live"), save_dvc_exp=False, dvcyaml=False, report=None) as live:
-        log_to_live(live, "baseline", TRUTH, PROBA)
+        log_to_live(live, "baseline", TRUTH, PROBA, split="validation")
     metrics = json.loads((tmp_path / "live" / "metrics.json").read_text())
-    assert metrics["baseline"]["accuracy"] == pytest.approx(5 / 8)
-    assert metrics["baseline"]["neutral"]["recall"] == pytest.approx(1.0)
+    assert metrics["baseline"]["validation"]["accuracy"] == pytest.approx(5 / 8)
+    assert metrics["baseline"]["validation"]["neutral"]["recall"] == pytest.approx(1.0)
     sklearn_dir = tmp_path / "live" / "plots" / "sklearn"
-    cells = json.loads((sklearn_dir / "confusion_matrix" / "baseline.json").read_text())
+    cells = json.loads((sklearn_dir / "confusion_matrix" / "baseline_validation.json").read_text())
     assert len(cells) == 8 and cells[7] == {"actual": "1", "predicted": "-1"}
     assert sorted(p.name for p in (sklearn_dir / "roc").iterdir()) == [
-        "baseline_negative.json",
-        "baseline_neutral.json",
-        "baseline_positive.json",
+        "baseline_validation_negative.json",
+        "baseline_validation_neutral.json",
+        "baseline_validation_positive.json",
     ]
-    roc = json.loads((sklearn_dir / "roc" / "baseline_positive.json").read_text())["roc"]
+    roc = json.loads((sklearn_dir / "roc" / "baseline_validation_positive.json").read_text())["roc"]
     assert roc[0]["fpr"] == 0 and roc[-1]["tpr"] == 1

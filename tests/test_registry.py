@@ -15,30 +15,45 @@ from reviewpipe.stages import register as register_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
+VALIDATION = {
+    "baseline": {"accuracy": 0.70, "macro_f1": 0.69},
+    "automl": {"accuracy": 0.90, "macro_f1": 0.90},
+    "bert": {"accuracy": 0.78, "macro_f1": 0.77},
+}
+# On test the baseline wins: a gate that looked at test would pick it.
+TEST = {
+    "baseline": {"accuracy": 0.82, "macro_f1": 0.81},
+    "automl": {"accuracy": 0.70, "macro_f1": 0.70},
+    "bert": {"accuracy": 0.75, "macro_f1": 0.74},
+}
 METRICS = {
     "protocol": "course",
-    "test_rows": 100,
-    "models": {
-        "baseline": {"accuracy": 0.70, "macro_f1": 0.69},
-        "automl": {"accuracy": 0.90, "macro_f1": 0.90},
-        "bert": {"accuracy": 0.78, "macro_f1": 0.77},
+    "sets": {
+        "validation": {"split": "validation", "role": "select", "rows": 100},
+        "test": {"split": "test", "role": "report", "rows": 100},
     },
+    "models": {m: {"validation": VALIDATION[m], "test": TEST[m]} for m in VALIDATION},
+}
+BERT_GAPS = {
+    "product_category": {"largest_gap": {"accuracy": 0.08, "macro_f1": 0.12}},
+    "age_band": {"largest_gap": {"accuracy": 0.04}},
+    "groups": {"Dresses": {"accuracy": 0.9}},
 }
 FAIRNESS = {
     "models": {
-        "baseline": {"product_category": {"largest_gap": {"accuracy": 0.05}}},
-        "bert": {
-            "product_category": {"largest_gap": {"accuracy": 0.08, "macro_f1": 0.12}},
-            "age_band": {"largest_gap": {"accuracy": 0.04}},
-            "groups": {"Dresses": {"accuracy": 0.9}},
+        "baseline": {
+            "validation": {"product_category": {"largest_gap": {"accuracy": 0.05}}},
+            "test": {"product_category": {"largest_gap": {"accuracy": 0.01}}},
         },
+        "bert": {"validation": BERT_GAPS, "test": {"product_category": {"largest_gap": {"accuracy": 0.5}}}},
     }
 }
+SELECTED, SELECTED_FAIRNESS = registry.selection_view(METRICS, FAIRNESS, "validation")
 
 
 def test_gate_picks_champion_among_candidates_and_passes() -> None:
     decision = registry.evaluate_gate(
-        METRICS, FAIRNESS, "macro_f1", 0.6, 0.2, candidates=["bert", "baseline"]
+        SELECTED, SELECTED_FAIRNESS, "macro_f1", 0.6, 0.2, candidates=["bert", "baseline"]
     )
     assert decision.champion == "bert"  # automl scores higher but is not a candidate
     assert decision.metric_value == pytest.approx(0.77)
@@ -48,22 +63,31 @@ def test_gate_picks_champion_among_candidates_and_passes() -> None:
 
 
 def test_gate_rejects_low_metric_and_wide_gap_with_reasons() -> None:
-    decision = registry.evaluate_gate(METRICS, FAIRNESS, "accuracy", 0.8, 0.1, candidates=["bert"])
+    decision = registry.evaluate_gate(SELECTED, SELECTED_FAIRNESS, "accuracy", 0.8, 0.1, candidates=["bert"])
     assert not decision.passed
     assert any("below register.min_metric 0.8" in r for r in decision.reasons)
     assert any("exceeds register.max_group_gap 0.1" in r for r in decision.reasons)
 
 
 def test_gate_rejects_when_fairness_is_missing() -> None:
-    decision = registry.evaluate_gate(METRICS, None, "macro_f1", 0.5, 0.5, candidates=["bert"])
+    decision = registry.evaluate_gate(SELECTED, None, "macro_f1", 0.5, 0.5, candidates=["bert"])
     assert not decision.passed and "no fairness gap" in decision.reasons[0]
 
 
 def test_gate_errors_name_the_problem() -> None:
     with pytest.raises(ReviewpipeError, match="metric 'f2'"):
-        registry.evaluate_gate(METRICS, FAIRNESS, "f2", 0.5, 0.5)
+        registry.evaluate_gate(SELECTED, SELECTED_FAIRNESS, "f2", 0.5, 0.5)
     with pytest.raises(ReviewpipeError, match="no candidate model"):
-        registry.evaluate_gate(METRICS, FAIRNESS, "macro_f1", 0.5, 0.5, candidates=["xgb"])
+        registry.evaluate_gate(SELECTED, SELECTED_FAIRNESS, "macro_f1", 0.5, 0.5, candidates=["xgb"])
+
+
+def test_the_gate_sees_only_a_select_set() -> None:
+    assert SELECTED["baseline"] == VALIDATION["baseline"]
+    assert SELECTED_FAIRNESS["models"]["bert"] == BERT_GAPS
+    with pytest.raises(ReviewpipeError, match="role 'report'.*never used to choose"):
+        registry.selection_view(METRICS, FAIRNESS, "test")
+    with pytest.raises(ReviewpipeError, match="register.select_on is 'holdout'"):
+        registry.selection_view(METRICS, FAIRNESS, "holdout")
 
 
 def test_largest_gap_reads_the_evaluate_stage_layout() -> None:
@@ -96,7 +120,7 @@ def test_largest_gap_reads_the_evaluate_stage_layout() -> None:
         },
     }
     assert registry.largest_gap(fairness, "bert") == pytest.approx(0.25)
-    decision = registry.evaluate_gate(METRICS, fairness, "macro_f1", 0.6, 0.2, candidates=["bert"])
+    decision = registry.evaluate_gate(SELECTED, fairness, "macro_f1", 0.6, 0.2, candidates=["bert"])
     assert not decision.passed and "0.2500 exceeds" in decision.reasons[0]
 
 
@@ -207,7 +231,9 @@ def test_register_stage_records_pass_and_reject(tmp_path: Path) -> None:
     assert entry.status == registry.PENDING
     assert entry.model_hash == registry.hash_paths([tmp_path / "models/bert"])
     assert entry.data_hash == registry.hash_paths([tmp_path / "prepared"])
-    assert entry.params_hash and entry.metrics["macro_f1"] == pytest.approx(0.77)
+    assert entry.params_hash and entry.metrics["validation"]["macro_f1"] == pytest.approx(0.77)
+    assert entry.metrics["test"]["macro_f1"] == pytest.approx(0.74)  # recorded, never chosen on
+    assert decision["select_on"] == "validation" and decision["metric_value"] == pytest.approx(0.77)
 
     register_stage.main(_stage_params(tmp_path, min_metric=0.95))  # fail_on_reject false: recorded, no error
     second = registry.Registry(str(tmp_path / "registry")).get(2)

@@ -1,4 +1,4 @@
-"""Test-set classification metrics, and their DVCLive record (metrics, confusion matrix, ROC).
+"""Classification metrics on an evaluation set, and their DVCLive record (metrics, confusion matrix, ROC).
 
 Everything takes observed class ids (0/1/2) and predicted probabilities (n, 3) in class-id order
 (`reviewpipe.SENTIMENTS`), the shape every predictor returns.
@@ -68,30 +68,37 @@ def classification_metrics(truth: ArrayLike, proba: ArrayLike) -> dict[str, Any]
 
 
 def log_to_live(
-    live: Any, model: str, truth: ArrayLike, proba: ArrayLike, metrics: dict[str, Any] | None = None
+    live: Any,
+    model: str,
+    truth: ArrayLike,
+    proba: ArrayLike,
+    metrics: dict[str, Any] | None = None,
+    split: str = "test",
 ) -> dict[str, Any]:
-    """Record one model's test metrics and plots in a `dvclive.Live`.
+    """Record one model's metrics and plots on one evaluation set (`split`) in a `dvclive.Live`.
 
-    Metrics: `{model}/accuracy`, `{model}/macro_f1`, `{model}/{class}/{precision,recall,f1}`.
-    Plots: `plots/sklearn/confusion_matrix/{model}.json` (labels -1/0/1) and
-    `plots/sklearn/roc/{model}_{class}.json` (one-vs-rest, one per class).
+    Metrics: `{model}/{split}/accuracy`, `{model}/{split}/macro_f1`,
+    `{model}/{split}/{class}/{precision,recall,f1}`.
+    Plots: `plots/sklearn/confusion_matrix/{model}_{split}.json` (labels -1/0/1) and
+    `plots/sklearn/roc/{model}_{split}_{class}.json` (one-vs-rest, one per class).
     """
     y, p = check_probabilities(truth, proba)
     metrics = metrics or classification_metrics(y, p)
-    live.log_metric(f"{model}/accuracy", metrics["accuracy"], plot=False)
-    live.log_metric(f"{model}/macro_f1", metrics["macro_f1"], plot=False)
+    prefix = f"{model}/{split}"
+    live.log_metric(f"{prefix}/accuracy", metrics["accuracy"], plot=False)
+    live.log_metric(f"{prefix}/macro_f1", metrics["macro_f1"], plot=False)
     if metrics.get("roc_auc_ovr_macro") is not None:
-        live.log_metric(f"{model}/roc_auc_ovr_macro", metrics["roc_auc_ovr_macro"], plot=False)
+        live.log_metric(f"{prefix}/roc_auc_ovr_macro", metrics["roc_auc_ovr_macro"], plot=False)
     for name, values in metrics["per_class"].items():
         for key in ("precision", "recall", "f1"):
-            live.log_metric(f"{model}/{name}/{key}", values[key], plot=False)
+            live.log_metric(f"{prefix}/{name}/{key}", values[key], plot=False)
     sentiments = np.asarray(SENTIMENTS)
     live.log_sklearn_plot(
         "confusion_matrix",
         sentiments[y],
         sentiments[p.argmax(axis=1)],
-        name=f"confusion_matrix/{model}",
-        title=f"{model}: confusion matrix (test)",
+        name=f"confusion_matrix/{model}_{split}",
+        title=f"{model}: confusion matrix ({split})",
         x_label="observed sentiment",
         y_label="predicted sentiment",
     )
@@ -101,7 +108,7 @@ def log_to_live(
                 "roc",
                 (y == i).astype(int),
                 p[:, i],
-                name=f"roc/{model}_{CLASS_NAMES[s]}",
-                title=f"{model}: ROC, {CLASS_NAMES[s]} vs rest (test)",
+                name=f"roc/{model}_{split}_{CLASS_NAMES[s]}",
+                title=f"{model}: ROC, {CLASS_NAMES[s]} vs rest ({split})",
             )
     return metrics

@@ -88,6 +88,35 @@ def _numbers(node: Any, counted: bool) -> Iterator[float]:
             yield from _numbers(value, counted)
 
 
+def selection_view(
+    metrics: dict[str, Any], fairness: dict[str, Any] | None, select_on: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The evaluate stage's per-set files narrowed to the set the gate may look at.
+
+    metrics.json is `{"sets": {name: {"role": ...}}, "models": {model: {set: row}}}`; only a set
+    whose role is `select` may choose or gate (test is reported, never chosen on).
+    """
+    sets = metrics.get("sets") or {}
+    if select_on not in sets:
+        raise ReviewpipeError(
+            f"register.select_on is {select_on!r} but the evaluation has sets {sorted(sets)}; "
+            "add it to evaluate.sets or pick one of those."
+        )
+    if sets[select_on]["role"] != "select":
+        raise ReviewpipeError(
+            f"evaluation set {select_on!r} has role {sets[select_on]['role']!r}: it is reported, never "
+            "used to choose; set register.select_on to a set with role `select` (validation)."
+        )
+    models = {name: by_set[select_on] for name, by_set in metrics["models"].items()}
+    if fairness is None:
+        return models, None
+    return models, {
+        "models": {
+            name: by_set[select_on] for name, by_set in fairness["models"].items() if select_on in by_set
+        }
+    }
+
+
 def evaluate_gate(
     metrics: dict[str, Any],
     fairness: dict[str, Any] | None,

@@ -1,105 +1,78 @@
-"""Stage `evaluate`: every configured model on the same prepared test split.
+"""Stage `evaluate`: every configured model on every evaluation set (`evaluate.sets`: validation,
+which may choose the champion, and test, which is only reported), through one prediction path.
 
-Writes `{out_dir}/metrics.json` (the comparison table), `{out_dir}/comparison.csv`,
-`{out_dir}/fairness.json` (fairlearn, per group and the largest gaps), `{out_dir}/predictions.parquet`,
-DVCLive metrics and plots under `live_dir`, and Clarify's post-training analysis.json per model
-under `{bias.out_dir}/post_training/<model>/`.
+Writes `{out_dir}/metrics.json` (models -> set -> metrics; the comparison table register chooses
+from), `{out_dir}/comparison.csv`, `{out_dir}/fairness.json` (fairlearn, per group and the largest
+gaps, per set), `{out_dir}/predictions.parquet`, DVCLive metrics and plots under `live_dir`, and
+Clarify's post-training analysis.json per set and model under `{bias.out_dir}/post_training/<set>/<model>/`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import io
 
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from reviewpipe import SENTIMENTS, storage
+from reviewpipe import storage
 from reviewpipe.config import section, to_dict
 from reviewpipe.errors import ReviewpipeError
-from reviewpipe.evaluation.fairness import fairness_report
-from reviewpipe.evaluation.metrics import CLASS_NAMES, log_to_live
-from reviewpipe.models.predictors import Predictor, configured_models, load_predictor
+from reviewpipe.evaluation.comparison import (
+    comparison_frame,
+    fairness_table,
+    metrics_table,
+    post_training_analyses,
+    predictions_frame,
+)
+from reviewpipe.evaluation.scoring import EvaluationSet, score_models
+from reviewpipe.models.predictors import configured_models
 from reviewpipe.models.splits import prepared_dir, read_split
 from reviewpipe.storage import StorageOptions
 
-PREDICTED = "predicted_sentiment"
 
-
-def predict_in_batches(
-    predictor: Predictor, texts: Sequence[str], categories: Sequence[str] | None, batch_size: int
-) -> np.ndarray:
-    parts = [
-        predictor.predict_proba(
-            list(texts[i : i + batch_size]),
-            None if categories is None else list(categories[i : i + batch_size]),
-        )
-        for i in range(0, len(texts), batch_size)
+def evaluation_sets(cfg: DictConfig, data_dir: str, options: StorageOptions) -> list[EvaluationSet]:
+    """`evaluate.sets`: name -> {split: prepared split file, role: select | report}."""
+    return [
+        EvaluationSet(str(name), read_split(data_dir, str(spec.split), options), str(spec.role))
+        for name, spec in cfg.sets.items()
     ]
-    return np.vstack(parts) if parts else np.zeros((0, len(SENTIMENTS)))
-
-
-def comparison_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """What metrics.json keeps per model: headline numbers and per-class precision/recall/F1."""
-    return {k: metrics[k] for k in ("accuracy", "macro_f1", "roc_auc_ovr_macro", "per_class")}
 
 
 def main(params: DictConfig) -> None:
-    cfg = to_dict(section(params, "evaluate"))
+    cfg = section(params, "evaluate")
     options = StorageOptions.from_params(params.get("storage"))
-    models = configured_models(cfg)
-    test = read_split(prepared_dir(params), "test", options)
-    texts = test["review_body"].fillna("").astype(str).tolist()
-    categories = test["product_category"].astype(str).tolist() if "product_category" in test else None
-    fairness_cfg = cfg.get("fairness", {}) or {}
-    features = list(fairness_cfg.get("features", ["product_category", "age_band"]))
-    min_rows = int(fairness_cfg.get("min_group_rows", 1))
-    bias_cfg = to_dict(params.get("bias")) if cfg.get("post_training_bias", True) else None
-    if cfg.get("post_training_bias", True) and not bias_cfg:
+    models = configured_models(to_dict(cfg))
+    sets = evaluation_sets(cfg, prepared_dir(params), options)
+    if cfg.post_training_bias and "bias" not in params:
         raise ReviewpipeError(
             "evaluate.post_training_bias is on but params.yaml has no `bias` section; "
             "add conf/bias/ or set evaluate.post_training_bias=false."
         )
+    features, min_rows = list(cfg.fairness.features), int(cfg.fairness.min_group_rows)
 
+    scores = score_models(models, sets, int(cfg.batch_size))
     from dvclive import Live
 
-    out_dir = cfg.get("out_dir", "reports/evaluate")
-    table: dict[str, Any] = {}
-    fairness: dict[str, Any] = {}
-    predictions = test[[c for c in ("review_id", "sentiment") if c in test.columns]].copy()
-    with Live(
-        dir=cfg.get("live_dir", f"{out_dir}/live"), save_dvc_exp=False, dvcyaml=False, report=None
-    ) as live:
-        for name, path in models.items():
-            proba = predict_in_batches(
-                load_predictor(name, path), texts, categories, int(cfg.get("batch_size", 256))
-            )
-            metrics = log_to_live(live, name, test["label_id"].to_numpy(), proba)
-            table[name] = comparison_row(metrics)
-            scored = test.assign(**{PREDICTED: np.asarray(SENTIMENTS)[proba.argmax(axis=1)]})
-            scored["predicted_label_id"] = proba.argmax(axis=1)
-            fairness[name] = fairness_report(scored, "label_id", "predicted_label_id", features, min_rows)
-            if bias_cfg:
-                write_post_training_bias(scored, name, bias_cfg, options)
-            predictions[f"{name}_predicted"] = scored[PREDICTED].to_numpy()
-            for i, s in enumerate(SENTIMENTS):
-                predictions[f"{name}_p_{CLASS_NAMES[s]}"] = proba[:, i]
-            gap = fairness[name]["largest_gap"]
-            gap_text = (
-                f"largest group gap {gap['value']:.3f} ({gap['metric']} by {gap['feature']})"
-                if gap
-                else "no group large enough for a gap"
-            )
-            print(
-                f"evaluate: {name}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
-                f"{gap_text}"
-            )
+    with Live(dir=str(cfg.live_dir), save_dvc_exp=False, dvcyaml=False, report=None) as live:
+        table = metrics_table(scores, live)
+    fairness = fairness_table(scores, features, min_rows)
+    if cfg.post_training_bias:
+        bias = to_dict(params.bias)
+        for (set_name, model), analysis in post_training_analyses(scores, bias).items():
+            uri = storage.join(str(bias["out_dir"]), "post_training", set_name, model, "analysis.json")
+            storage.write_json(uri, analysis, options)
 
-    protocol = (params.get("prepare") or {}).get("protocol", "unknown")
+    out_dir = str(cfg.out_dir)
     storage.write_json(
         storage.join(out_dir, "metrics.json"),
-        {"protocol": protocol, "test_rows": int(len(test)), "models": table},
+        {
+            "protocol": str(params.prepare.protocol),
+            "sets": {
+                s.name: {"split": str(cfg.sets[s.name].split), "role": s.role, "rows": len(s.frame)}
+                for s in sets
+            },
+            "models": table,
+        },
         options,
     )
     storage.write_json(
@@ -107,25 +80,30 @@ def main(params: DictConfig) -> None:
         {"features": features, "min_group_rows": min_rows, "models": fairness},
         options,
     )
-    pd.DataFrame(
-        [
-            {
-                "model": m,
-                **{k: v for k, v in row.items() if k != "per_class"},
-                **{f"{c}_f1": row["per_class"][c]["f1"] for c in row["per_class"]},
-            }
-            for m, row in table.items()
-        ]
-    ).to_csv(storage.join(out_dir, "comparison.csv"), index=False)
-    predictions.to_parquet(storage.join(out_dir, "predictions.parquet"), index=False)
+    storage.write_bytes(
+        storage.join(out_dir, "comparison.csv"), comparison_frame(table).to_csv(index=False).encode(), options
+    )
+    storage.write_bytes(
+        storage.join(out_dir, "predictions.parquet"), _parquet(predictions_frame(scores)), options
+    )
+    for model in scores.models:
+        print(
+            f"evaluate: {model}: "
+            + "; ".join(_summary(table[model][s.name], fairness[model][s.name], s.name) for s in sets)
+        )
 
 
-def write_post_training_bias(
-    scored: pd.DataFrame, model: str, bias_cfg: Mapping[str, Any], options: StorageOptions | None = None
-) -> None:
-    """Clarify's post-training analysis.json for one model's test predictions."""
-    from reviewpipe.bias.posttraining import post_training_report
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
 
-    analysis = post_training_report(scored, {**bias_cfg, "predicted_label": PREDICTED})
-    out = storage.join(bias_cfg.get("out_dir", "reports/bias"), "post_training", model, "analysis.json")
-    storage.write_json(out, analysis, options)
+
+def _summary(row: dict, fairness: dict, set_name: str) -> str:
+    gap = fairness["largest_gap"]
+    gap_text = (
+        f"largest group gap {gap['value']:.3f} ({gap['metric']} by {gap['feature']})"
+        if gap
+        else "no group large enough for a gap"
+    )
+    return f"{set_name} accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}, {gap_text}"

@@ -19,9 +19,11 @@ def main(params: DictConfig) -> None:
         storage.read_json(cfg.fairness_uri, options) if storage.exists(cfg.fairness_uri, options) else None
     )
 
+    select_on = str(cfg.select_on)
+    selected, selected_fairness = registry.selection_view(metrics, fairness, select_on)
     decision = registry.evaluate_gate(
-        metrics,
-        fairness,
+        selected,
+        selected_fairness,
         metric=cfg.metric,
         min_metric=float(cfg.min_metric),
         max_group_gap=float(cfg.max_group_gap),
@@ -37,7 +39,7 @@ def main(params: DictConfig) -> None:
         champion,
         model_path,
         status=status,
-        metrics=dict(metrics.get("models", metrics)[champion]),
+        metrics=dict(metrics["models"][champion]),  # every evaluation set: validation and test
         gate=decision.to_dict(),
         reason="; ".join(decision.reasons) or "passed the quality and fairness gate",
         model_hash=registry.hash_paths([model_path]),
@@ -53,6 +55,7 @@ def main(params: DictConfig) -> None:
         "model_path": model_path,
         "status": entry.status,
         "passed": decision.passed,
+        "select_on": select_on,
         "metric": decision.metric,
         "metric_value": decision.metric_value,
         "fairness_gap": decision.fairness_gap,
@@ -61,7 +64,7 @@ def main(params: DictConfig) -> None:
     storage.write_json(cfg.decision_uri, summary, options)
     verdict = "passed" if decision.passed else "REJECTED: " + "; ".join(decision.reasons)
     print(
-        f"register: champion {champion} ({decision.metric}={decision.metric_value:.4f}) "
+        f"register: champion {champion} ({select_on} {decision.metric}={decision.metric_value:.4f}) "
         f"-> version {entry.version} {entry.status}; gate {verdict}"
     )
     if not decision.passed and cfg.fail_on_reject:
