@@ -33,9 +33,16 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: list[str] | None =
     cfg = OmegaConf.load(path)
     if overrides:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
-    conf_dir = path.resolve().parent / "conf"
-    validate_params(cfg, conf_dir=conf_dir if conf_dir.is_dir() else None, source=str(path))
+    validate_params(cfg, conf_dir=_conf_dir_for(path), source=str(path))
     return cfg  # type: ignore[return-value]
+
+
+def _conf_dir_for(params_path: Path) -> Path | None:
+    """conf/ beside params.yaml, else the working directory's (a params file written elsewhere)."""
+    for candidate in (params_path.resolve().parent / "conf", Path("conf")):
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def validate_params(
@@ -67,8 +74,7 @@ def validation_error(exc: Exception, section_name: str, values: Any, source: str
     if not isinstance(exc, ValidationError):
         return exc
     errors = [{**e, "loc": (section_name, *e["loc"])} for e in exc.errors()]
-    conf_dir = Path("conf")
-    return _schema_error(errors, {section_name: values}, conf_dir if conf_dir.is_dir() else None, source)
+    return _schema_error(errors, {section_name: values}, _conf_dir_for(Path("params.yaml")), source)
 
 
 def _schema_error(

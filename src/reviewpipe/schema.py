@@ -225,12 +225,18 @@ class FairnessParams(Settings):
     min_group_rows: int
 
 
+class EvaluationSetParams(Settings):
+    split: str  # a prepared split file: {prepare.out_dir}/<split>.parquet
+    role: Literal["select", "report"]  # select: register may choose and gate on it
+
+
 class EvaluateParams(Section):
     section = "evaluate"
     models: list[ModelKind]
     model_paths: dict[str, str]
     out_dir: str
     live_dir: str
+    sets: dict[str, EvaluationSetParams]
     batch_size: int
     post_training_bias: bool
     fairness: FairnessParams
@@ -258,6 +264,7 @@ class RegisterParams(Section):
     data_uri: str
     registry_uri: str
     decision_uri: str
+    select_on: str  # an evaluate.sets name whose role is select
     metric: str
     min_metric: float
     max_group_gap: float
