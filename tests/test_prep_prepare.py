@@ -84,10 +84,14 @@ def test_prepare_invariants(settings: PrepareSettings) -> None:
     merged = balanced.merge(unbalanced, on="review_id", suffixes=("", "_before"))
     assert len(merged) == len(balanced)
     assert (merged["split_type"] == merged["split_type_before"]).all()
-    # stratified within one row per class
-    for _, cls in unbalanced.groupby("sentiment"):
-        for s in SPLITS:
-            assert abs((cls["split_type"] == s).sum() - settings.fractions[s] * len(cls)) < 1
+    # the realised class mix per split is reported against the whole (hash split: binomial noise)
+    check = prepared.metrics["stratification"]
+    for s in SPLITS:
+        rows = unbalanced[unbalanced["split_type"] == s]
+        assert check["splits"][s]["rows"] == len(rows)
+        for label, cell in check["splits"][s]["per_class"].items():
+            assert cell["rows"] == int((rows["rating_sentiment"] == int(label)).sum())
+    assert check["p_value"] > 0.001
     assert (balanced["label_id"] == balanced["sentiment"] + 1).all()
     assert prepared.metrics["rows_in"] == 1200
     assert prepared.metrics["rows_dropped"] == 10
@@ -97,14 +101,17 @@ def test_prepare_invariants(settings: PrepareSettings) -> None:
 def test_course_protocol_balances_sentiment_to_the_minority() -> None:
     prepared = prepare_reviews(reviews(), COURSE, AGE_EDGES)
     minority = prepared.unbalanced["sentiment"].value_counts().min()
-    per_sentiment = prepared.metrics["rows_per_sentiment"]
-    assert per_sentiment == {"-1": minority, "0": minority, "1": minority}
+    unbalanced = prepared.unbalanced
+    total = 0
     for s in SPLITS:
         row = prepared.metrics["rows"][s]
-        assert row["-1"] == row["0"] == row["1"]
-        assert abs(row["-1"] - COURSE.fractions[s] * minority) < 1
+        split_minority = unbalanced[unbalanced["split_type"] == s]["sentiment"].value_counts().min()
+        assert row["-1"] == row["0"] == row["1"] == split_minority
+        total += split_minority
+    assert total <= minority + 2  # per-split minorities add up to about the overall one
+    assert prepared.metrics["rows_per_sentiment"] == {"-1": total, "0": total, "1": total}
     assert prepared.class_weights == {"-1": 1.0, "0": 1.0, "1": 1.0}
-    assert prepared.metrics["rows_removed_by_balancing"] == len(prepared.unbalanced) - 3 * minority
+    assert prepared.metrics["rows_removed_by_balancing"] == len(unbalanced) - 3 * total
 
 
 def test_natural_protocol_keeps_all_rows_and_weights_classes() -> None:
@@ -150,11 +157,14 @@ def test_settings_errors_say_what_to_change() -> None:
             "balance": "none",
             "class_weights": True,
             "seed": 3,
-            "split": {"train": 0.8, "validation": 0.1, "test": 0.1, "method": "threshold"},
+            "split": {"train": 0.8, "validation": 0.1, "test": 0.1},
         }
     )
-    assert settings.fractions == {"train": 0.8, "validation": 0.1, "test": 0.1}
-    assert settings.split_method == "threshold" and settings.seed == 3
+    assert settings.fractions == {"train": 0.8, "validation": 0.1, "test": 0.1} and settings.seed == 3
+    with pytest.raises(ReviewpipeError, match="prepare.split.method is gone"):
+        PrepareSettings.from_params(
+            {"split": {"train": 0.8, "validation": 0.1, "test": 0.1, "method": "rank"}}
+        )
 
 
 def write_labels(path: Path, records: list[dict]) -> None:
@@ -189,23 +199,52 @@ def test_human_labels_latest_wins_and_override_sentiment(tmp_path: Path) -> None
     df.loc[df["review_id"] == 201, "sentiment"] = 0
     prepared = prepare_reviews(df, NATURAL, AGE_EDGES, labels, invalid)
     rows = prepared.unbalanced.set_index("review_id")
+    assert rows.loc[200, "split_type"] in ("train", "validation")  # (review 200's hash: not test)
     assert rows.loc[200, "sentiment"] == 1 and rows.loc[200, "label_id"] == 2
-    assert rows.loc[201, "sentiment"] == 0
+    assert rows.loc[200, "rating_sentiment"] == -1 and rows.loc[200, "human_label"] == 1
+    assert rows.loc[201, "sentiment"] == 0 and rows.loc[201, "human_label"] == 0
+    assert rows["human_label"].notna().sum() == 2
     m = prepared.metrics
     assert (
         m["human_labels_merged"],
         m["human_labels_changed"],
+        m["human_labels_on_test"],
         m["human_labels_unmatched"],
         m["human_labels_invalid"],
-    ) == (2, 1, 1, 3)
+    ) == (2, 1, 0, 1, 3)
+
+
+def test_human_labels_correct_train_and_validation_but_never_test() -> None:
+    df = reviews()
+    first = prepare_reviews(df, COURSE, AGE_EDGES).unbalanced.set_index("review_id")
+    picked = [first.index[first["split_type"] == s][:4].tolist() for s in SPLITS]
+    flipped = {rid: -int(first.loc[rid, "rating_sentiment"]) or 1 for ids in picked for rid in ids}
+    labels, _ = latest_human_labels(
+        [
+            {"review_id": rid, "label": lab, "labeled_at": "2025-01-01T00:00:00Z"}
+            for rid, lab in flipped.items()
+        ]
+    )
+    after = prepare_reviews(df, COURSE, AGE_EDGES, labels).unbalanced.set_index("review_id")
+    assert after["split_type"].equals(first["split_type"])
+    for rid, lab in flipped.items():
+        assert after.loc[rid, "human_label"] == lab
+        if after.loc[rid, "split_type"] == "test":
+            assert after.loc[rid, "sentiment"] == first.loc[rid, "sentiment"]  # the rating's label
+        else:
+            assert after.loc[rid, "sentiment"] == lab and after.loc[rid, "label_id"] == lab + 1
+    untouched = ~after.index.isin(list(flipped))
+    assert after.loc[untouched, "sentiment"].equals(first.loc[untouched, "sentiment"])
 
 
 def test_missing_labels_dir_means_no_labels(tmp_path: Path) -> None:
     labels, invalid = read_human_labels(str(tmp_path / "absent"))
     assert labels.empty and invalid == 0
-    out, stats = apply_human_labels(reviews(30), labels)
-    assert stats == {"merged": 0, "changed": 0, "unmatched": 0}
-    assert out["sentiment"].equals(reviews(30)["sentiment"])
+    df = reviews(30).assign(split_type="train")
+    out, stats = apply_human_labels(df, labels)
+    assert stats == {"merged": 0, "changed": 0, "on_test": 0, "unmatched": 0}
+    assert out["sentiment"].equals(df["sentiment"]) and out["rating_sentiment"].equals(df["sentiment"])
+    assert out["human_label"].isna().all()
 
 
 def test_latest_human_labels_breaks_ties_by_record_order() -> None:

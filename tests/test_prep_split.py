@@ -1,4 +1,4 @@
-"""Hash split and balancing: stratification, stability under new data, order independence."""
+"""Hash split and balancing: a function of (id, seed) only, honest stratification, order independence."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.prep.balance import balance, balanced_class_weights
-from reviewpipe.prep.split import SPLITS, apportion, assign_splits, stable_uniform
+from reviewpipe.prep.split import SPLITS, assign_splits, stable_uniform, stratification_check
 
 COURSE = {"train": 0.90, "validation": 0.05, "test": 0.05}
 NATURAL = {"train": 0.80, "validation": 0.10, "test": 0.10}
@@ -36,22 +36,51 @@ def test_stable_uniform_depends_on_id_and_seed_only() -> None:
     assert ((a >= 0) & (a < 1)).all()
 
 
-@pytest.mark.parametrize("n", [0, 1, 2, 10, 19, 20, 21, 333, 1001])
 @pytest.mark.parametrize("fractions", [COURSE, NATURAL])
-def test_apportion_within_one_row_and_sums(n: int, fractions: dict[str, float]) -> None:
-    counts = apportion(n, fractions)
-    assert sum(counts.values()) == n
-    assert all(abs(counts[s] - fractions[s] * n) < 1 for s in SPLITS)
-
-
-@pytest.mark.parametrize("fractions", [COURSE, NATURAL])
-def test_rank_split_is_stratified_within_one_row_per_class(fractions: dict[str, float]) -> None:
-    df = frame(2003)
+def test_split_is_the_hash_interval_and_each_class_gets_the_fractions_up_to_binomial_noise(
+    fractions: dict[str, float],
+) -> None:
+    df = frame(20000)
     df["split_type"] = assign_splits(df, fractions, seed=42)
+    u = stable_uniform(df["review_id"], 42)
+    edges = np.cumsum([fractions[s] for s in SPLITS])
+    expected = np.where(u < edges[0], "train", np.where(u < edges[1], "validation", "test"))
+    assert (df["split_type"].to_numpy() == expected).all()
     for _, cls in df.groupby("sentiment"):
-        counts = cls["split_type"].value_counts()
         for s in SPLITS:
-            assert abs(counts.get(s, 0) - fractions[s] * len(cls)) < 1
+            share = (cls["split_type"] == s).mean()
+            sd = np.sqrt(fractions[s] * (1 - fractions[s]) / len(cls))
+            assert abs(share - fractions[s]) < 4 * sd
+
+
+def test_a_rows_split_depends_on_its_id_and_the_seed_only() -> None:
+    df = frame(3000)
+    alone = pd.concat([assign_splits(df.iloc[[i]], COURSE, seed=42) for i in range(0, 3000, 97)])
+    together = assign_splits(df, COURSE, seed=42)
+    assert together.loc[alone.index].equals(alone)  # the other rows do not matter
+    relabelled = df.assign(sentiment=-df["sentiment"])
+    assert assign_splits(relabelled, COURSE, seed=42).equals(together)  # the label does not matter
+
+
+def test_stratification_check_reports_shares_gaps_and_independence() -> None:
+    labels = pd.Series([-1] * 10 + [1] * 30 + [-1] * 10 + [1] * 10)
+    splits = pd.Series(["train"] * 40 + ["test"] * 20)
+    check = stratification_check(labels, splits)
+    assert check["overall_share"] == {"-1": pytest.approx(20 / 60), "1": pytest.approx(40 / 60)}
+    assert check["splits"]["train"]["per_class"]["-1"] == {
+        "rows": 10,
+        "share": 0.25,
+        "gap": pytest.approx(0.25 - 1 / 3, abs=1e-6),
+    }
+    assert check["largest_share_gap"]["split"] == "test"
+    assert check["largest_share_gap"]["gap"] == pytest.approx(0.5 - 1 / 3, abs=1e-6)
+    from scipy.stats import chi2_contingency
+
+    oracle = chi2_contingency(np.array([[10, 10], [10, 30]]), correction=False)
+    assert check["p_value"] == pytest.approx(oracle.pvalue, abs=1e-6) and check["dof"] == 1
+    hashed = frame(20000)
+    hashed_check = stratification_check(hashed["sentiment"], assign_splits(hashed, COURSE, seed=42))
+    assert hashed_check["p_value"] > 0.001 and abs(hashed_check["largest_share_gap"]["gap"]) < 0.02
 
 
 def test_split_ignores_row_order_and_each_id_has_one_split() -> None:
@@ -68,28 +97,12 @@ def test_seed_changes_the_split() -> None:
     assert not assign_splits(df, COURSE, seed=42).equals(assign_splits(df, COURSE, seed=7))
 
 
-def test_threshold_split_never_moves_existing_rows() -> None:
+def test_new_data_never_moves_existing_rows() -> None:
     old = frame(1000)
     new = pd.concat([old, frame(300, start=1000, seed=5)], ignore_index=True)
-    before = assign_splits(old, COURSE, seed=42, method="threshold")
-    after = assign_splits(new, COURSE, seed=42, method="threshold")
-    assert after.iloc[: len(old)].equals(before)
-
-
-def test_rank_split_moves_at_most_added_rows_per_class_and_only_near_thresholds() -> None:
-    old = frame(2000)
-    added = frame(200, start=2000, seed=5)
-    new = pd.concat([old, added], ignore_index=True)
     before = assign_splits(old, COURSE, seed=42)
-    after = assign_splits(new, COURSE, seed=42).iloc[: len(old)]
-    moved = before != after
-    for sentiment, cls in old.groupby("sentiment"):
-        added_here = int((added["sentiment"] == sentiment).sum())
-        assert int(moved[cls.index].sum()) <= 2 * added_here  # at most m per threshold (2 thresholds)
-    assert moved.mean() < 0.02
-    u = stable_uniform(old["review_id"], 42)
-    distance = np.minimum(np.abs(u - 0.90), np.abs(u - 0.95))
-    assert (distance[moved.to_numpy()] < 0.05).all()  # far from a threshold never moves
+    after = assign_splits(new, COURSE, seed=42)
+    assert after.iloc[: len(old)].equals(before)
 
 
 def test_split_rejects_bad_fractions_and_duplicate_ids() -> None:
@@ -99,6 +112,8 @@ def test_split_rejects_bad_fractions_and_duplicate_ids() -> None:
         assign_splits(frame(10), {"train": 0.9, "test": 0.1}, seed=1)
     with pytest.raises(ReviewpipeError, match="unique"):
         assign_splits(pd.concat([frame(5), frame(5)]), COURSE, seed=1)
+    with pytest.raises(ReviewpipeError, match=r"prepare.split.method is gone.*conf/prepare"):
+        assign_splits(frame(10), {**COURSE, "method": "rank"}, seed=1)
 
 
 def _with_splits(n: int = 3000) -> pd.DataFrame:
@@ -115,12 +130,10 @@ def test_balance_none_keeps_everything() -> None:
 def test_balance_sentiment_downsamples_each_split_to_its_minority() -> None:
     df = _with_splits()
     out = balance(df, "sentiment", seed=42)
-    minority = df["sentiment"].value_counts().min()
-    assert (out["sentiment"].value_counts() == minority).all()
     for s in SPLITS:
         part = out[out["split_type"] == s]["sentiment"].value_counts()
-        assert part.nunique() == 1  # every class the same size in every split
-        assert abs(part.iloc[0] - COURSE[s] * minority) < 1  # still stratified
+        before = df[df["split_type"] == s]["sentiment"].value_counts()
+        assert len(part) == 3 and (part == before.min()).all()  # every class the split's minority size
     assert set(out.index) <= set(df.index)
 
 

@@ -115,8 +115,11 @@ def test_natural_protocol_stage(in_workdir: Path) -> None:
     weights = json.loads(Path("out/n/class_weights.json").read_text())
     train = read_split("out/n", "train")["sentiment"]
     assert weights["-1"] == pytest.approx(len(train) / (3 * (train == -1).sum()))
-    for _, cls in unbalanced.groupby("sentiment"):
-        assert abs((cls["split_type"] == "validation").sum() - 0.1 * len(cls)) < 1
+    for _, cls in unbalanced.groupby("sentiment"):  # the fractions per class, up to binomial noise
+        share = (cls["split_type"] == "validation").mean()
+        assert abs(share - 0.1) < 4 * np.sqrt(0.1 * 0.9 / len(cls))
+    metrics = json.loads(Path("out/n.json").read_text())
+    assert metrics["stratification"]["splits"]["validation"]["rows"] == len(read_split("out/n", "validation"))
 
 
 def test_human_labels_are_merged_by_the_stage(in_workdir: Path) -> None:
@@ -124,7 +127,7 @@ def test_human_labels_are_merged_by_the_stage(in_workdir: Path) -> None:
         params(**{"prepare.out_dir": "out/h0", "prepare.metrics": "out/h0.json", "prepare.balance": "none"})
     )
     before = read_split("out/h0", "unbalanced").set_index("review_id")
-    positive = before[before["sentiment"] == 1].index[:3].tolist()
+    positive = before[(before["sentiment"] == 1) & (before["split_type"] == "train")].index[:3].tolist()
     labels = Path("labels/annotator.jsonl")
     labels.parent.mkdir(exist_ok=True)
     labels.write_text(
@@ -150,6 +153,77 @@ def test_human_labels_are_merged_by_the_stage(in_workdir: Path) -> None:
     assert (after.loc[positive, "sentiment"] == -1).all() and (after.loc[positive, "label_id"] == 0).all()
     metrics = json.loads(Path("out/h1.json").read_text())
     assert metrics["human_labels_merged"] == 3 and metrics["human_labels_changed"] == 3
+
+
+def relabel(reviews: pd.DataFrame, n: int, labels_dir: str) -> dict[int, int]:
+    """Write human labels for `n` reviews spread over every split, each different from its rating's
+    label; returns {review_id: new label}."""
+    rng = np.random.default_rng(0)
+    sizes = {"train": n - 2 * (n // 3), "validation": n // 3, "test": n // 3}
+    picked = np.concatenate(
+        [
+            rng.choice(reviews.index[reviews["split_type"] == s], size=k, replace=False)
+            for s, k in sizes.items()
+        ]
+    )
+    new = {
+        int(r): int(rng.choice([x for x in (-1, 0, 1) if x != reviews.loc[r, "sentiment"]])) for r in picked
+    }
+    path = Path(labels_dir) / "relabel.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "".join(
+            json.dumps({"review_id": r, "label": lab, "annotator": "t", "labeled_at": "2025-01-01T00:00:00Z"})
+            + "\n"
+            for r, lab in new.items()
+        )
+    )
+    return new
+
+
+def assert_relabel_moves_no_row(before_dir: str, after_dir: str, new: dict[int, int]) -> dict[str, int]:
+    """Every review keeps its split (balanced files and unbalanced); train/validation take the human
+    label, test keeps the rating's; returns how many relabelled reviews each split holds."""
+    before = read_split(before_dir, "unbalanced").set_index("review_id")
+    after = read_split(after_dir, "unbalanced").set_index("review_id")
+    assert after.index.equals(before.index)
+    assert after["split_type"].equals(before["split_type"])
+    for name in SPLITS:
+        ids_after = set(read_split(after_dir, name)["review_id"])
+        assert (
+            before.loc[list(ids_after), "split_type"].eq(name).all()
+        )  # a balanced file holds its split only
+    relabelled = after.loc[list(new)]
+    on_test = relabelled["split_type"] == "test"
+    assert relabelled["human_label"].tolist() == list(new.values())
+    assert (relabelled.loc[on_test, "sentiment"] == before.loc[relabelled.index[on_test], "sentiment"]).all()
+    assert (relabelled.loc[~on_test, "sentiment"] == relabelled.loc[~on_test, "human_label"]).all()
+    assert read_split(after_dir, "test").equals(
+        read_split(before_dir, "test").assign(
+            human_label=lambda d: d["review_id"].map(lambda r: new.get(int(r))).astype("Int64")
+        )
+    )
+    return relabelled["split_type"].value_counts().to_dict()
+
+
+def test_relabelling_50_reviews_moves_no_row_between_splits(in_workdir: Path) -> None:
+    prepare.main(params(**{"prepare.out_dir": "out/r0", "prepare.metrics": "out/r0.json"}))
+    before = read_split("out/r0", "unbalanced").set_index("review_id")
+    new = relabel(before, 50, "labels50")
+    prepare.main(
+        params(
+            **{
+                "prepare.out_dir": "out/r1",
+                "prepare.metrics": "out/r1.json",
+                "prepare.human_labels_dir": "labels50",
+            }
+        )
+    )
+    per_split = assert_relabel_moves_no_row("out/r0", "out/r1", new)
+    metrics = json.loads(Path("out/r1.json").read_text())
+    assert per_split == {"train": 18, "validation": 16, "test": 16}
+    assert metrics["human_labels_on_test"] == 16
+    assert metrics["human_labels_merged"] == metrics["human_labels_changed"] == 50 - per_split["test"]
 
 
 def test_features_stage_after_prepare(in_workdir: Path) -> None:
@@ -191,7 +265,19 @@ def test_course_protocol_on_real_data(
     sentiment = np.select([raw["Rating"] <= 2, raw["Rating"] == 3], [-1, 0], 1)
     minority = int(pd.Series(sentiment).value_counts().min())
     assert metrics["rows_after_filtering"] == len(raw)
-    assert metrics["rows_per_sentiment"] == {"-1": minority, "0": minority, "1": minority}
+    per_class = metrics["rows_per_sentiment"]
+    assert per_class["-1"] == per_class["0"] == per_class["1"] <= minority + 2
+    assert per_class["-1"] == sum(metrics["rows"][s]["-1"] for s in SPLITS)
+    assert metrics["stratification"]["p_value"] > 0.001
+
+    # Relabelling 50 real reviews and re-running prepare moves no review between splits.
+    before = read_split("data/prepared", "unbalanced").set_index("review_id")
+    new = relabel(before, 50, "data/relabel50")
+    prepare.main(params(**{"prepare.out_dir": "out/r", "prepare.human_labels_dir": "data/relabel50"}))
+    print(
+        "real data, 50 relabelled reviews per split:",
+        assert_relabel_moves_no_row("data/prepared", "out/r", new),
+    )
     print(
         "real data, course protocol:",
         json.dumps(
@@ -205,6 +291,7 @@ def test_course_protocol_on_real_data(
                     "unbalanced_rows_per_sentiment",
                     "rows_per_sentiment",
                     "rows",
+                    "stratification",
                 )
             }
         ),

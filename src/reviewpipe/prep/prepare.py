@@ -1,8 +1,12 @@
-"""Course data preparation as pure functions: filter → human labels → split → balance → weights.
+"""Course data preparation as pure functions: filter → split → human labels → balance → weights.
 
-Order matters: the split is assigned once on the filtered rows, before balancing, so the balanced
-splits and `unbalanced.parquet` agree on every review's split (see prep/split.py and
-prep/balance.py). Every row that is dropped is counted by reason; nothing vanishes silently.
+Order matters. The split is a function of (review_id, seed) alone and is assigned before any label
+is looked at, so a human label never moves a review between splits (prep/split.py). Human labels
+then correct the training and validation labels only: the test split keeps its rating-derived
+labels for the headline figures, and a human label on a test row is kept beside it (`human_label`)
+for evaluate's separate report. Balancing runs after, within each split, so the balanced splits
+and `unbalanced.parquet` agree on every review's split (prep/balance.py). Every row that is
+dropped is counted by reason; nothing vanishes silently.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from reviewpipe import SENTIMENTS
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.prep.balance import STRATEGIES, balance, balanced_class_weights, uniform_class_weights
 from reviewpipe.prep.bands import age_band
-from reviewpipe.prep.split import SPLITS, assign_splits, check_fractions
+from reviewpipe.prep.split import SPLITS, assign_splits, check_fractions, stratification_check
 from reviewpipe.storage import StorageOptions, get_fs
 
 # What prepare reads from the catalog view `reviews`.
@@ -43,10 +47,14 @@ PREPARED_COLUMNS: list[str] = [
     "department_name",
     "age",
     "age_band",
-    "sentiment",
+    "sentiment",  # the training target: a human label on train/validation rows, else the rating's
+    "rating_sentiment",  # from the star rating, never changed (test keeps it as its label)
+    "human_label",  # the latest human label (nullable), on every split, test included
     "label_id",
     "split_type",
 ]
+# Splits whose labels a human label corrects; test keeps the rating-derived label.
+RELABELLED_SPLITS: tuple[str, ...] = ("train", "validation")
 # Drop reasons, in the order they are checked (a row is counted under its first reason).
 DROP_REASONS: tuple[str, ...] = (
     "missing_review_body",
@@ -68,20 +76,17 @@ class PrepareSettings:
     fractions: dict[str, float] = field(
         default_factory=lambda: {"train": 0.90, "validation": 0.05, "test": 0.05}
     )
-    split_method: str = "rank"
     seed: int = 42
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any]) -> PrepareSettings:
         split = dict(section.get("split", {}) or {})
-        method = split.pop("method", "rank")
         settings = cls(
             protocol=str(section.get("protocol", "course")),
             min_category_reviews=int(section.get("min_category_reviews", 10)),
             balance=str(section.get("balance", "sentiment")),
             class_weights=bool(section.get("class_weights", False)),
             fractions=check_fractions(split) if split else cls().fractions,
-            split_method=str(method),
             seed=int(section.get("seed", 42)),
         )
         if settings.balance not in STRATEGIES:
@@ -158,19 +163,27 @@ def latest_human_labels(records: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFr
 
 
 def apply_human_labels(df: pd.DataFrame, labels: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """A human label overrides the rating-derived sentiment. Returns the frame and counts:
-    merged (labels applied to a row here), changed (of those, differing from the rating's),
-    unmatched (labels for reviews not in the prepared rows)."""
+    """Human labels on a frame that already has `split_type`. Every row gets `rating_sentiment`
+    (the rating's label, unchanged) and `human_label` (the latest human label, or missing); the
+    training target `sentiment` takes the human label on train and validation rows only.
+
+    Counts: merged (labels applied to train/validation rows), changed (of those, differing from the
+    rating's label), on_test (labels on test rows: kept in `human_label`, not applied), unmatched
+    (labels for reviews not among the prepared rows)."""
     keys = df["review_id"].astype(str)
     by_key = labels.set_index("review_key")["label"]
     human = keys.map(by_key)
     matched = human.notna()
+    applied = matched & df["split_type"].isin(RELABELLED_SPLITS)
     out = df.copy()
-    changed = int((matched & (human != out["sentiment"])).sum())
-    out.loc[matched, "sentiment"] = human[matched].astype("int64")
+    out["rating_sentiment"] = out["sentiment"]
+    out["human_label"] = human.astype("Int64")
+    changed = int((applied & (human != out["sentiment"])).sum())
+    out.loc[applied, "sentiment"] = human[applied].astype("int64")
     stats = {
-        "merged": int(matched.sum()),
+        "merged": int(applied.sum()),
         "changed": changed,
+        "on_test": int((matched & ~applied).sum()),
         "unmatched": int((~by_key.index.isin(keys)).sum()),
     }
     return out, stats
@@ -179,7 +192,8 @@ def apply_human_labels(df: pd.DataFrame, labels: pd.DataFrame) -> tuple[pd.DataF
 def to_prepared_columns(df: pd.DataFrame, age_edges: Sequence[int]) -> pd.DataFrame:
     out = df.copy()
     out["sentiment"] = out["sentiment"].astype("int64")
-    unknown = sorted(set(out["sentiment"]) - set(LABEL_ID))
+    out["rating_sentiment"] = out["rating_sentiment"].astype("int64")
+    unknown = sorted(set(out["rating_sentiment"]) - set(LABEL_ID))
     if unknown:
         raise ReviewpipeError(f"sentiment values must be {list(SENTIMENTS)}; found {unknown} in the lake.")
     out["age_band"] = age_band(out["age"], age_edges)
@@ -201,10 +215,10 @@ def prepare_reviews(
             f"the reviews table lacks columns {missing}; re-run the ingest and catalog stages."
         )
     kept, dropped = filter_reviews(source, settings.min_category_reviews)
+    kept["split_type"] = assign_splits(kept, settings.fractions, settings.seed)
     labels = human_labels if human_labels is not None else latest_human_labels([])[0]
     kept, label_stats = apply_human_labels(kept, labels)
     kept = to_prepared_columns(kept, age_edges)
-    kept["split_type"] = assign_splits(kept, settings.fractions, settings.seed, method=settings.split_method)
     unbalanced = _ordered(kept)
     balanced = _ordered(balance(unbalanced, settings.balance, settings.seed))
     train = unbalanced[unbalanced["split_type"] == "train"]["sentiment"]
@@ -212,7 +226,6 @@ def prepare_reviews(
     metrics = {
         "protocol": settings.protocol,
         "balance": settings.balance,
-        "split_method": settings.split_method,
         "seed": settings.seed,
         "rows_in": int(len(source)),
         "dropped": drop_counts(dropped),
@@ -220,6 +233,7 @@ def prepare_reviews(
         "rows_after_filtering": int(len(unbalanced)),
         "human_labels_merged": label_stats["merged"],
         "human_labels_changed": label_stats["changed"],
+        "human_labels_on_test": label_stats["on_test"],
         "human_labels_unmatched": label_stats["unmatched"],
         "human_labels_invalid": int(human_labels_invalid),
         "rows_removed_by_balancing": int(len(unbalanced) - len(balanced)),
@@ -234,6 +248,8 @@ def prepare_reviews(
             for s in SPLITS
         },
         "class_weights": weights,
+        # The rating-derived classes (never relabelled) across the hash split, before balancing.
+        "stratification": stratification_check(unbalanced["rating_sentiment"], unbalanced["split_type"]),
     }
     return Prepared(unbalanced, balanced, dropped, weights, metrics)
 

@@ -1,38 +1,33 @@
-"""Seeded, stratified train/validation/test split derived from a stable hash of (review_id, seed).
+"""Train/validation/test split as a function of (review_id, seed) alone.
 
-Every review gets a uniform number u in [0, 1) from sha256("{salt}:{seed}:{review_id}"), so the
-split never depends on row order or on which other rows happen to be in the frame.
+Every review gets a uniform number u in [0, 1) from sha256("split:{seed}:{review_id}") and lands in
+the split whose interval of the cumulative fractions holds u (90/5/5: train below 0.90, validation
+below 0.95, test above). Nothing else enters: not the row order, not the other rows, not the label.
+So a review never changes split when its label is corrected by a person, when new batches are
+ingested, or when rows are filtered out: a row the model trained on can never reach a later test
+split, and a test row can never be trained on after a relabel.
 
-Two methods (`prepare.split.method`):
-
-- ``rank`` (default): within each stratum (sentiment class) rows are sorted by u and cut at the
-  largest-remainder counts of the fractions, so every class has each split's count within one row
-  of ``fraction * class size`` (exact stratification). Equivalently: compare u with the fixed
-  thresholds (0.90, 0.95 for 90/5/5) and then move the fewest rows needed to make the counts exact,
-  always the rows whose u lies nearest a threshold. Consequence for new data: a row whose u is far
-  from a threshold never changes split; when m rows are added to a class, at most m existing rows
-  of that class cross each threshold (in practice about sqrt(m * f * (1 - f))).
-- ``threshold``: a row's split is decided by u against the fixed thresholds alone, so adding data
-  never moves an existing row; class counts are then only binomially close to the fractions.
-
-Both at once are impossible: if no existing row may ever move, a row's split must be a function of
-the row alone (take the frame holding just that row), and then nothing can force the counts of an
-arbitrary set to be within one row of the fractions. ``rank`` chooses exact stratification and
-near-stability; ``threshold`` chooses exact stability and near-stratification.
+Stratification is honest rather than forced. u is independent of the label, so every class is
+split by the configured fractions *in expectation*; the realised shares differ by binomial noise
+(about sqrt(f (1 - f) / n_class)). Forcing exact per-class counts (ranking rows within each class)
+would make a row's split depend on its label and on the other rows, which is exactly what moves rows
+when labels change. `stratification_check` measures the realised class mix of every split against
+the whole and tests independence (chi-square), and prepare reports it in its metrics.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from reviewpipe.errors import ReviewpipeError
 
 SPLITS: tuple[str, str, str] = ("train", "validation", "test")
-METHODS: tuple[str, str] = ("rank", "threshold")
 
 
 def stable_uniform(ids: Iterable[object], seed: int, salt: str = "split") -> np.ndarray:
@@ -47,6 +42,12 @@ def stable_uniform(ids: Iterable[object], seed: int, salt: str = "split") -> np.
 
 def check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
     """{train, validation, test} fractions, each >= 0, summing to 1."""
+    if "method" in fractions:
+        raise ReviewpipeError(
+            "prepare.split.method is gone: a review's split is a function of (review_id, prepare.seed) "
+            "only, so relabelling or adding data never moves a row between splits. Remove "
+            "prepare.split.method from conf/prepare/ (or your -S override)."
+        )
     missing = [s for s in SPLITS if s not in fractions]
     unknown = [s for s in fractions if s not in SPLITS]
     if missing or unknown:
@@ -59,47 +60,61 @@ def check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
     return values
 
 
-def apportion(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
-    """Split n rows into counts, each within one row of fraction * n, summing to n
-    (largest remainder; ties go to the earlier split)."""
-    exact = {s: fractions[s] * n for s in SPLITS}
-    counts = {s: int(np.floor(exact[s])) for s in SPLITS}
-    by_remainder = sorted(SPLITS, key=lambda s: (-(exact[s] - counts[s]), SPLITS.index(s)))
-    for s in by_remainder[: n - sum(counts.values())]:
-        counts[s] += 1
-    return counts
+def split_of(u: np.ndarray, fractions: Mapping[str, float]) -> np.ndarray:
+    """The split name for each uniform number: the interval of the cumulative fractions it falls in."""
+    edges = np.cumsum([fractions[s] for s in SPLITS])
+    position = np.searchsorted(edges[:-1], np.asarray(u, dtype=float), side="right")
+    return np.asarray(SPLITS, dtype=object)[position]
 
 
 def assign_splits(
-    df: pd.DataFrame,
-    fractions: Mapping[str, float],
-    seed: int,
-    stratify_by: str = "sentiment",
-    method: str = "rank",
-    id_column: str = "review_id",
+    df: pd.DataFrame, fractions: Mapping[str, float], seed: int, id_column: str = "review_id"
 ) -> pd.Series:
     """The split ("train" | "validation" | "test") of every row, indexed like df."""
     fractions = check_fractions(fractions)
-    if method not in METHODS:
-        raise ReviewpipeError(f"prepare.split.method must be one of {list(METHODS)}, got {method!r}.")
     if df[id_column].duplicated().any():
         dupes = df.loc[df[id_column].duplicated(), id_column].head(5).tolist()
         raise ReviewpipeError(f"{id_column} must be unique to split by hash; duplicated e.g. {dupes}.")
-    u = pd.Series(stable_uniform(df[id_column], seed), index=df.index)
-    if method == "threshold":
-        return _by_threshold(u, fractions)
-    splits = pd.Series(pd.NA, index=df.index, dtype="string")
-    for _, stratum in u.groupby(df[stratify_by], sort=True, dropna=False):
-        ordered = stratum.sort_values(kind="stable").index
-        counts = apportion(len(ordered), fractions)
-        start = 0
-        for name in SPLITS:
-            splits.loc[ordered[start : start + counts[name]]] = name
-            start += counts[name]
-    return splits
+    u = stable_uniform(df[id_column], seed)
+    return pd.Series(split_of(u, fractions), index=df.index, dtype="string")
 
 
-def _by_threshold(u: pd.Series, fractions: Mapping[str, float]) -> pd.Series:
-    edges = np.cumsum([fractions[s] for s in SPLITS])
-    position = np.searchsorted(edges[:-1], u.to_numpy(), side="right")
-    return pd.Series(np.asarray(SPLITS, dtype=object)[position], index=u.index, dtype="string")
+def stratification_check(labels: pd.Series, splits: pd.Series) -> dict[str, Any]:
+    """How far each split's class mix is from the whole's: per split and class the row count, the
+    share within the split and its gap to the overall share; the largest gap; and the chi-square
+    test of independence between split and class (a small p-value would mean the hash split is
+    not behaving like a random one)."""
+    table = pd.crosstab(splits, labels).reindex(index=[s for s in SPLITS if s in set(splits)])
+    overall = table.sum(axis=0) / table.to_numpy().sum()
+    per_split: dict[str, dict[str, Any]] = {}
+    largest = {"split": None, "label": None, "gap": 0.0}
+    for split, row in table.iterrows():
+        shares = row / row.sum()
+        per_split[str(split)] = {
+            "rows": int(row.sum()),
+            "per_class": {
+                str(label): {
+                    "rows": int(row[label]),
+                    "share": round(float(shares[label]), 6),
+                    "gap": round(float(shares[label] - overall[label]), 6),
+                }
+                for label in table.columns
+            },
+        }
+        for label in table.columns:
+            gap = float(shares[label] - overall[label])
+            if abs(gap) > abs(largest["gap"]):
+                largest = {"split": str(split), "label": str(label), "gap": round(gap, 6)}
+    if table.shape[0] > 1 and table.shape[1] > 1:
+        result = stats.chi2_contingency(table.to_numpy(), correction=False)
+        chi2, p_value, dof = float(result.statistic), float(result.pvalue), int(result.dof)
+    else:
+        chi2, p_value, dof = 0.0, 1.0, 0
+    return {
+        "overall_share": {str(label): round(float(overall[label]), 6) for label in table.columns},
+        "splits": per_split,
+        "largest_share_gap": largest,
+        "chi2": round(chi2, 6),
+        "dof": dof,
+        "p_value": round(p_value, 6),
+    }

@@ -1,4 +1,4 @@
-"""Stage `prepare`: the lake (via the catalog, SQL) → balanced, stratified, hash-split parquet.
+"""Stage `prepare`: the lake (via the catalog, SQL) → hash-split, human-corrected, balanced parquet.
 
 Writes `{out_dir}/{train,validation,test}.parquet` (balanced per protocol), `unbalanced.parquet`
 (filtered, before balancing), `dropped.parquet` (review_id + drop_reason), `class_weights.json`,
@@ -54,7 +54,8 @@ def main(params: DictConfig) -> None:
     m = prepared.metrics
     print(
         f"prepare: {m['rows_in']} rows in, {m['rows_dropped']} dropped {m['dropped']}, "
-        f"{m['human_labels_merged']} human labels merged"
+        f"{m['human_labels_merged']} human labels merged into train/validation, "
+        f"{m['human_labels_on_test']} on test rows kept apart (test keeps the ratings' labels)"
     )
     print(
         f"prepare: {settings.protocol} protocol, balance={settings.balance}: "
