@@ -82,10 +82,11 @@ class ExploreParams(Section):
 
 # ---- prepare → bias → features -----------------------------------------------------------------
 class SplitParams(Settings):
+    """Fractions only: a review's split is a function of (review_id, seed) (prep/split.py)."""
+
     train: float
     validation: float
     test: float
-    method: Literal["rank", "threshold"]
 
 
 class PrepareParams(Section):
