@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from reviewpipe.review.queue import read_queue, write_queue
-from reviewpipe.review.server import ReviewSession, make_server
-from reviewpipe.review.store import LabelStore, read_labels
+from reviewpipe.review.server import make_server
+from reviewpipe.review.session import ReviewSession
+from reviewpipe.review.store import Claims, LabelStore, ReviewLock, read_labels
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -50,8 +51,14 @@ def queue_record(review_id: str) -> dict:
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     write_queue([queue_record(k) for k in TEXTS], str(tmp_path / "queue"))
-    LabelStore(tmp_path / "labels", "bob").append("c", 1)
-    session = ReviewSession(read_queue(str(tmp_path / "queue")), LabelStore(tmp_path / "labels", "ana"))
+    lock = ReviewLock(tmp_path / "state")
+    LabelStore(tmp_path / "labels", "bob", lock).append("c", 1)
+    session = ReviewSession(
+        read_queue(str(tmp_path / "queue")),
+        LabelStore(tmp_path / "labels", "ana", lock),
+        Claims(lock, 900),
+        show_model_guess=False,
+    )
     server = make_server(session, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host, port = server.server_address[:2]
@@ -104,6 +111,7 @@ def test_label_with_keys_and_buttons(site: tuple[str, Path], browser) -> None:
     shown("a")
     assert browser.find_element(By.ID, "text").text == TEXTS["a"]
     assert progress() == "1 of 5 labelled · 0 skipped · 4 remaining"  # bob's label counts
+    assert browser.find_element(By.ID, "meta").text == "review a"  # blind: no model guess shown
     assert "as ana" in browser.find_element(By.ID, "annotator").text
 
     press("1")  # negative
@@ -136,7 +144,8 @@ def test_page_reports_a_conflict_and_recovers(site: tuple[str, Path], browser) -
     wait = WebDriverWait(browser, 15)
     browser.get(url)
     wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-review-id") == "a")
-    LabelStore(labels_dir, "carol").append("a", 0)  # another annotator, on another server, was quicker
+    # Another annotator, on another server, labels it anyway (their claim lapsed, say).
+    LabelStore(labels_dir, "carol", ReviewLock(labels_dir.parent / "state")).append("a", 0)
     browser.find_element(By.ID, "label-1").click()
     wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-review-id") == "b")
     assert "already labelled" in browser.find_element(By.ID, "status").text

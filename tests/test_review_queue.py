@@ -1,9 +1,11 @@
-"""The review queue (threshold behaviour, files), the label store (format, durability) and
+"""The review queue (threshold behaviour, files, order by the value of a label), the label store
+(format, durability, torn lines, one label per review across processes) and
 `reviewpipe review enqueue` with a tiny real model."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,12 @@ from sklearn.pipeline import make_pipeline
 from reviewpipe.cli import main
 from reviewpipe.review.cli import enqueue
 from reviewpipe.review.queue import read_queue, select_for_review, write_queue
-from reviewpipe.review.store import LabelStore, annotator_file_name, read_labels
+from reviewpipe.review.store import AlreadyLabelled, LabelStore, ReviewLock, annotator_file_name, read_labels
+
+
+def store_for(labels_dir: Path, annotator: str, state_dir: Path | None = None) -> LabelStore:
+    return LabelStore(labels_dir, annotator, ReviewLock(state_dir or labels_dir.parent / "state"))
+
 
 PROBABILITIES = np.array(
     [
@@ -68,14 +75,25 @@ def test_queue_files_round_trip_and_deduplicate(tmp_path: Path) -> None:
     lines = Path(path).read_text().splitlines()
     assert [json.loads(line)["review_id"] for line in lines] == [7, 8]  # numpy ints written as JSON ints
     write_queue([{**first[0], "text": "x again"}, {**first[1], "review_id": 9}], queue_dir, name="b.jsonl")
-    (tmp_path / "queue" / "c.jsonl").write_text('{"review_id": 10, "text": "z"}\n{"torn": \n')
+    (tmp_path / "queue" / "c.jsonl").write_text(json.dumps({**first[0], "review_id": 10}) + '\n{"torn": \n')
     queued = read_queue(queue_dir)
-    assert [(r["review_id"], r["text"]) for r in queued] == [(7, "x"), (8, "y"), (9, "y"), (10, "z")]
+    assert [(r["review_id"], r["text"]) for r in queued] == [(7, "x"), (8, "y"), (9, "y"), (10, "x")]
     assert not list((tmp_path / "queue").glob("*.tmp-*"))
 
 
+def test_queue_reads_the_least_confident_first_across_batches(tmp_path: Path) -> None:
+    queue_dir = str(tmp_path / "queue")
+    probabilities = np.array([[0.1, 0.2, 0.7], [0.45, 0.1, 0.45], [0.3, 0.3, 0.4]])
+    write_queue(select_for_review([1, 2, 3], list("abc"), probabilities, 0.9, "t1"), queue_dir, "a.jsonl")
+    later = np.array([[0.34, 0.33, 0.33], [0.6, 0.3, 0.1], [0.2, 0.4, 0.4]])
+    write_queue(select_for_review([4, 5, 6], list("def"), later, 0.9, "t2"), queue_dir, "b.jsonl")
+    queued = read_queue(queue_dir)
+    # 1 - top probability: 4 (0.66), 3 and 6 (0.6; 3 was queued first), 2 (0.55), 5 (0.4), 1 (0.3)
+    assert [r["review_id"] for r in queued] == [4, 3, 6, 2, 5, 1]
+
+
 def test_label_store_appends_the_contract_records(tmp_path: Path) -> None:
-    store = LabelStore(tmp_path / "labels", "Ana María")
+    store = store_for(tmp_path / "labels", "Ana María")
     assert store.path.name == annotator_file_name("Ana María") == "Ana_Mar_a.jsonl"
     first = store.append("r1", -1)
     store.append(42, 1)
@@ -86,9 +104,12 @@ def test_label_store_appends_the_contract_records(tmp_path: Path) -> None:
     assert pd.to_datetime(records[0]["labeled_at"], utc=True) <= pd.to_datetime(
         records[1]["labeled_at"], utc=True
     )
-    other = LabelStore(tmp_path / "labels", "bob")
+    other = store_for(tmp_path / "labels", "bob")
     other.append("r9", 0)
     assert other.labelled_ids() == {"r1", "42", "r9"}  # anyone's labels count
+    with pytest.raises(AlreadyLabelled, match="already labelled"):
+        other.append("r1", 1)  # never a second label for a review
+    assert len(read_labels(tmp_path / "labels")) == 3
     with pytest.raises(ValueError):
         store.append("r2", 2)
     with pytest.raises(ValueError):
@@ -98,20 +119,67 @@ def test_label_store_appends_the_contract_records(tmp_path: Path) -> None:
 def test_label_records_merge_in_prepare(tmp_path: Path) -> None:
     # The prepare stage's reader is the consumer of this format: it must accept every record.
     prepare = pytest.importorskip("reviewpipe.prep.prepare")
-    store = LabelStore(tmp_path / "labels", "ana")
+    store = store_for(tmp_path / "labels", "ana")
     store.append(5, 1)
     store.append("6", -1)
-    store.append(5, 0)  # a later label for the same review wins
+    with open(store.path, "a") as f:  # another tool's later label for the same review wins
+        f.write(
+            json.dumps({"review_id": 5, "label": 0, "annotator": "x", "labeled_at": "2099-01-01T00:00:00Z"})
+        )
+        f.write("\n")
     labels, invalid = prepare.read_human_labels(str(tmp_path / "labels"))
     assert invalid == 0
     assert dict(zip(labels["review_key"], labels["label"], strict=True)) == {"5": 0, "6": -1}
 
 
-def test_torn_label_line_is_skipped(tmp_path: Path) -> None:
-    (tmp_path / "ana.jsonl").write_text(
+def test_torn_label_line_is_skipped_and_never_swallows_the_next_label(tmp_path: Path) -> None:
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "ana.jsonl").write_text(
         '{"review_id": 1, "label": 1, "annotator": "ana", "labeled_at": "x"}\n{"review_id": 2, "lab'
     )
-    assert [r["review_id"] for r in read_labels(tmp_path)] == [1]
+    assert [r["review_id"] for r in read_labels(labels)] == [1]
+    store_for(labels, "ana").append(3, -1)  # the crash left a torn line; the next label survives it
+    assert [(r["review_id"], r["label"]) for r in read_labels(labels)] == [(1, 1), (3, -1)]
+    store_for(labels, "ana").append(2, 0)  # the torn review was never saved: it can be labelled
+    assert [r["review_id"] for r in read_labels(labels)] == [1, 3, 2]
+    assert (labels / "ana.jsonl").read_text().count("\n") == 4  # torn line closed, three whole records
+
+
+def _label_everything(labels_dir: str, state_dir: str, annotator: str, ids: list[int], out: object) -> None:
+    """One annotator process trying to label every review: counts what it saved and what it was refused."""
+    store = LabelStore(labels_dir, annotator, ReviewLock(state_dir))
+    saved = refused = 0
+    for review_id in ids:
+        try:
+            store.append(review_id, 1)
+            saved += 1
+        except AlreadyLabelled:
+            refused += 1
+    out.put((annotator, saved, refused))
+
+
+def test_two_processes_never_label_the_same_review_twice(tmp_path: Path) -> None:
+    ids = list(range(60))
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    workers = [
+        context.Process(
+            target=_label_everything,
+            args=(str(tmp_path / "labels"), str(tmp_path / "state"), name, ids, out),
+        )
+        for name in ("ana", "bob")
+    ]
+    for w in workers:
+        w.start()
+    results = sorted(out.get(timeout=120) for _ in workers)
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    records = read_labels(tmp_path / "labels")
+    assert sorted(r["review_id"] for r in records) == ids  # every review once, none twice
+    assert sum(saved for _, saved, _ in results) == 60
+    assert all(saved + refused == 60 for _, saved, refused in results)
 
 
 class TinyModel:
@@ -163,8 +231,9 @@ def test_enqueue_predicts_and_queues_uncertain_reviews_once(
     expected = model.predict_proba(["love it", "cheap awful", "hmm"]).max(axis=1) < 0.9
     assert counts == {"predicted": 3, "below_threshold": int(expected.sum()), "queued": int(expected.sum())}
     assert expected.all()  # a six-sentence model is never 90% sure
-    assert [r["review_id"] for r in read_queue("queue")] == [1, 2, 3]
-    LabelStore("labels", "ana").append(1, 1)
+    order = np.argsort(model.predict_proba(["love it", "cheap awful", "hmm"]).max(axis=1), kind="stable")
+    assert [r["review_id"] for r in read_queue("queue")] == [[1, 2, 3][i] for i in order]  # least sure first
+    store_for(Path("labels"), "ana").append(1, 1)
     again, counts = enqueue(params, "batch.csv", predictor=model)  # already queued: nothing new
     assert again is None and counts["queued"] == 0
     assert len(list(Path("queue").glob("*.jsonl"))) == 1

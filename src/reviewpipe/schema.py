@@ -398,6 +398,9 @@ class ReviewParams(Section):
     confidence_threshold: float
     queue_dir: str
     labels_dir: str
+    state_dir: str
+    claim_ttl_s: float
+    show_model_guess: bool
     host: str
     port: int
     model: PredictorParams

@@ -18,7 +18,7 @@ from reviewpipe import storage
 from reviewpipe.config import load_params, section
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.review.queue import read_queue, select_for_review, write_queue
-from reviewpipe.review.store import LabelStore
+from reviewpipe.review.store import Claims, LabelStore, ReviewLock, read_labels
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +76,7 @@ def enqueue(params: Any, input_uri: str, predictor: Any | None = None) -> tuple[
         float(review.confidence_threshold),
     )
     done = {str(r["review_id"]) for r in read_queue(str(review.queue_dir), options)}
-    done |= LabelStore(str(review.labels_dir), "enqueue").labelled_ids()
+    done |= {str(r["review_id"]) for r in read_labels(str(review.labels_dir))}
     fresh = [r for r in records if str(r["review_id"]) not in done]
     path = write_queue(fresh, str(review.queue_dir), options=options)
     return path, {
@@ -86,8 +86,22 @@ def enqueue(params: Any, input_uri: str, predictor: Any | None = None) -> tuple[
     }
 
 
+def open_session(review: Any, queue: list[dict[str, Any]], annotator: str) -> Any:
+    """A labelling session for `annotator` over `queue`, sharing labels, claims and the lock with
+    every other session on the same review.labels_dir / review.state_dir."""
+    from reviewpipe.review.session import ReviewSession
+
+    lock = ReviewLock(str(review.state_dir))
+    return ReviewSession(
+        queue,
+        LabelStore(str(review.labels_dir), annotator, lock),
+        Claims(lock, float(review.claim_ttl_s)),
+        show_model_guess=bool(review.show_model_guess),
+    )
+
+
 def serve(params: Any, annotator: str, host: str | None = None, port: int | None = None) -> None:
-    from reviewpipe.review.server import ReviewSession, make_server
+    from reviewpipe.review.server import make_server
 
     review = section(params, "review")
     options = storage.StorageOptions.from_params(params.get("storage"))
@@ -97,7 +111,7 @@ def serve(params: Any, annotator: str, host: str | None = None, port: int | None
             f"the review queue {review.queue_dir} is empty: fill it with "
             "`reviewpipe review enqueue --input BATCH`."
         )
-    session = ReviewSession(queue, LabelStore(str(review.labels_dir), annotator))
+    session = open_session(review, queue, annotator)
     server = make_server(
         session,
         host or str(review.get("host", "127.0.0.1")),

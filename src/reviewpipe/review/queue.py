@@ -3,6 +3,10 @@ class probability is below the confidence threshold wait in `{queue_dir}/*.jsonl
 
 Record: {review_id, text, predicted_label (-1/0/1), probabilities {"-1", "0", "1"}, confidence,
 created_at}. Selection is pure; the writer publishes one new file atomically per batch.
+
+Annotators' time is the scarce resource, so the queue is read in order of the expected value of a
+label: the chance that the model's answer is wrong, 1 - its (calibrated) top probability. The least
+confident predictions come first, whichever batch queued them.
 """
 
 from __future__ import annotations
@@ -18,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from reviewpipe import SENTIMENTS, storage
+from reviewpipe.review.store import timestamp, utc_now
 
-
-def utc_now() -> str:
-    """An ISO 8601 UTC timestamp with milliseconds (ordering labels made within one second)."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+RECORD_KEYS = frozenset({"review_id", "text", "predicted_label", "probabilities", "confidence", "created_at"})
+# What an annotator sees of a record when labelling blind (the model's guess would anchor them).
+BLIND_KEYS = ("review_id", "text")
 
 
 def select_for_review(
@@ -42,7 +46,7 @@ def select_for_review(
         )
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"confidence threshold must be in (0, 1], got {threshold}")
-    created_at = created_at or utc_now()
+    created_at = created_at or timestamp(utc_now())
     records = []
     for review_id, text, row in zip(review_ids, texts, probabilities, strict=True):
         if np.isnan(row).any() or row.max() >= threshold:
@@ -93,9 +97,16 @@ def write_queue(
     return uri
 
 
+def label_value(record: dict[str, Any]) -> float:
+    """Expected value of a person's label for a queued prediction: the probability that the model's
+    answer is wrong, 1 - its top class probability (calibrated probabilities make this honest)."""
+    return 1.0 - float(record["confidence"])
+
+
 def read_queue(queue_dir: str, options: storage.StorageOptions | None = None) -> list[dict[str, Any]]:
-    """Every queued review, in file-name order then line order, once per review_id (the first
-    queueing wins). A missing folder is an empty queue; unreadable lines are skipped."""
+    """Every queued review once per review_id (the first queueing wins), the most valuable label
+    first (`label_value`; ties: queued earlier, then file and line order). A missing folder is an
+    empty queue; lines that are not a queue record (a torn write) are skipped."""
     fs, path = storage.get_fs(queue_dir, options)
     if not fs.exists(path):
         return []
@@ -108,10 +119,10 @@ def read_queue(queue_dir: str, options: storage.StorageOptions | None = None) ->
                     record = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                if not isinstance(record, dict) or "review_id" not in record or "text" not in record:
+                if not isinstance(record, dict) or not set(record) >= RECORD_KEYS:
                     continue
                 key = str(record["review_id"])
                 if key not in seen:
                     seen.add(key)
                     records.append(record)
-    return records
+    return sorted(records, key=lambda r: (-label_value(r), str(r["created_at"])))  # stable: file order

@@ -6,102 +6,21 @@
                      reply, which carries the next review
   POST /api/skip     {"review_id"} -> the next review (skipped ones return in a later session)
 
-Reviews labelled by anyone (any file in labels_dir, re-read on every request, so annotators
-working side by side do not label the same review twice) are never shown again.
+What to show and how a label is saved (claims, the cross-process lock, blind labelling) is
+review/session.py; this module is the HTTP transport.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 
-from reviewpipe import SENTIMENTS
-from reviewpipe.review.store import LabelStore
+from reviewpipe.review.session import ReviewSession
 
 MAX_BODY_BYTES = 64 * 1024
-
-
-class ReviewSession:
-    """What one annotator has left to do; thread-safe (the server handles requests in threads)."""
-
-    def __init__(self, queue: list[dict[str, Any]], store: LabelStore) -> None:
-        self.queue = queue
-        self.store = store
-        self.by_id = {str(r["review_id"]): r for r in queue}
-        self.labelled = store.labelled_ids() & set(self.by_id)
-        self.labelled_here = 0
-        self.skipped: set[str] = set()
-        self._lock = threading.Lock()
-
-    def _next(self) -> dict[str, Any] | None:
-        for record in self.queue:
-            key = str(record["review_id"])
-            if key not in self.labelled and key not in self.skipped:
-                return record
-        return None
-
-    def _progress(self) -> dict[str, int]:
-        total = len(self.by_id)
-        return {
-            "total": total,
-            "labelled": len(self.labelled),
-            "labelled_this_session": self.labelled_here,
-            "skipped": len(self.skipped),
-            "remaining": total - len(self.labelled) - len(self.skipped),
-        }
-
-    def _refresh(self) -> None:
-        # Other annotators (other servers) may have labelled queued reviews since we started.
-        self.labelled |= self.store.labelled_ids() & set(self.by_id)
-        self.skipped -= self.labelled
-
-    def state(self) -> dict[str, Any]:
-        with self._lock:
-            self._refresh()
-            return self._state()
-
-    def _state(self) -> dict[str, Any]:
-        return {"review": self._next(), "progress": self._progress(), "annotator": self.store.annotator}
-
-    def label(self, review_id: Any, label: Any) -> tuple[HTTPStatus, dict[str, Any]]:
-        if label not in SENTIMENTS or isinstance(label, bool):
-            return HTTPStatus.BAD_REQUEST, {
-                "error": f"label must be one of {list(SENTIMENTS)}, got {label!r}"
-            }
-        with self._lock:
-            key = str(review_id)
-            if key not in self.by_id:
-                return HTTPStatus.NOT_FOUND, {
-                    "error": f"review {review_id!r} is not in the queue",
-                    **self._state(),
-                }
-            self._refresh()
-            if key in self.labelled:
-                return HTTPStatus.CONFLICT, {
-                    "error": f"review {review_id!r} is already labelled",
-                    **self._state(),
-                }
-            record = self.store.append(self.by_id[key]["review_id"], label)  # durable before we move on
-            self.labelled.add(key)
-            self.skipped.discard(key)
-            self.labelled_here += 1
-            return HTTPStatus.OK, {"saved": record, **self._state()}
-
-    def skip(self, review_id: Any) -> tuple[HTTPStatus, dict[str, Any]]:
-        with self._lock:
-            key = str(review_id)
-            if key not in self.by_id:
-                return HTTPStatus.NOT_FOUND, {
-                    "error": f"review {review_id!r} is not in the queue",
-                    **self._state(),
-                }
-            if key not in self.labelled:
-                self.skipped.add(key)
-            return HTTPStatus.OK, self._state()
 
 
 def page_html() -> str:
