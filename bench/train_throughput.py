@@ -9,6 +9,11 @@ samples/s. Prints the ratio of samples/s.
 
     .venv/bin/python bench/train_throughput.py                       # CPU, a couple of minutes
     .venv/bin/python bench/train_throughput.py --gpu --batch-size 64  # bf16 on a GPU, adds MFU
+    .venv/bin/python bench/train_throughput.py --plan [--budget-minutes 30] [--set bert.max_epochs=2]
+
+--plan prices the configured `bert` run (params.yaml, the feature store's rows) on this machine
+before you start it: steps per epoch, seconds per step, validation and test passes, the cost of
+1-4 epochs and the max_steps that fits a budget (see reviewpipe.models.bert.plan).
 
 GPU mode also reports model FLOP utilisation: 6 x non-embedding parameters x tokens per step over
 the step time, against the GPU's dense bf16 peak (--peak-tflops, default the H200's ~989). The
@@ -255,7 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", choices=["lightning", "hf"], help="run one loop only")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--plan", action="store_true", help="price the configured bert run on this machine")
+    parser.add_argument("--params", default=str(ROOT / "params.yaml"), help="--plan: the params file")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="--plan: e.g. bert.max_steps=800"
+    )
+    parser.add_argument(
+        "--budget-minutes", type=float, help="--plan: also print the max_steps this budget fits"
+    )
     args = parser.parse_args(argv)
+    if args.plan:
+        return plan(args)
     if args.gpu and not torch.cuda.is_available():
         print("--gpu: no CUDA device visible", file=sys.stderr)
         return 2
@@ -304,6 +319,32 @@ def main(argv: list[str] | None = None) -> int:
     if len(results) == 2:
         ratio = results["lightning"]["samples_per_s"] / results["hf"]["samples_per_s"]
         print(f"ratio Lightning / HF Trainer: {ratio:.2f}x samples/s")
+    return 0
+
+
+def plan(args: argparse.Namespace) -> int:
+    """Price the configured bert run: measured steps on the feature store's own batches."""
+    from transformers import AutoTokenizer
+
+    from reviewpipe.config import load_params, section, to_dict
+    from reviewpipe.hf import resolve_checkpoint
+    from reviewpipe.models.bert.module import build_network
+    from reviewpipe.models.bert.plan import format_plan, plan_run
+    from reviewpipe.models.bert.train import settings
+    from reviewpipe.stages.bert import read_features, tokens_reusable
+
+    params = load_params(args.params, args.overrides)
+    features = to_dict(section(params, "features"))
+    s = settings(to_dict(section(params, "bert")))
+    s["reuse_input_ids"] = bool(s["reuse_input_ids"]) and tokens_reusable(features, s)
+    frame = read_features(features)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(str(s["checkpoint"])))
+    network = build_network(str(s["checkpoint"]), str(s["pooling"]))
+    budget = args.budget_minutes * 60 if args.budget_minutes else None
+    result = plan_run(
+        s, frame, tokenizer=tokenizer, network=network, measured_steps=args.steps, budget_seconds=budget
+    )
+    print(format_plan(result, s))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -264,14 +265,74 @@ def test_fingerprint_follows_training_settings_and_rows_only() -> None:
     assert run_fingerprint(cfg, relabelled, None) != base
 
 
-def test_max_time_stops_training_then_tests_and_saves(tokenizer, tmp_path: Path) -> None:
-    metrics = fit_bert(
-        tiny_cfg(max_epochs=10_000, max_time="00:00:00:02", ckpt_every_n_steps=0),
+class SlowSteps(L.Callback):
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        time.sleep(self.seconds)
+
+
+def test_max_time_is_a_safety_stop_that_marks_the_run_incomplete_and_resumable(
+    tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frame, cfg = tiny_frame(), tiny_cfg(ckpt_every_n_steps=0)  # 6 steps per epoch, 12 planned
+    stopped = fit_bert(
+        {**cfg, "max_time": "00:00:00:01"},  # steps of 0.4 s: the clock stops it after a few
+        frame,
+        out_dir=tmp_path / "bert",
+        ckpt_dir=tmp_path / "ckpt",
+        live_dir=tmp_path / "live",
+        network=tiny_network(tokenizer.vocab_size),
+        tokenizer=tokenizer,
+        extra_callbacks=[SlowSteps(0.4)],
+    )
+    assert stopped["planned_steps"] == 12 and 0 < stopped["global_step"] < 12
+    assert stopped["stopped_by"] == "max_time" and stopped["complete"] is False
+    assert json.loads((tmp_path / "bert" / "test_metrics.json").read_text())["complete"] is False
+    assert json.loads((tmp_path / "live" / "metrics.json").read_text())["run"]["complete"] == 0
+    assert "INCOMPLETE" in capsys.readouterr().out
+
+    # Without the safety stop the same run resumes and finishes the planned schedule, decayed to 0.
+    finished = fit_bert(
+        {**cfg, "max_time": None},
+        frame,
+        out_dir=tmp_path / "bert",
+        ckpt_dir=tmp_path / "ckpt",
+        live_dir=tmp_path / "live",
+        network=tiny_network(tokenizer.vocab_size),
+        tokenizer=tokenizer,
+    )
+    assert finished["resumed"] is True and finished["complete"] is True
+    assert (
+        finished["global_step"] == finished["planned_steps"] == 12
+        and finished["stopped_by"] == "planned_steps"
+    )
+    last = _last(tmp_path / "ckpt")
+    assert last["lr_schedulers"][0]["last_epoch"] == 12 and last["lr_schedulers"][0]["_last_lr"] == [0.0, 0.0]
+    assert json.loads((tmp_path / "live" / "metrics.json").read_text())["run"] == {
+        "planned_steps": 12,
+        "global_step": 12,
+        "complete": 1,
+    }
+
+
+def test_without_a_terminal_progress_lines_report_the_plan_steps_and_validations(
+    tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fit_bert(
+        tiny_cfg(enable_progress_bar="auto", progress_every_n_steps=4, ckpt_every_n_steps=0),
         tiny_frame(),
         out_dir=tmp_path / "bert",
         ckpt_dir=tmp_path / "ckpt",
         network=tiny_network(tokenizer.vocab_size),
         tokenizer=tokenizer,
     )
-    assert 0 < metrics["global_step"] < 6 * 10_000
-    assert (tmp_path / "bert" / "test_metrics.json").exists()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("bert: ")]
+    assert lines[0].startswith("bert: planned 12 optimizer steps (6 batches per epoch, max_epochs 2")
+    steps = [line for line in lines if line.startswith("bert: step ")]
+    assert [line.split()[2] for line in steps] == ["4/12", "8/12", "12/12"]
+    assert "epoch 1/2" in steps[0] and "loss " in steps[0] and "ETA " in steps[0] and "ETA" not in steps[-1]
+    validations = [line for line in lines if line.startswith("bert: validation at step")]
+    assert [line.split()[4].rstrip(":") for line in validations] == ["6", "12"]
+    assert "macro_f1 " in validations[0]

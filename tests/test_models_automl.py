@@ -70,12 +70,18 @@ def test_stage_rejects_an_unknown_weighting(prepared_splits: Path, monkeypatch: 
 
 
 def test_stage_trains_gbm_candidates_and_predicts_valid_classes(
-    prepared_splits: Path, monkeypatch: pytest.MonkeyPatch
+    prepared_splits: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from reviewpipe.stages.automl import main
 
     monkeypatch.chdir(prepared_splits)
     main(OmegaConf.create({"prepare": {"out_dir": "data/prepared"}, "automl": CFG}))
+    # A plain progress line as each model starts and ends (the stage is minutes of silence otherwise).
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("automl: ")]
+    assert lines[0].startswith("automl: fitting LightGBM") and "of the time limit left" in lines[0]
+    assert any(
+        line.startswith("automl: model 1/4 (25%), fitted LightGBM, validation score") for line in lines
+    )
 
     board = pd.read_csv("reports/automl/leaderboard.csv")
     families = {m.split("_")[0] for m in board["model"]}

