@@ -72,8 +72,12 @@ def wait_gone(pid: int, timeout: float = 30) -> bool:
     return not _alive(pid)
 
 
-def served_weights(url: str) -> dict[str, Any]:
-    status, _, body = request(url, "GET", "/admin/variant-weights")
+def served_weights(url: str, run_dir: Path) -> dict[str, Any]:
+    token = (run_dir / "admin.token").read_text().strip()
+    assert request(url, "GET", "/admin/variant-weights")[0] == 401  # the token is needed
+    status, _, body = request(
+        url, "GET", "/admin/variant-weights", headers={"Authorization": f"Bearer {token}"}
+    )
     assert status == 200
     return json.loads(body)["weights"]
 
@@ -107,6 +111,11 @@ def test_stage_leaves_a_detached_server_that_the_cli_manages(
         assert body["predictions"][0]["label"] == 1 and body["model_version"] == "challenger-v1"
         assert "listening on" in (tmp_path / "models" / "deploy" / "local" / "server.log").read_text()
         assert (tmp_path / "models" / "deploy" / "local" / ".gitignore").read_text() == "*\n"
+        token_file = tmp_path / "models" / "deploy" / "local" / "admin.token"
+        assert token_file.stat().st_mode & 0o777 == 0o600 and len(token_file.read_text().strip()) >= 40
+        assert token_file.read_text().strip() not in " ".join(
+            json.loads((tmp_path / "models" / "deploy" / "local" / "server.json").read_text())["command"]
+        )
 
         # same params again: the running server is kept
         assert run_stage(tmp_path).returncode == 0
@@ -116,11 +125,17 @@ def test_stage_leaves_a_detached_server_that_the_cli_manages(
         again = run_stage(tmp_path)
         assert again.returncode == 0 and "now weighted champion=0.6, challenger=0.4" in again.stdout
         assert json.loads(state_path.read_text())["pid"] == pid
-        assert served_weights(url) == {"champion": 0.6, "challenger": 0.4}
+        assert served_weights(url, tmp_path / "models" / "deploy" / "local") == {
+            "champion": 0.6,
+            "challenger": 0.4,
+        }
 
         # the CLI: shift, status, delete
         assert cli.main(["deploy", "shift", "--variant", "challenger", "--weight", "0"]) == 0
-        assert served_weights(url) == {"champion": 0.6, "challenger": 0.0}
+        assert served_weights(url, tmp_path / "models" / "deploy" / "local") == {
+            "champion": 0.6,
+            "challenger": 0.0,
+        }
         assert {v["name"]: v["weight"] for v in json.loads(state_path.read_text())["variants"]} == {
             "champion": 0.6,
             "challenger": 0.0,

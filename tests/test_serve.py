@@ -10,15 +10,16 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from reviewpipe.serving.router import VariantRouter, parse_variant
 from reviewpipe.serving.server import ModelServer, ServeSettings, VariantSpec
@@ -26,6 +27,17 @@ from tests.test_package import tiny_artifacts
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON = "application/json"
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+def admin(url: str, method: str = "GET", payload: Any = None, token: str = ADMIN_TOKEN, **headers: str):
+    """An admin call as `reviewpipe deploy shift` makes it: bearer token, JSON body."""
+    body = (
+        None if payload is None else payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    )
+    sent = {"Authorization": f"Bearer {token}", "Content-Type": JSON}
+    sent.update({k.replace("_", "-"): v for k, v in headers.items()})
+    return request(url, method, "/admin/variant-weights", body, sent)
 
 
 def request(
@@ -36,7 +48,8 @@ def request(
     headers: dict[str, str] | None = None,
     conn: http.client.HTTPConnection | None = None,
     timeout: float = 30,
-) -> tuple[int, dict[str, str], bytes]:
+) -> tuple[int, Message, bytes]:
+    """(status, headers (case-insensitive), body) of one request over a real connection."""
     own = conn is None
     if conn is None:
         host, port = url.removeprefix("http://").split(":")
@@ -44,15 +57,13 @@ def request(
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
+        return response.status, response.headers, response.read()
     finally:
         if own:
             conn.close()
 
 
-def invoke(
-    url: str, payload: Any, content_type: str = JSON, **headers: str
-) -> tuple[int, dict[str, str], Any]:
+def invoke(url: str, payload: Any, content_type: str = JSON, **headers: str) -> tuple[int, Message, Any]:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     status, hdrs, data = request(
         url,
@@ -79,6 +90,7 @@ def server() -> Iterator[ModelServer]:
         ],
         settings,
         seed=7,
+        admin_token=ADMIN_TOKEN,
     )
     srv.start(wait=True, timeout=120)
     yield srv
@@ -157,12 +169,7 @@ def test_variant_pinning_and_weighted_routing(server: ModelServer, weights: None
     status, _, body = invoke(server.url, {"inputs": "nice"}, X_Amzn_SageMaker_Target_Variant="nobody")
     assert status == 400 and "unknown variant 'nobody'" in body["error"]
 
-    status, _, body = request(
-        server.url,
-        "POST",
-        "/admin/variant-weights",
-        json.dumps({"champion": 0.8, "challenger": 0.2}).encode(),
-    )
+    status, _, body = admin(server.url, "POST", {"champion": 0.8, "challenger": 0.2})
     assert status == 200 and json.loads(body)["weights"] == {"champion": 0.8, "challenger": 0.2}
     seen = Counter(
         invoke(server.url, {"inputs": "ok"})[1]["X-Amzn-Invoked-Production-Variant"] for _ in range(40)
@@ -175,11 +182,9 @@ def test_variant_pinning_and_weighted_routing(server: ModelServer, weights: None
             {"VariantName": "challenger", "DesiredWeight": 1},
         ]
     }
-    assert (
-        request(server.url, "POST", "/admin/variant-weights", json.dumps(sagemaker_shaped).encode())[0] == 200
-    )
+    assert admin(server.url, "POST", sagemaker_shaped)[0] == 200
     assert {invoke(server.url, {"inputs": "ok"})[2]["variant"] for _ in range(20)} == {"challenger"}
-    assert json.loads(request(server.url, "GET", "/admin/variant-weights")[2])["weights"] == {
+    assert json.loads(admin(server.url)[2])["weights"] == {
         "champion": 0.0,
         "challenger": 1.0,
     }
@@ -192,17 +197,26 @@ def test_admin_refuses_bad_weights(server: ModelServer, weights: None) -> None:
         (b'{"champion": -1}', ">= 0"),
         (b'{"champion": 0, "challenger": 0}', "above 0"),
         (b"[]", "expected"),
+        (b'{"champion": NaN}', "not a JSON number"),
+        (b'{"champion": Infinity}', "not a JSON number"),
+        (b'{"champion": 1e309}', "finite"),
+        (b'{"champion": "1"}', "finite number"),
+        (b"[" * 20000 + b"]" * 20000, "nested too deeply"),
     ]:
-        status, _, raw = request(server.url, "POST", "/admin/variant-weights", body)
-        assert status == 400 and message in json.loads(raw)["error"], body
+        status, _, raw = admin(server.url, "POST", body)
+        assert status == 400 and message in json.loads(raw)["error"], body[:40]
     assert server.router.weights() == {"champion": 1.0, "challenger": 0.0}
+    status, _, raw = request(server.url)
+    assert status == 200 and json.loads(raw)["variants"] == {"champion": 1.0, "challenger": 0.0}
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if labels else "") + r" (\S+)"
-    found = re.search(r"^" + pattern + "$", text, re.M)
-    return float(found.group(1)) if found else 0.0
+    """A sample's value in a /metrics body (0 when absent), read with prometheus_client's parser."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
 
 
 def test_metrics_count_requests_errors_and_latency(server: ModelServer) -> None:
@@ -234,24 +248,111 @@ def test_metrics_count_requests_errors_and_latency(server: ModelServer) -> None:
     assert _metric(text, "reviewpipe_variant_weight", variant="champion") == 1
 
 
-def test_concurrent_requests_share_model_calls(server: ModelServer) -> None:
-    before = request(server.url, "GET", "/metrics")[2].decode()
-    start = threading.Barrier(12)
+GATED_HANDLER = """
+import json, os, time
+GATE, LOG = {gate!r}, {log!r}
+def model_fn(model_dir):
+    return "gated"
+def input_fn(body, content_type):
+    inputs = json.loads(body)["inputs"]
+    return {{"texts": [inputs] if isinstance(inputs, str) else inputs}}
+def predict_fn(data, model):
+    with open(LOG, "a") as f:  # one line per model call: the texts it got
+        f.write(json.dumps(data["texts"]) + "\\n")
+    while not os.path.exists(GATE):  # the test opens the gate once everything is queued
+        time.sleep(0.005)
+    if any("poison" in text for text in data["texts"]):
+        raise RuntimeError("the model choked on " + repr(data["texts"]))
+    return {{"predictions": [{{"echo": text}} for text in data["texts"]]}}
+def output_fn(prediction, accept):
+    return json.dumps(prediction)
+def merge_inputs(items):
+    return {{"texts": [text for item in items for text in item["texts"]]}}
+def split_predictions(prediction, items):
+    out, start = [], 0
+    for item in items:
+        end = start + len(item["texts"])
+        out.append({{"predictions": prediction["predictions"][start:end]}})
+        start = end
+    return out
+"""
 
-    def one(i: int) -> int:
-        start.wait()
-        return invoke(server.url, {"inputs": f"review number {i}"})[0]
 
-    with ThreadPoolExecutor(12) as pool:
-        assert list(pool.map(one, range(12))) == [200] * 12
-    after = request(server.url, "GET", "/metrics")[2].decode()
-    calls = _metric(after, "reviewpipe_batch_size_count", variant="champion") - _metric(
-        before, "reviewpipe_batch_size_count", variant="champion"
-    )
-    reviews = _metric(after, "reviewpipe_batch_size_sum", variant="champion") - _metric(
-        before, "reviewpipe_batch_size_sum", variant="champion"
-    )
-    assert reviews == 12 and calls < 12  # micro-batching merged some of them
+class Gated:
+    """A server whose model blocks until the test opens its gate, and logs every model call:
+    batching tests then depend on what was queued, never on thread scheduling."""
+
+    def __init__(self, root: Path, **settings: Any) -> None:
+        self.gate, self.log = root / "gate", root / "calls.jsonl"
+        (root / "pkg" / "code").mkdir(parents=True)
+        (root / "pkg" / "code" / "inference.py").write_text(
+            GATED_HANDLER.format(gate=str(self.gate), log=str(self.log))
+        )
+        options = {"port": 0, "workers": 1, "max_wait_ms": 2000, "max_batch_size": 16, **settings}
+        self.server = ModelServer([VariantSpec("gated", str(root / "pkg"))], ServeSettings(**options))
+        self.server.start(wait=True, timeout=60)
+        self.pool = ThreadPoolExecutor(64)
+
+    def calls(self) -> list[list[str]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
+    def send(self, inputs: Any, **headers: str) -> Any:
+        return self.pool.submit(invoke, self.server.url, {"inputs": inputs}, **headers)
+
+    def hold(self) -> Any:
+        """One request the model is busy with (behind the gate) while others queue up."""
+        held = self.send("hold")
+        wait_until(lambda: len(self.calls()) == 1)
+        return held
+
+    def wait_queued(self, reviews: int) -> None:
+        metrics = lambda: request(self.server.url, "GET", "/metrics")[2].decode()  # noqa: E731
+        wait_until(
+            lambda: _metric(metrics(), "reviewpipe_batcher_queued_reviews", variant="gated") == reviews
+        )
+
+    def open(self) -> None:
+        self.gate.touch()
+
+    def close(self) -> None:
+        self.open()
+        self.pool.shutdown()
+        self.server.stop(drain_timeout=5)
+
+
+def wait_until(check: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def gated(tmp_path: Path) -> Iterator[Gated]:
+    g = Gated(tmp_path)
+    yield g
+    g.close()
+
+
+def test_concurrent_requests_share_model_calls(gated: Gated) -> None:
+    """Requests that queue while the model is busy form the next batch: 12 requests, 2 calls.
+    (Issue 11 §7: the old version counted calls under real scheduling and failed when busy.)"""
+    held = gated.hold()
+    futures = [gated.send(f"review number {i}") for i in range(11)]
+    gated.wait_queued(11)
+    gated.open()
+    assert held.result(timeout=60)[0] == 200
+    results = [f.result(timeout=60) for f in futures]
+    assert [status for status, _, _ in results] == [200] * 11
+    assert [body["predictions"] for _, _, body in results] == [
+        [{"echo": f"review number {i}"}] for i in range(11)
+    ]
+    calls = gated.calls()
+    assert calls[0] == ["hold"] and sorted(calls[1]) == sorted(f"review number {i}" for i in range(11))
+    assert len(calls) == 2
+    metrics = request(gated.server.url, "GET", "/metrics")[2].decode()
+    assert _metric(metrics, "reviewpipe_batch_size_count", variant="gated") == 2
+    assert _metric(metrics, "reviewpipe_batch_size_sum", variant="gated") == 12
 
 
 def test_load_8_clients_x_200_requests_without_errors(server: ModelServer) -> None:
@@ -397,3 +498,17 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(tmp_path: Path) -> Non
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_settings_defaults_match_conf() -> None:
+    """Code defaults (what tests and `predict` use) equal conf/serve/default.yaml, except the speed
+    options: conf serves ONNX int8, code defaults to the plain torch model."""
+    from omegaconf import OmegaConf
+
+    conf = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "serve" / "default.yaml"))
+    assert isinstance(conf, dict)
+    assert ServeSettings.from_mapping(conf, quantize="none", backend="torch") == ServeSettings()
+    from reviewpipe.errors import ReviewpipeError
+
+    with pytest.raises(ReviewpipeError, match="unknown keys"):
+        ServeSettings.from_mapping({**conf, "max_batch": 3})

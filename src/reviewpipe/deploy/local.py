@@ -2,9 +2,11 @@
 
 The server runs detached (its own session, stdin from /dev/null, output to a log file) so it keeps
 serving after `reviewpipe stage deploy` / `dvc repro` returns, and DVC does not wait on its pipes.
-The run directory holds `server.json` (pid, process start token, URL, what it serves) and
-`server.log`; `start` waits for GET /ping to answer 200, `stop` sends SIGTERM (the server finishes
-in-flight requests) and waits, then SIGKILLs after the timeout.
+The run directory holds `server.json` (pid, process start token, URL, what it serves),
+`server.log` and `admin.token` (mode 0600: the bearer token for the server's admin endpoint, a new
+random one per start, handed to the server as a file, never on its command line or in params);
+`start` waits for GET /ping to answer 200, `stop` sends SIGTERM (the server finishes in-flight
+requests and flushes data capture) and waits, then SIGKILLs after the timeout.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import http.client
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,6 +34,7 @@ from reviewpipe.errors import ReviewpipeError
 PID_FILE = "server.json"
 LOG_FILE = "server.log"
 SETTINGS_FILE = "serve.params.yaml"
+TOKEN_FILE = "admin.token"
 _LISTENING = re.compile(r"listening on (http://\S+)")
 
 
@@ -50,7 +54,7 @@ class LocalSettings:
 
 
 # What `reviewpipe serve` runs: a change here restarts the local server on the next deploy.
-SERVER_MODULES = ("server", "server_cli", "batching", "router", "metrics", "package")
+SERVER_MODULES = ("server", "server_cli", "web", "batching", "router", "metrics", "capture", "package")
 
 
 def server_code_hash() -> str:
@@ -98,12 +102,20 @@ def _alive(pid: int, token: str | None = None) -> bool:
 
 
 def _http(
-    url: str, method: str = "GET", path: str = "/ping", body: bytes | None = None, timeout: float = 5.0
+    url: str,
+    method: str = "GET",
+    path: str = "/ping",
+    body: bytes | None = None,
+    timeout: float = 5.0,
+    token: str | None = None,
 ) -> tuple[int, bytes]:
     host, _, port = url.removeprefix("http://").rstrip("/").partition(":")
     conn = http.client.HTTPConnection(host, int(port or 80), timeout=timeout)
+    headers = {"Content-Type": "application/json"} if body else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     try:
-        conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+        conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -125,6 +137,7 @@ class LocalEndpoint:
         self.run_dir = Path(settings.run_dir)
         self.pid_file = self.run_dir / PID_FILE
         self.log_file = self.run_dir / LOG_FILE
+        self.token_file = self.run_dir / TOKEN_FILE
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -147,6 +160,19 @@ class LocalEndpoint:
         record = self.record()
         return bool(record) and _alive(int(record["pid"]), record.get("start_token"))
 
+    def admin_token(self) -> str | None:
+        try:
+            return self.token_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def _new_admin_token(self) -> None:
+        """A fresh random token, readable by this user only."""
+        self.token_file.unlink(missing_ok=True)
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
@@ -156,9 +182,13 @@ class LocalEndpoint:
     # ------------------------------------------------------------ start / stop
 
     def start(
-        self, variants: list[VariantConfig], serve_params: dict[str, Any] | None = None
+        self,
+        variants: list[VariantConfig],
+        serve_params: dict[str, Any] | None = None,
+        endpoint_name: str | None = None,
     ) -> dict[str, Any]:
         """Start the server for `variants` (stopping an older one first) and wait for /ping 200.
+        `endpoint_name` names the endpoint in data-capture paths.
 
         A server already running here with exactly these packages, weights and settings is kept.
         Returns server.json's record."""
@@ -168,6 +198,7 @@ class LocalEndpoint:
             "serve": serve_params or {},
             "host": self.settings.host,
             "port": self.settings.port,
+            "endpoint_name": endpoint_name,
             "server_code": server_code_hash(),
         }
         current = self.record()
@@ -190,6 +221,7 @@ class LocalEndpoint:
         (self.run_dir / ".gitignore").write_text("*\n")  # pid, log: runtime state, never committed
         settings_path = self.run_dir / SETTINGS_FILE
         OmegaConf.save(OmegaConf.create({"serve": serve_params or {}}), settings_path)
+        self._new_admin_token()
         command = [
             sys.executable,
             "-m",
@@ -201,7 +233,11 @@ class LocalEndpoint:
             self.settings.host,
             "--port",
             str(self.settings.port),
+            "--admin-token-file",
+            str(self.token_file),
         ]
+        if endpoint_name:
+            command += ["--endpoint-name", endpoint_name]
         for variant in variants:
             command += ["--variant", f"{variant.name}={Path(variant.package).resolve()}:{variant.weight:g}"]
         with open(self.log_file, "ab") as log:
@@ -215,7 +251,8 @@ class LocalEndpoint:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={k: v for k, v in os.environ.items() if k != "REVIEWPIPE_ADMIN_TOKEN"}
+                | {"PYTHONUNBUFFERED": "1"},
             )
         record = {
             "pid": proc.pid,
@@ -283,6 +320,7 @@ class LocalEndpoint:
                     file=sys.stderr,
                 )
         self.pid_file.unlink(missing_ok=True)
+        self.token_file.unlink(missing_ok=True)
         return running
 
     # ------------------------------------------------------------ runtime calls
@@ -305,7 +343,9 @@ class LocalEndpoint:
                 ]
             }
         ).encode()
-        status, answer = _http(self._running_url(), "POST", "/admin/variant-weights", body)
+        status, answer = _http(
+            self._running_url(), "POST", "/admin/variant-weights", body, token=self.admin_token()
+        )
         if status != 200:
             raise ReviewpipeError(f"the server refused the weights: {answer.decode(errors='replace')}")
         return {k: float(v) for k, v in json.loads(answer)["weights"].items()}
@@ -325,7 +365,7 @@ class LocalEndpoint:
         if running and record.get("url"):
             out["ping"] = _ping(record["url"])
             try:
-                status, body = _http(record["url"], path="/admin/variant-weights")
+                status, body = _http(record["url"], path="/admin/variant-weights", token=self.admin_token())
                 if status == 200:
                     out["weights"] = json.loads(body)["weights"]
             except OSError:
@@ -340,7 +380,7 @@ def deploy(
     endpoint_name: str,
 ) -> dict[str, Any]:
     """Start (or keep) the local server; returns the deployment state."""
-    record = LocalEndpoint(settings).start(variants, serve_params)
+    record = LocalEndpoint(settings).start(variants, serve_params, endpoint_name)
     weights = {v.name: v.weight for v in variants}
     return {
         "target": "local",

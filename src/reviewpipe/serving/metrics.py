@@ -1,130 +1,131 @@
-"""Prometheus text-format metrics for the server: requests, errors, latency, batches, per variant."""
+"""The server's Prometheus metrics (prometheus_client): requests, errors, latency, batches, capture.
+
+One registry per server, so several servers in one process (tests) keep separate counts. Label
+values are only the configured variant names and NO_VARIANT, never a client's header value, so a
+client cannot grow the series count.
+"""
 
 from __future__ import annotations
 
-import bisect
-import threading
-from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+NO_VARIANT = "none"  # requests refused before a variant was chosen (unknown target, ...)
 
 
-class _Histogram:
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)  # last: +Inf
-        self.total = 0.0
-        self.count = 0
+class _Live:
+    """Gauges read when scraped: variant weights, rows waiting for a batch."""
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-        self.count += 1
+    def __init__(self) -> None:
+        self.weights: Callable[[], dict[str, float]] = dict
+        self.queued: Callable[[], dict[str, int]] = dict
 
-    def lines(self, name: str, labels: str) -> list[str]:
-        out, cumulative = [], 0
-        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
-            cumulative += count
-            le = "+Inf" if bound == float("inf") else repr(float(bound))
-            out.append(f'{name}_bucket{{{labels},le="{le}"}} {cumulative}')
-        out.append(f"{name}_sum{{{labels}}} {self.total}")
-        out.append(f"{name}_count{{{labels}}} {self.count}")
-        return out
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    def collect(self) -> Iterable[Metric]:
+        weight = GaugeMetricFamily("reviewpipe_variant_weight", "Current routing weight.", labels=["variant"])
+        for name, value in sorted(self.weights().items()):
+            weight.add_metric([name], value)
+        queued = GaugeMetricFamily(
+            "reviewpipe_batcher_queued_reviews", "Reviews waiting for a model call.", labels=["variant"]
+        )
+        for name, value in sorted(self.queued().items()):
+            queued.add_metric([name], value)
+        return [weight, queued]
 
 
 class ServerMetrics:
-    """Thread-safe counters and histograms; `render()` gives the /metrics body."""
+    """Counters and histograms of one server; `render(accept)` gives the /metrics body."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[tuple[str, int], int] = defaultdict(int)
-        self.reviews: dict[str, int] = defaultdict(int)
-        self.latency: dict[str, _Histogram] = {}
-        self.batches: dict[str, _Histogram] = {}
-        self.loaded: dict[str, bool] = {}
-        self.in_flight = 0
+    def __init__(self, variants: Iterable[str] = ()) -> None:
+        self.registry = CollectorRegistry()
+        self.variants = set(variants)
+        r = self.registry
+        self.requests = Counter(
+            "reviewpipe_requests",
+            "Invocation requests by variant and HTTP status.",
+            ["variant", "code"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "reviewpipe_request_errors",
+            "Invocation requests answered with 4xx/5xx.",
+            ["variant", "code"],
+            registry=r,
+        )
+        self.reviews = Counter("reviewpipe_reviews", "Reviews classified.", ["variant"], registry=r)
+        self.latency = Histogram(
+            "reviewpipe_request_latency_seconds",
+            "Invocation latency, request in to response out.",
+            ["variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "reviewpipe_batch_size",
+            "Reviews per model call (micro-batching).",
+            ["variant"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.loaded = Gauge(
+            "reviewpipe_model_loaded", "1 once the variant's model is loaded.", ["variant"], registry=r
+        )
+        self.in_flight = Gauge(
+            "reviewpipe_in_flight_requests", "Invocations being processed now.", registry=r
+        )
+        self.captured = Counter(
+            "reviewpipe_capture_records", "Invocations written to data capture.", ["variant"], registry=r
+        )
+        self.capture_dropped = Counter(
+            "reviewpipe_capture_dropped",
+            "Sampled invocations not captured: buffer full (buffer) or the write failed (write).",
+            ["variant", "reason"],
+            registry=r,
+        )
+        self.live = _Live()
+        r.register(self.live)
+        for name in self.variants:
+            self.loaded.labels(name).set(0)
+
+    def label(self, variant: str | None) -> str:
+        return variant if variant in self.variants else NO_VARIANT
 
     def request_started(self) -> None:
-        with self._lock:
-            self.in_flight += 1
+        self.in_flight.inc()
 
-    def request_finished(self, variant: str, status: int, seconds: float, reviews: int = 0) -> None:
-        with self._lock:
-            self.in_flight -= 1
-            self.requests[(variant, status)] += 1
-            self.reviews[variant] += reviews
-            self.latency.setdefault(variant, _Histogram(LATENCY_BUCKETS)).observe(seconds)
+    def request_finished(self, variant: str | None, status: int, seconds: float, reviews: int = 0) -> None:
+        name = self.label(variant)
+        self.in_flight.dec()
+        self.requests.labels(name, str(status)).inc()
+        if status >= 400:
+            self.errors.labels(name, str(status)).inc()
+        if reviews:
+            self.reviews.labels(name).inc(reviews)
+        self.latency.labels(name).observe(seconds)
 
     def batch(self, variant: str, requests: int, reviews: int) -> None:
-        with self._lock:
-            self.batches.setdefault(variant, _Histogram(BATCH_BUCKETS)).observe(reviews)
+        self.batch_size.labels(self.label(variant)).observe(reviews)
 
     def set_variant(self, variant: str, loaded: bool) -> None:
-        with self._lock:
-            self.loaded[variant] = loaded
+        self.loaded.labels(self.label(variant)).set(int(loaded))
 
-    def render(self, weights: dict[str, float] | None = None) -> str:
-        """The /metrics body; `weights` are the router's current variant weights."""
-        with self._lock:
-            lines = [
-                "# HELP reviewpipe_requests_total Invocation requests by variant and HTTP status.",
-                "# TYPE reviewpipe_requests_total counter",
-            ]
-            for (variant, status), n in sorted(self.requests.items()):
-                lines.append(f'reviewpipe_requests_total{{variant="{_label(variant)}",code="{status}"}} {n}')
-            lines += [
-                "# HELP reviewpipe_request_errors_total Invocation requests answered with 4xx/5xx.",
-                "# TYPE reviewpipe_request_errors_total counter",
-            ]
-            for (variant, status), n in sorted(self.requests.items()):
-                if status >= 400:
-                    lines.append(
-                        f'reviewpipe_request_errors_total{{variant="{_label(variant)}",code="{status}"}} {n}'
-                    )
-            lines += [
-                "# HELP reviewpipe_reviews_total Reviews classified.",
-                "# TYPE reviewpipe_reviews_total counter",
-            ]
-            lines += [
-                f'reviewpipe_reviews_total{{variant="{_label(v)}"}} {n}'
-                for v, n in sorted(self.reviews.items())
-            ]
-            lines += [
-                "# HELP reviewpipe_request_latency_seconds Invocation latency, request in to response out.",
-                "# TYPE reviewpipe_request_latency_seconds histogram",
-            ]
-            for variant, hist in sorted(self.latency.items()):
-                lines += hist.lines("reviewpipe_request_latency_seconds", f'variant="{_label(variant)}"')
-            lines += [
-                "# HELP reviewpipe_batch_size Reviews per model call (micro-batching).",
-                "# TYPE reviewpipe_batch_size histogram",
-            ]
-            for variant, hist in sorted(self.batches.items()):
-                lines += hist.lines("reviewpipe_batch_size", f'variant="{_label(variant)}"')
-            lines += [
-                "# HELP reviewpipe_variant_weight Current routing weight.",
-                "# TYPE reviewpipe_variant_weight gauge",
-            ]
-            lines += [
-                f'reviewpipe_variant_weight{{variant="{_label(v)}"}} {w}'
-                for v, w in sorted((weights or {}).items())
-            ]
-            lines += [
-                "# HELP reviewpipe_model_loaded 1 once the variant's model is loaded.",
-                "# TYPE reviewpipe_model_loaded gauge",
-            ]
-            lines += [
-                f'reviewpipe_model_loaded{{variant="{_label(v)}"}} {int(x)}'
-                for v, x in sorted(self.loaded.items())
-            ]
-            lines += [
-                "# HELP reviewpipe_in_flight_requests Invocations being processed now.",
-                "# TYPE reviewpipe_in_flight_requests gauge",
-                f"reviewpipe_in_flight_requests {self.in_flight}",
-            ]
-            return "\n".join(lines) + "\n"
+    def capture_written(self, variant: str, records: int) -> None:
+        self.captured.labels(self.label(variant)).inc(records)
+
+    def capture_drop(self, variant: str, reason: str, records: int = 1) -> None:
+        self.capture_dropped.labels(self.label(variant), reason).inc(records)
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """(body, content type) in the format the scraper asked for (Prometheus text or OpenMetrics)."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+    def value(self, name: str, **labels: Any) -> float:
+        """One sample's current value (0 when absent); for the server's own decisions and tests."""
+        found = self.registry.get_sample_value(name, {k: str(v) for k, v in labels.items()})
+        return float(found or 0.0)

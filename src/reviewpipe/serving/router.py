@@ -7,6 +7,7 @@ update_endpoint_weights_and_capacities changes the weights at runtime.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from collections.abc import Mapping
@@ -32,8 +33,8 @@ def parse_variant(spec: str) -> tuple[str, str, float]:
             path = head
         except ValueError:
             path = rest  # a ':' that is part of the path (s3://..., C:...)
-    if weight < 0:
-        raise ReviewpipeError(f"--variant {spec!r}: weight must be >= 0")
+    if not math.isfinite(weight) or weight < 0:
+        raise ReviewpipeError(f"--variant {spec!r}: weight must be a finite number >= 0")
     return name.strip(), path, weight
 
 
@@ -57,7 +58,7 @@ class VariantRouter:
             return dict(self._weights)
 
     def set_weights(self, weights: Mapping[str, float], require_all: bool = False) -> dict[str, float]:
-        """Update some or all weights (unknown names, negative or all-zero weights are refused)."""
+        """Update some or all weights (unknown names, negative, infinite, NaN or all-zero weights are refused)."""
         with self._lock:
             known = self._weights or dict.fromkeys(weights, 0.0)
             unknown = sorted(set(weights) - set(known))
@@ -65,8 +66,13 @@ class VariantRouter:
                 raise ReviewpipeError(f"unknown variant(s) {unknown}; variants are {sorted(known)}")
             updated = dict(known)
             for name, weight in weights.items():
-                if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
-                    raise ReviewpipeError(f"weight for {name!r} must be a number >= 0, not {weight!r}")
+                if (
+                    isinstance(weight, bool)
+                    or not isinstance(weight, int | float)
+                    or not math.isfinite(weight)
+                    or weight < 0
+                ):
+                    raise ReviewpipeError(f"weight for {name!r} must be a finite number >= 0, not {weight!r}")
                 updated[name] = float(weight)
             if require_all and set(weights) != set(updated):
                 raise ReviewpipeError("every variant needs a weight")
@@ -81,7 +87,7 @@ class VariantRouter:
             if target:
                 if target not in self._weights:
                     raise ReviewpipeError(
-                        f"{TARGET_VARIANT_HEADER} names unknown variant {target!r}; "
+                        f"{TARGET_VARIANT_HEADER} names unknown variant {target[:64]!r}; "
                         f"variants are {sorted(self._weights)}"
                     )
                 return target

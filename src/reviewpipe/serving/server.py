@@ -1,40 +1,83 @@
-"""SageMaker's inference-container contract on a threaded HTTP server, locally.
+"""SageMaker's inference-container contract, locally: a Starlette app under uvicorn (serving/web.py).
 
 GET /ping (200 once every variant's model is loaded, 503 before), POST /invocations (the
-package's own code/inference.py: input_fn -> micro-batched predict_fn -> output_fn),
-GET /metrics (Prometheus text), GET|POST /admin/variant-weights (update_endpoint_weights_and_capacities).
-`stop()` drains: stop accepting, let in-flight requests finish, close idle keep-alive connections.
+package's own code/inference.py: input_fn -> micro-batched predict_fn -> output_fn), GET /metrics
+(prometheus_client), GET|POST /admin/variant-weights (update_endpoint_weights_and_capacities;
+bearer token, JSON only, same-origin only).
+
+Headers: X-Amzn-SageMaker-Target-Variant pins a variant; X-Amzn-Invoked-Production-Variant says
+which answered; X-Amzn-SageMaker-Inference-Id (1-64 printable characters) is kept with the data
+capture record so ground truth can be joined later. Statuses: 400 bad input, 406 unanswerable
+Accept, 408 body too slow, 413 too large (bytes or inputs), 415 content type, 503 still loading
+or over the connection cap, 500 a model failure (the message never carries internals).
+
+Each request is validated in full (input_fn, Unicode, input count) before it joins a batch; a
+merged model call that fails is retried request by request (serving/batching.py).
+`stop()` drains: stop accepting, finish in-flight requests, close idle connections, flush capture.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import importlib.util
 import itertools
-import json
 import logging
 import os
-import select
+import re
 import shutil
-import socket
-import socketserver
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, fields
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
 from reviewpipe.errors import ReviewpipeError
-from reviewpipe.serving.batching import MicroBatcher
+from reviewpipe.serving.batching import MicroBatcher, Piece
+from reviewpipe.serving.capture import CaptureSettings, DataCapture
 from reviewpipe.serving.metrics import ServerMetrics
 from reviewpipe.serving.package import unpack_package
 from reviewpipe.serving.router import INVOKED_VARIANT_HEADER, TARGET_VARIANT_HEADER, VariantRouter
+from reviewpipe.serving.web import (
+    BackgroundServer,
+    Limits,
+    Problem,
+    allowed_hosts,
+    is_loopback,
+    media_type,
+    parse_json,
+    problem_response,
+    read_body,
+    require_json,
+    require_same_origin,
+)
+from reviewpipe.storage import StorageOptions
 
 log = logging.getLogger("reviewpipe.serve")
 _module_ids = itertools.count()
+INFERENCE_ID_HEADER = "X-Amzn-SageMaker-Inference-Id"
+ADMIN_TOKEN_ENV = "REVIEWPIPE_ADMIN_TOKEN"
+ADMIN_MAX_BODY = 64 * 1024
+SERVER_NAME = "reviewpipe-serve"
+_VARIANT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})")
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """`serve.admin`: the weights endpoint. The token itself never lives in params: it comes
+    from the REVIEWPIPE_ADMIN_TOKEN environment variable or the file `token_file` names."""
+
+    enabled: bool = True
+    token_file: str | None = None
 
 
 @dataclass
@@ -46,18 +89,39 @@ class ServeSettings:
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
     max_payload_bytes: int = 6 * 1024 * 1024
+    max_inputs_per_request: int = 1000
     quantize: str = "none"
     backend: str = "torch"
     num_threads: int = 1
     workers: int = 2
+    max_connections: int = 256
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    idle_timeout_s: float = 5.0
     drain_timeout_s: float = 30.0
-    idle_timeout_s: float = 60.0
+    allowed_hosts: tuple[str, ...] = ()
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
 
     @classmethod
     def from_mapping(cls, values: Any, **overrides: Any) -> ServeSettings:
-        names = {f.name for f in fields(cls)}
-        merged = {k: v for k, v in dict(values or {}).items() if k in names}
+        merged = dict(values or {})
         merged.update({k: v for k, v in overrides.items() if v is not None})
+        names = {f.name for f in fields(cls)}
+        unknown = set(merged) - names
+        if unknown:
+            raise ReviewpipeError(f"serve has unknown keys {sorted(unknown)}; allowed: {sorted(names)}")
+        if "admin" in merged and not isinstance(merged["admin"], AdminSettings):
+            admin = dict(merged["admin"] or {})
+            extra = set(admin) - {f.name for f in fields(AdminSettings)}
+            if extra:
+                raise ReviewpipeError(
+                    f"serve.admin has unknown keys {sorted(extra)}; allowed: enabled, token_file"
+                )
+            merged["admin"] = AdminSettings(**admin)
+        if "capture" in merged and not isinstance(merged["capture"], CaptureSettings):
+            merged["capture"] = CaptureSettings.from_mapping(merged["capture"])
+        merged["allowed_hosts"] = tuple(merged.get("allowed_hosts") or ())
         settings = cls(**merged)
         if settings.quantize not in ("none", "int8"):
             raise ReviewpipeError(f"serve.quantize must be none or int8, not {settings.quantize!r}")
@@ -65,7 +129,19 @@ class ServeSettings:
             raise ReviewpipeError(f"serve.backend must be torch or onnx, not {settings.backend!r}")
         if settings.backend == "onnx" and importlib.util.find_spec("onnxruntime") is None:
             raise ReviewpipeError("serve.backend=onnx needs onnxruntime: pip install onnxruntime onnx")
+        if settings.max_inputs_per_request < 1 or settings.max_payload_bytes < 1:
+            raise ReviewpipeError("serve.max_inputs_per_request and serve.max_payload_bytes must be above 0")
+        settings.limits()  # validates the timeouts and the connection cap
         return settings
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_connections=self.max_connections,
+            header_timeout_s=self.header_timeout_s,
+            body_timeout_s=self.body_timeout_s,
+            idle_timeout_s=self.idle_timeout_s,
+            drain_timeout_s=self.drain_timeout_s,
+        )
 
     def environment(self) -> dict[str, str]:
         """What a SageMaker endpoint's Environment would carry to code/inference.py."""
@@ -79,6 +155,20 @@ class ServeSettings:
         return env
 
 
+def admin_token(settings: ServeSettings, token_file: str | None = None) -> str | None:
+    """The admin token: from `token_file` (CLI) or serve.admin.token_file, else the environment."""
+    path = token_file or settings.admin.token_file
+    if path:
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ReviewpipeError(f"cannot read the admin token file {path}: {exc.strerror}") from exc
+        if not token:
+            raise ReviewpipeError(f"the admin token file {path} is empty; write a long random token into it")
+        return token
+    return os.environ.get(ADMIN_TOKEN_ENV, "").strip() or None
+
+
 @dataclass(frozen=True)
 class VariantSpec:
     name: str
@@ -86,19 +176,16 @@ class VariantSpec:
     weight: float = 1.0
 
 
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def _status_of(exc: BaseException, default: int) -> int:
     status = getattr(exc, "status", None)
     return status if isinstance(status, int) and 400 <= status < 600 else default
 
 
-def _base_type(value: str | None) -> str:
-    return (value or "").split(";", 1)[0].strip().lower()
+def _client_message(exc: BaseException, status: int, what: str) -> str:
+    """A handler's own 4xx message (written for clients) or a plain statement for a 5xx."""
+    if status < 500:
+        return str(exc)[:1000]
+    return f"{what} failed; the server log has the details"
 
 
 class Variant:
@@ -113,6 +200,7 @@ class Variant:
         self.batcher: MicroBatcher | None = None
         self.model_dir: Path | None = None
         self._temp_dir: Path | None = None
+        self.splittable = False  # the handler has merge_inputs/split_predictions
         self.ready = False
 
     @property
@@ -137,66 +225,91 @@ class Variant:
         spec.loader.exec_module(module)
         for fn in ("model_fn", "input_fn", "predict_fn", "output_fn"):
             if not callable(getattr(module, fn, None)):
-                raise ReviewpipeError(f"{code_dir / 'inference.py'} does not define {fn}()")
+                raise ReviewpipeError(f"the package's code/inference.py does not define {fn}()")
         self.module = module
         self.model = module.model_fn(str(self.model_dir))
+        self.splittable = callable(getattr(module, "merge_inputs", None)) and callable(
+            getattr(module, "split_predictions", None)
+        )
         self.batcher = MicroBatcher(
-            self._run_batch,
+            self._run_pieces,
             self.settings.max_batch_size,
             self.settings.max_wait_ms,
             name=f"batcher-{self.name}",
             workers=self.settings.workers,
             on_batch=lambda n, size: self.metrics.batch(self.name, n, size),
+            join=_join_predictions,
         )
         self.ready = True
 
-    def _run_batch(self, items: list[Any]) -> list[Any]:
+    # ------------------------------------------------------------ the three steps of a request
+
+    def parse(self, body: bytes, content_type: str | None) -> tuple[Any, int]:
+        """input_fn, then the checks that must pass before the request may join a batch:
+        the input count cap and texts a tokenizer can encode. Returns (data, reviews)."""
         module = self.module
         assert module is not None
-        if hasattr(module, "merge_inputs") and hasattr(module, "split_predictions"):
-            merged = module.merge_inputs(items)
-            return module.split_predictions(module.predict_fn(merged, self.model), items)
-        return [module.predict_fn(item, self.model) for item in items]  # a plain SageMaker handler
-
-    def invoke(
-        self, read_body: Callable[[], bytes], content_type: str | None, accept: str | None
-    ) -> tuple[bytes, str, int]:
-        """(response body, response content type, reviews) for one request whose body
-        `read_body()` returns; the batcher hears of the request before its body is read."""
-        module, batcher = self.module, self.batcher
-        assert module is not None and batcher is not None
-        batcher.announce()
         try:
-            data = module.input_fn(read_body(), content_type)
-        except HTTPError:
-            batcher.withdraw()
-            raise
+            data = module.input_fn(body, content_type)
+        except RecursionError as exc:
+            raise Problem(400, "body is JSON nested too deeply") from exc
         except Exception as exc:  # the handler's own validation: its status, else a client error
-            batcher.withdraw()
-            raise HTTPError(
-                _status_of(exc, 400 if isinstance(exc, ValueError | KeyError | TypeError) else 500), str(exc)
-            ) from exc
+            client = isinstance(exc, ValueError | KeyError | TypeError | UnicodeError)
+            status = _status_of(exc, 400 if client else 500)
+            if status >= 500:
+                log.exception("input_fn failed on variant %s", self.name)
+            raise Problem(status, _client_message(exc, status, "reading the request")) from exc
         texts = data.get("texts") if isinstance(data, dict) else None
-        reviews = len(texts) if isinstance(texts, list) else 1
-        try:
-            prediction = batcher.submit(data, reviews, announced=True).result()
-        except Exception as exc:
-            log.exception("predict_fn failed on variant %s", self.name)
-            raise HTTPError(_status_of(exc, 500), f"prediction failed: {exc}") from exc
+        if not isinstance(texts, list):
+            return data, 1
+        cap = self.settings.max_inputs_per_request
+        if len(texts) > cap:
+            raise Problem(
+                413,
+                f"{len(texts)} inputs exceed the limit of {cap} per request "
+                "(serve.max_inputs_per_request); split them, or use `reviewpipe predict` for batches",
+            )
+        for i, text in enumerate(texts):
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise Problem(
+                        400,
+                        f"inputs[{i}] is not valid Unicode text (an unpaired surrogate at character "
+                        f"{exc.start}); send UTF-8 text",
+                    ) from exc
+        return data, len(texts)
+
+    def _run_pieces(self, pieces: list[Piece]) -> list[Any]:
+        module = self.module
+        assert module is not None
+        if self.splittable:
+            items = [{**p.item, "texts": p.item["texts"][p.start : p.stop]} for p in pieces]
+            merged = module.merge_inputs(items)
+            return list(module.split_predictions(module.predict_fn(merged, self.model), items))
+        return [module.predict_fn(p.item, self.model) for p in pieces]  # a plain SageMaker handler
+
+    def render(self, prediction: Any, accept: str | None, content_type: str | None) -> tuple[bytes, str]:
+        module = self.module
+        assert module is not None
         if isinstance(prediction, dict):
             prediction = {**prediction, "variant": self.name}
-        response_type = _base_type(accept)
+        response_type = media_type(accept)
         if not response_type or response_type == "*/*":
-            response_type = _base_type(content_type)
+            response_type = media_type(content_type)
         try:
             payload = module.output_fn(prediction, response_type)
         except Exception as exc:
-            raise HTTPError(_status_of(exc, 500), str(exc)) from exc
+            status = _status_of(exc, 500)
+            if status >= 500:
+                log.exception("output_fn failed on variant %s", self.name)
+            raise Problem(status, _client_message(exc, status, "writing the response")) from exc
         if isinstance(payload, tuple):  # some handlers return (body, content_type)
             payload, response_type = payload[0], payload[1]
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
-        return payload, response_type, reviews
+        return bytes(payload), response_type
 
     def close(self, timeout: float | None = None) -> None:
         if self.batcher is not None:
@@ -206,197 +319,30 @@ class Variant:
             self._temp_dir = None
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-    app: ModelServer
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.connections: set[Any] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN, which can stall without DNS.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
-
-    def track(self, handler: Any, open_: bool) -> None:
-        with self.connections_lock:
-            (self.connections.add if open_ else self.connections.discard)(handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.exception("connection from %s failed", client_address)
+def _join_predictions(parts: list[Any]) -> Any:
+    """A request answered in several pieces: its predictions in order, the rest from the first."""
+    return {**parts[0], "predictions": [row for part in parts for row in part["predictions"]]}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive
-    server_version = "reviewpipe-serve"
-    server: _HTTPServer
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.track(self, True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self, False)
-
-    def handle_one_request(self) -> None:
-        # Wait for the next request in short slices so a draining server can close idle
-        # keep-alive connections instead of blocking on them.
-        app = self.server.app
-        idle_since = time.monotonic()
-        while True:
-            readable, _, _ = select.select([self.connection], [], [], 0.05)
-            if readable:
-                break
-            if app.draining or time.monotonic() - idle_since > app.settings.idle_timeout_s:
-                self.close_connection = True
-                return
-        super().handle_one_request()
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class signature
-        log.debug("%s " + format, self.address_string(), *args)
-
-    # ------------------------------------------------------------ plumbing
-
-    def _send(
-        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        if self.server.app.draining or self.close_connection:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(obj).encode("utf-8"), "application/json", headers)
-
-    def _read_body(self, limit: int) -> bytes:
-        length = self.headers.get("Content-Length")
-        if length is None:
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                return self._read_chunked(limit)
-            return b""
-        try:
-            size = int(length)
-        except ValueError as exc:
-            self.close_connection = True
-            raise HTTPError(400, f"bad Content-Length {length!r}") from exc
-        if size > limit:
-            self.close_connection = True  # the unread body must not be parsed as the next request
-            raise HTTPError(
-                413,
-                f"payload of {size} bytes exceeds the {limit}-byte limit "
-                "(serve.max_payload_bytes); split it into smaller requests",
-            )
-        return self.rfile.read(size)
-
-    def _read_chunked(self, limit: int) -> bytes:
-        parts, total = [], 0
-        while True:
-            size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(parts)
-            total += size
-            if total > limit:
-                self.close_connection = True
-                raise HTTPError(413, f"payload exceeds the {limit}-byte limit (serve.max_payload_bytes)")
-            parts.append(self.rfile.read(size))
-            self.rfile.readline()
-
-    # ------------------------------------------------------------ routes
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
-        app = self.server.app
-        path = self.path.split("?", 1)[0]
-        if path == "/ping":
-            if app.ready:
-                self._send_json(200, {"status": "ok", "variants": app.router.weights()})
-            else:
-                self._send_json(
-                    503,
-                    {"status": "loading" if app.load_error is None else "failed", "error": app.load_error},
-                )
-        elif path == "/metrics":
-            self._send(
-                200,
-                app.metrics.render(app.router.weights()).encode(),
-                "text/plain; version=0.0.4; charset=utf-8",
-            )
-        elif path == "/admin/variant-weights":
-            self._send_json(200, {"weights": app.router.weights()})
-        else:
-            self._send_json(404, {"error": f"no route GET {path}", "code": 404})
-
-    def do_POST(self) -> None:  # noqa: N802
-        path = self.path.split("?", 1)[0]
-        if path == "/invocations":
-            self._invoke()
-            return
-        try:
-            body = self._read_body(self.server.app.settings.max_payload_bytes)
-            if path != "/admin/variant-weights":
-                raise HTTPError(404, f"no route POST {path}")
-            self._send_json(200, {"weights": self.server.app.update_weights(body)})
-        except HTTPError as exc:
-            self._send_json(exc.status, {"error": str(exc), "code": exc.status})
-
-    def _invoke(self) -> None:
-        app = self.server.app
-        started = time.perf_counter()
-        app.metrics.request_started()
-        variant_name = self.headers.get(TARGET_VARIANT_HEADER) or "none"
-        status, reviews = 500, 0
-        try:
-            limit = app.settings.max_payload_bytes
-            try:
-                variant_name = app.router.choose(self.headers.get(TARGET_VARIANT_HEADER))
-            except ReviewpipeError as exc:
-                self._read_body(limit)  # keep the connection usable
-                raise HTTPError(400, str(exc)) from exc
-            variant = app.variants[variant_name]
-            if not variant.ready:
-                self._read_body(limit)
-                raise HTTPError(
-                    503, f"variant {variant_name} is still loading its model; retry after /ping is 200"
-                )
-            payload, content_type, reviews = variant.invoke(
-                lambda: self._read_body(limit), self.headers.get("Content-Type"), self.headers.get("Accept")
-            )
-            status = 200
-            self._send(200, payload, content_type, {INVOKED_VARIANT_HEADER: variant_name})
-        except HTTPError as exc:
-            status = exc.status
-            self._send_json(
-                status,
-                {"error": str(exc), "code": status},
-                {INVOKED_VARIANT_HEADER: variant_name} if variant_name in app.variants else None,
-            )
-        except Exception as exc:  # a bug, not the client's fault: say so, keep serving
-            log.exception("invocation failed")
-            status = 500
-            self._send_json(500, {"error": f"internal error: {exc}", "code": 500})
-        finally:
-            app.metrics.request_finished(variant_name, status, time.perf_counter() - started, reviews)
+def _inference_id(request: Request) -> str | None:
+    value = request.headers.get(INFERENCE_ID_HEADER)
+    if value is None:
+        return None
+    if not 1 <= len(value) <= 64 or not value.isprintable() or value[0].isspace():
+        raise Problem(400, f"{INFERENCE_ID_HEADER} must be 1 to 64 printable characters")
+    return value
 
 
 class ModelServer:
     """reviewpipe's local endpoint: variants behind one HTTP server."""
 
     def __init__(
-        self, variants: list[VariantSpec], settings: ServeSettings | None = None, seed: int | None = None
+        self,
+        variants: list[VariantSpec],
+        settings: ServeSettings | None = None,
+        seed: int | None = None,
+        admin_token: str | None = None,
+        storage_options: StorageOptions | None = None,
     ) -> None:
         if not variants:
             raise ReviewpipeError("nothing to serve: give --model PATH or at least one --variant")
@@ -404,35 +350,57 @@ class ModelServer:
         if len(set(names)) != len(names):
             raise ReviewpipeError(f"variant names must be unique, got {names}")
         for spec in variants:
+            if not _VARIANT_NAME.fullmatch(spec.name):
+                raise ReviewpipeError(
+                    f"variant name {spec.name!r}: use 1-63 letters, digits, '.', '_' or '-' (it names capture folders)"
+                )
             if not Path(spec.path).exists():
                 raise ReviewpipeError(
                     f"variant {spec.name}: {spec.path} does not exist; build it with `dvc repro package`"
                 )
         self.settings = settings or ServeSettings()
-        self.metrics = ServerMetrics()
+        host = self.settings.host
+        self.admin_token = admin_token
+        if self.settings.admin.enabled and not admin_token and not is_loopback(host):
+            raise ReviewpipeError(
+                f"refusing to listen on {host} with the admin endpoint open to anyone: set the admin token "
+                f"({ADMIN_TOKEN_ENV} or serve.admin.token_file), or serve.admin.enabled=false"
+            )
+        self.hosts = allowed_hosts(host, self.settings.allowed_hosts)
+        self.metrics = ServerMetrics(names)
         self.router = VariantRouter({v.name: v.weight for v in variants}, seed=seed)
         self.variants = {v.name: Variant(v, self.settings, self.metrics) for v in variants}
-        for spec in variants:
-            self.metrics.set_variant(spec.name, loaded=False)
+        self.metrics.live.weights = self.router.weights
+        self.metrics.live.queued = lambda: {
+            name: v.batcher.queued() for name, v in self.variants.items() if v.batcher is not None
+        }
+        self.capture: DataCapture | None = None
+        if self.settings.capture.enabled:
+            self.capture = DataCapture(
+                self.settings.capture,
+                storage_options,
+                on_written=self.metrics.capture_written,
+                on_dropped=self.metrics.capture_drop,
+            )
         self.load_error: str | None = None
         self.draining = False
         self._loaded = threading.Event()
         self._stopped = False
-        try:
-            self.httpd = _HTTPServer((self.settings.host, self.settings.port), _Handler)
-        except OSError as exc:
-            raise ReviewpipeError(
-                f"cannot listen on {self.settings.host}:{self.settings.port}: {exc}; pick another --port"
-            ) from exc
-        self.httpd.app = self
-        self._serve_thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
+        self._in_flight = 0
+        self.app = Starlette(
+            routes=[
+                Route("/ping", self._ping, methods=["GET"]),
+                Route("/invocations", self._invocations, methods=["POST"]),
+                Route("/metrics", self._metrics, methods=["GET"]),
+                Route("/admin/variant-weights", self._admin_weights, methods=["GET", "POST"]),
+            ],
+            exception_handlers={HTTPException: _http_exception},
         )
+        self.http = BackgroundServer(self.app, host, self.settings.port, self.settings.limits(), SERVER_NAME)
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.http.url
 
     @property
     def ready(self) -> bool:
@@ -441,7 +409,7 @@ class ModelServer:
     def start(self, wait: bool = False, timeout: float | None = None) -> ModelServer:
         """Listen now (/ping answers 503) and load the models in the background (then 200)."""
         os.environ.update(self.settings.environment())
-        self._serve_thread.start()
+        self.http.start()
         loader = threading.Thread(target=self._load_all, name="loader", daemon=True)
         loader.start()
         if wait:
@@ -449,15 +417,16 @@ class ModelServer:
         return self
 
     def _load_all(self) -> None:
-        try:
-            for variant in self.variants.values():
+        for variant in self.variants.values():
+            try:
                 variant.load()
-                self.metrics.set_variant(variant.name, loaded=True)
-        except Exception as exc:
-            log.exception("loading a model failed")
-            self.load_error = f"{type(exc).__name__}: {exc}"
-        finally:
-            self._loaded.set()
+            except Exception as exc:
+                log.exception("loading variant %s from %s failed", variant.name, variant.spec.path)
+                detail = str(exc) if isinstance(exc, ReviewpipeError) else type(exc).__name__
+                self.load_error = f"variant {variant.name}: {detail}"
+                break
+            self.metrics.set_variant(variant.name, loaded=True)
+        self._loaded.set()
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Block until every model is loaded; ReviewpipeError if loading failed or timed out."""
@@ -466,48 +435,142 @@ class ModelServer:
         if self.load_error:
             raise ReviewpipeError(f"could not load the model: {self.load_error}")
 
-    def update_weights(self, body: bytes) -> dict[str, float]:
-        """POST /admin/variant-weights: {"name": weight, ...} or SageMaker's
+    def update_weights(self, request: Any) -> dict[str, float]:
+        """{"name": weight, ...} or SageMaker's
         {"DesiredWeightsAndCapacities": [{"VariantName": ..., "DesiredWeight": ...}]}."""
-        try:
-            request = json.loads(body or b"{}")
-        except json.JSONDecodeError as exc:
-            raise HTTPError(400, f"malformed JSON: {exc}") from exc
         if isinstance(request, dict) and "DesiredWeightsAndCapacities" in request:
             try:
                 request = {
                     d["VariantName"]: d["DesiredWeight"] for d in request["DesiredWeightsAndCapacities"]
                 }
             except (KeyError, TypeError) as exc:
-                raise HTTPError(
+                raise Problem(
                     400, "each DesiredWeightsAndCapacities entry needs VariantName and DesiredWeight"
                 ) from exc
         if not isinstance(request, dict) or not request:
-            raise HTTPError(400, 'expected {"variant": weight, ...}')
+            raise Problem(400, 'expected {"variant": weight, ...}')
         try:
             weights = self.router.set_weights(request)
         except ReviewpipeError as exc:
-            raise HTTPError(400, str(exc)) from exc
+            raise Problem(400, str(exc)) from exc
         log.info("variant weights now %s", weights)
         return weights
 
+    # ------------------------------------------------------------ routes
+
+    async def _ping(self, request: Request) -> Response:
+        if self.ready:
+            return JSONResponse({"status": "ok", "variants": self.router.weights()})
+        if self.load_error is None:
+            return JSONResponse({"status": "loading"}, 503)
+        return JSONResponse({"status": "failed", "error": f"{self.load_error}; see the server log"}, 503)
+
+    async def _metrics(self, request: Request) -> Response:
+        body, content_type = self.metrics.render(request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
+
+    async def _admin_weights(self, request: Request) -> Response:
+        try:
+            if not self.settings.admin.enabled:
+                raise Problem(404, "the admin endpoint is disabled (serve.admin.enabled=false)")
+            body = b""
+            if request.method == "POST":
+                body = await read_body(request, ADMIN_MAX_BODY, self.settings.body_timeout_s, "admin")
+            require_same_origin(request, self.hosts)
+            self._authorize(request)
+            if request.method == "POST":
+                require_json(request)
+                return JSONResponse({"weights": self.update_weights(parse_json(body))})
+            return JSONResponse({"weights": self.router.weights()})
+        except Problem as problem:
+            headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
+            return problem_response(problem, headers)
+
+    def _authorize(self, request: Request) -> None:
+        if not self.admin_token:
+            raise Problem(
+                403,
+                f"admin calls need a token: start the server with {ADMIN_TOKEN_ENV} or serve.admin.token_file set",
+            )
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self.admin_token.encode()
+        ):
+            raise Problem(401, "send the admin token: Authorization: Bearer <token>")
+
+    async def _invocations(self, request: Request) -> Response:
+        started = time.perf_counter()
+        self.metrics.request_started()
+        self._in_flight += 1
+        name: str | None = None
+        status, reviews = 500, 0
+        announced: Variant | None = None
+        try:
+            try:
+                name = self.router.choose(request.headers.get(TARGET_VARIANT_HEADER))
+            except ReviewpipeError as exc:
+                await read_body(request, self.settings.max_payload_bytes, self.settings.body_timeout_s, "")
+                raise Problem(400, str(exc)) from exc
+            variant = self.variants[name]
+            if not variant.ready or variant.batcher is None:
+                await read_body(request, self.settings.max_payload_bytes, self.settings.body_timeout_s, "")
+                raise Problem(503, f"variant {name} is still loading its model; retry after /ping is 200")
+            batcher = variant.batcher
+            batcher.announce()  # the batch being formed may wait for this request
+            announced = variant
+            body = await read_body(
+                request,
+                self.settings.max_payload_bytes,
+                self.settings.body_timeout_s,
+                "serve.max_payload_bytes",
+            )
+            inference_id = _inference_id(request)
+            content_type = request.headers.get("content-type")
+            data, reviews = await run_in_threadpool(variant.parse, body, content_type)
+            future = batcher.submit(data, reviews, divisible=variant.splittable, announced=True)
+            announced = None
+            try:
+                prediction = await asyncio.wrap_future(future)
+            except Exception as exc:
+                status = _status_of(exc, 500)
+                if status >= 500:
+                    log.error("predict_fn failed on variant %s: %r", name, exc)
+                raise Problem(status, _client_message(exc, status, "prediction")) from exc
+            payload, response_type = await run_in_threadpool(
+                variant.render, prediction, request.headers.get("accept"), content_type
+            )
+            status = 200
+            if self.capture is not None and self.capture.sampled():
+                self.capture.offer(name, body, content_type or "", payload, response_type, inference_id)
+            return Response(payload, 200, {INVOKED_VARIANT_HEADER: name}, media_type=response_type)
+        except Problem as problem:
+            status = problem.status
+            return problem_response(problem, {INVOKED_VARIANT_HEADER: name} if name else None)
+        finally:
+            if announced is not None and announced.batcher is not None:
+                announced.batcher.withdraw()
+            self._in_flight -= 1
+            self.metrics.request_finished(
+                name, status, time.perf_counter() - started, reviews if status == 200 else 0
+            )
+
+    # ------------------------------------------------------------ stopping
+
     def stop(self, drain_timeout: float | None = None) -> bool:
-        """Stop accepting, finish in-flight requests, close connections; True if all drained in time."""
+        """Stop accepting, finish in-flight requests, close connections, write buffered capture;
+        True if every request finished in time."""
         if self._stopped:
             return True
         self._stopped = True
         self.draining = True
-        if self._serve_thread.is_alive():
-            self.httpd.shutdown()
-        self.httpd.server_close()  # the listening socket: new connections are refused from here
-        deadline = time.monotonic() + (
-            self.settings.drain_timeout_s if drain_timeout is None else drain_timeout
-        )
-        while self.httpd.connections and time.monotonic() < deadline:
-            time.sleep(0.02)
-        drained = not self.httpd.connections
+        timeout = self.settings.drain_timeout_s if drain_timeout is None else drain_timeout
+        self.http.server.config.timeout_graceful_shutdown = max(1, round(timeout))
+        self.http.stop(timeout + 10)
+        drained = self._in_flight == 0
         for variant in self.variants.values():
-            variant.close(timeout=max(0.0, deadline - time.monotonic()))
+            variant.close(timeout=max(1.0, timeout))
+        if self.capture is not None:
+            self.capture.close()
         return drained
 
     def __enter__(self) -> ModelServer:
@@ -515,3 +578,9 @@ class ModelServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    message = {404: f"no route {request.method} {request.url.path[:200]}", 405: "method not allowed"}
+    return JSONResponse({"error": message.get(status, "request refused"), "code": status}, status)

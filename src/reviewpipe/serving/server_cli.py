@@ -1,4 +1,9 @@
-"""`reviewpipe serve`: run a model package (or several, as A/B variants) behind SageMaker's HTTP contract."""
+"""`reviewpipe serve`: run a model package (or several, as A/B variants) behind SageMaker's HTTP contract.
+
+The admin token (POST /admin/variant-weights) comes from --admin-token-file, serve.admin.token_file or
+the REVIEWPIPE_ADMIN_TOKEN environment variable, never from params or the command line itself.
+Data capture (serve.capture) writes SageMaker's capture files; SIGTERM flushes them before exit.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from pathlib import Path
 
 from reviewpipe.config import load_params, to_dict
 from reviewpipe.serving.router import parse_variant
-from reviewpipe.serving.server import ModelServer, ServeSettings, VariantSpec
+from reviewpipe.serving.server import ModelServer, ServeSettings, VariantSpec, admin_token
+from reviewpipe.storage import StorageOptions
 
 SINGLE_VARIANT = "AllTraffic"  # SageMaker's usual name for a single-model endpoint's variant
 
@@ -40,15 +46,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, help="model calls at once (serve.workers)")
     parser.add_argument(
+        "--admin-token-file",
+        help="file holding the admin token (default: serve.admin.token_file, else $REVIEWPIPE_ADMIN_TOKEN)",
+    )
+    parser.add_argument(
+        "--endpoint-name", help="the endpoint's name in data-capture paths (serve.capture.endpoint_name)"
+    )
+    parser.add_argument(
         "--params", default="params.yaml", help="params file with a `serve` section, if present"
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG logs every request)")
 
 
+def _params(path: str) -> dict:
+    return to_dict(load_params(path)) if Path(path).exists() else {}
+
+
 def settings_from(args: argparse.Namespace) -> ServeSettings:
-    section = {}
-    if Path(args.params).exists():
-        section = to_dict(load_params(args.params).get("serve")) or {}
+    section = dict(_params(args.params).get("serve") or {})
+    if args.endpoint_name:
+        section["capture"] = {**dict(section.get("capture") or {}), "endpoint_name": args.endpoint_name}
     return ServeSettings.from_mapping(
         section,
         host=args.host,
@@ -74,13 +91,26 @@ def run(args: argparse.Namespace) -> int:
         if args.model
         else [VariantSpec(*parse_variant(v)) for v in args.variant]
     )
-    server = ModelServer(specs, settings_from(args))
+    settings = settings_from(args)
+    server = ModelServer(
+        specs,
+        settings,
+        admin_token=admin_token(settings, args.admin_token_file),
+        storage_options=StorageOptions.from_params(_params(args.params).get("storage")),
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     server.start()
     variants = ", ".join(f"{s.name}={s.path} ({s.weight:g})" for s in specs)
     print(f"reviewpipe serve: listening on {server.url} (loading {variants})", flush=True)
+    if settings.capture.enabled:
+        capture = settings.capture
+        print(
+            f"reviewpipe serve: capturing {capture.sampling_percentage:g}% of invocations to "
+            f"{capture.destination}/{capture.endpoint_name}/<variant>/yyyy/mm/dd/hh/",
+            flush=True,
+        )
     try:
         while not stop.wait(0.2):
             if server.load_error:
