@@ -285,6 +285,23 @@ class PackageParams(Section):
 
 
 # ---- serve → deploy → monitor → review ----------------------------------------------------------
+class ServeAdminParams(Settings):
+    enabled: bool
+    token_file: str | None  # the token itself never lives in params
+
+
+class CaptureParams(Settings):
+    enabled: bool
+    destination: str
+    endpoint_name: str
+    sampling_percentage: float
+    flush_interval_s: float
+    buffer_records: int
+    buffer_bytes: int
+    json_content_types: list[str]
+    csv_content_types: list[str]
+
+
 class ServeParams(Section):
     section = "serve"
     host: str
@@ -292,11 +309,19 @@ class ServeParams(Section):
     max_batch_size: int
     max_wait_ms: float
     max_payload_bytes: int
+    max_inputs_per_request: int
     quantize: Literal["none", "int8"]
     backend: Literal["torch", "onnx"]
     num_threads: int
     workers: int
+    max_connections: int
+    header_timeout_s: float
+    body_timeout_s: float
+    idle_timeout_s: float
     drain_timeout_s: float
+    allowed_hosts: list[str]
+    admin: ServeAdminParams
+    capture: CaptureParams
 
 
 class VariantParams(Settings):
