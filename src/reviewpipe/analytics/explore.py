@@ -13,7 +13,7 @@ import pandas as pd
 
 from reviewpipe import storage
 from reviewpipe.config import section
-from reviewpipe.data.catalog import connect
+from reviewpipe.data.catalog import check_engine, connect
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.prep.bands import band_labels
 
@@ -73,10 +73,15 @@ def run_query(con: duckdb.DuckDBPyConnection, sql: str, name: str = "query") -> 
 
 
 def query_catalog(
-    params: Any, queries: dict[str, str], label: str = "sql/{name}.sql"
+    params: Any, queries: dict[str, str], label: str = "sql/{name}.sql", engine: str | None = None
 ) -> dict[str, pd.DataFrame]:
-    """Run {name: SQL} against the catalog in `params`, prepared as the sql/ files expect.
-    A failing query raises a ReviewpipeError naming it (`label`) with DuckDB's message."""
+    """Run {name: SQL} against the catalog in `params`, prepared as the sql/ files expect, on
+    `engine` (default catalog.engine): DuckDB, or Athena over the Glue tables (reviewpipe.aws.athena).
+    A failing query raises a ReviewpipeError naming it (`label`) with the engine's message."""
+    if check_engine(engine or section(params, "catalog").engine) == "athena":
+        from reviewpipe.aws.athena import query_athena
+
+        return query_athena(params, queries, label)
     con = connect(params)
     try:
         prepare_connection(con, section(params, "data").age_bands)

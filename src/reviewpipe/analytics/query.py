@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a param, e.g. -S catalog.database=/tmp/catalog.duckdb",
     )
     parser.add_argument(
+        "--engine",
+        choices=["duckdb", "athena"],
+        help="who runs it (default: catalog.engine): DuckDB over the local catalog, or Athena over "
+        "the Glue tables (the SQL is DuckDB's dialect, transpiled with sqlglot)",
+    )
+    parser.add_argument(
         "--max-rows", type=int, default=50, help="rows to print (default 50; the output file always gets all)"
     )
 
@@ -44,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     sql = _read_sql(args.sql)
     output_format = _output_format(args.output) if args.output else None
     params = load_params(args.params, args.overrides)
-    result = query_catalog(params, {"query": sql}, label="query")["query"]
+    result = query_catalog(params, {"query": sql}, label="query", engine=args.engine)["query"]
     print(format_table(result, args.max_rows))
     if args.output:
         write_bytes(

@@ -26,6 +26,7 @@ from reviewpipe.errors import ReviewpipeError
 from reviewpipe.storage import StorageOptions
 
 TABLES: tuple[str, ...] = ("reviews", "rejects")
+ENGINES: tuple[str, ...] = ("duckdb", "athena")  # catalog.engine: who runs explore's and query's SQL
 # Key/value facts a reader needs before it can query the views (which filesystem, which base dir).
 INFO_TABLE = "reviewpipe_catalog_info"
 MISSING_HINT = "run `dvc repro catalog` (or `reviewpipe stage catalog`) first"
@@ -101,6 +102,13 @@ def describe_table(con: duckdb.DuckDBPyConnection, table: str, location: str,
         "run_id": manifest.get("run_id"),
         "created_at": manifest.get("created_at"),
     }
+
+
+def check_engine(engine: str) -> str:
+    """catalog.engine, checked: duckdb (local views) or athena (Glue tables, queries on Athena)."""
+    if engine not in ENGINES:
+        raise ReviewpipeError(f"catalog.engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    return engine
 
 
 def connect(params: Any, read_only: bool = True) -> duckdb.DuckDBPyConnection:

@@ -18,12 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reviewpipe.aws.clients import aws_call
 from reviewpipe.deploy import VariantConfig, checked_keys, now, package_info
 from reviewpipe.errors import ReviewpipeError
 
@@ -88,40 +88,9 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-@contextmanager
-def _aws(what: str) -> Iterator[None]:
+def _aws(what: str) -> AbstractContextManager[None]:
     """AWS failures as user errors that say what failed (never with credentials in them)."""
-    from boto3.exceptions import S3UploadFailedError
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        NoCredentialsError,
-        NoRegionError,
-        PartialCredentialsError,
-        ProfileNotFound,
-        WaiterError,
-    )
-
-    try:
-        yield
-    except (NoCredentialsError, PartialCredentialsError) as exc:
-        raise ReviewpipeError(
-            f"{what}: no usable AWS credentials in the standard chain ({exc}); set "
-            "AWS_PROFILE or run `aws configure` (reviewpipe never takes keys in params)"
-        ) from exc
-    except ProfileNotFound as exc:
-        raise ReviewpipeError(f"{what}: {exc}; fix deploy.sagemaker.profile or ~/.aws/config") from exc
-    except NoRegionError as exc:
-        raise ReviewpipeError(
-            f"{what}: no AWS region; set deploy.sagemaker.region or AWS_DEFAULT_REGION"
-        ) from exc
-    except WaiterError as exc:
-        raise ReviewpipeError(f"{what}: {exc}") from exc
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        raise ReviewpipeError(f"{what} failed: {error.get('Code')}: {error.get('Message')}") from exc
-    except (BotoCoreError, S3UploadFailedError) as exc:
-        raise ReviewpipeError(f"{what} failed: {exc}") from exc
+    return aws_call(what, settings="deploy.sagemaker")
 
 
 def _not_found(exc: Exception) -> bool:
