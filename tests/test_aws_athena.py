@@ -362,5 +362,5 @@ def test_athena_engine_needs_the_lake_on_s3(tmp_path: Path, monkeypatch: pytest.
     ingest_stage.main(params)
     with pytest.raises(ReviewpipeError, match="needs the lake on S3"):
         catalog_stage.main(params)
-    with pytest.raises(ReviewpipeError, match="catalog.engine must be one of duckdb, athena"):
-        catalog_stage.main(load_params(REPO_ROOT / "params.yaml", ["catalog.engine=spark"]))
+    with pytest.raises(ReviewpipeError, match="catalog.engine: Input should be 'duckdb' or 'athena'"):
+        load_params(REPO_ROOT / "params.yaml", ["catalog.engine=spark"])

@@ -67,10 +67,30 @@ class StorageParams(Section):
     region: str | None
 
 
+class AwsParams(Section):
+    """Where the AWS APIs are for the AWS switches (reviewpipe.aws); never credentials."""
+
+    section = "aws"
+    region: str | None
+    profile: str | None
+    endpoint_url: str | None
+    role_arn: str
+
+
+class AthenaParams(Settings):
+    database: str
+    workgroup: str
+    output_location: str
+    poll_delay_s: float
+    timeout_s: float
+
+
 class CatalogParams(Section):
     section = "catalog"
+    engine: Literal["duckdb", "athena"]
     database: str
     description: str
+    athena: AthenaParams
 
 
 class ExploreParams(Section):
@@ -500,6 +520,7 @@ class Params(Settings):
     data: DataParams
     lake: LakeParams
     storage: StorageParams
+    aws: AwsParams
     catalog: CatalogParams
     explore: ExploreParams
     prepare: PrepareParams
