@@ -5,14 +5,14 @@ review shows, progress is shown, and review text is displayed, never run as HTML
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from reviewpipe.review.auth import AnnotatorTokens
 from reviewpipe.review.queue import read_queue, write_queue
-from reviewpipe.review.server import make_server
+from reviewpipe.review.server import ReviewServer
 from reviewpipe.review.session import ReviewSession
 from reviewpipe.review.store import Claims, LabelStore, ReviewLock, read_labels
 
@@ -49,22 +49,32 @@ def queue_record(review_id: str) -> dict:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def served(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
+    """(page URL, labels folder, ana's token): the review server with ana as its one annotator."""
     write_queue([queue_record(k) for k in TEXTS], str(tmp_path / "queue"))
     lock = ReviewLock(tmp_path / "state")
     LabelStore(tmp_path / "labels", "bob", lock).append("c", 1)
-    session = ReviewSession(
-        read_queue(str(tmp_path / "queue")),
-        LabelStore(tmp_path / "labels", "ana", lock),
-        Claims(lock, 900),
-        show_model_guess=False,
-    )
-    server = make_server(session, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host, port = server.server_address[:2]
-    yield f"http://{host}:{port}/", tmp_path / "labels"
-    server.shutdown()
-    server.server_close()
+
+    def open_session(name: str) -> ReviewSession:
+        return ReviewSession(
+            read_queue(str(tmp_path / "queue")),
+            LabelStore(tmp_path / "labels", name, lock),
+            Claims(lock, 900),
+            show_model_guess=False,
+        )
+
+    tokens = AnnotatorTokens()
+    token = tokens.issue("ana")
+    server = ReviewServer(open_session, tokens, "127.0.0.1", 0).start()
+    yield f"{server.url}/", tmp_path / "labels", token
+    server.stop()
+
+
+@pytest.fixture
+def site(served: tuple[str, Path, str]) -> tuple[str, Path]:
+    """The sign-in link `reviewpipe review --annotator ana` prints: the token in the fragment."""
+    url, labels_dir, token = served
+    return f"{url}#token={token}", labels_dir
 
 
 @pytest.fixture
@@ -153,3 +163,29 @@ def test_page_reports_a_conflict_and_recovers(site: tuple[str, Path], browser) -
         ("a", "carol")
     ]  # not labelled twice
     assert browser.find_element(By.ID, "progress").text == "2 of 5 labelled · 0 skipped · 3 remaining"
+
+
+def test_sign_in_with_a_token_and_out_again(served: tuple[str, Path, str], browser) -> None:
+    url, labels_dir, token = served
+    wait = WebDriverWait(browser, 15)
+    browser.get(url)  # no token: the sign-in form, no review
+    wait.until(lambda d: d.find_element(By.ID, "signin").is_displayed())
+    assert not browser.find_element(By.ID, "card").is_displayed()
+    webdriver.ActionChains(browser).send_keys("1").perform()  # shortcuts do nothing while signed out
+    browser.find_element(By.ID, "token").send_keys("not-a-token")
+    browser.find_element(By.ID, "signin-button").click()
+    wait.until(lambda d: "unknown token" in d.find_element(By.ID, "status").text)
+    browser.find_element(By.ID, "token").send_keys(token)
+    browser.find_element(By.ID, "signin-button").click()
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-review-id") == "a")
+    assert "as ana" in browser.find_element(By.ID, "annotator").text
+    browser.find_element(By.ID, "label-1").click()  # the post carries the CSRF token
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-review-id") == "b")
+    assert ana_labels(labels_dir) == [("a", 1)]
+    browser.refresh()  # the session cookie keeps ana signed in
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-review-id") == "b")
+    browser.find_element(By.ID, "signout").click()
+    wait.until(lambda d: d.find_element(By.ID, "signin").is_displayed())
+    browser.refresh()
+    wait.until(lambda d: d.find_element(By.ID, "signin").is_displayed())
+    assert "#token" not in browser.current_url

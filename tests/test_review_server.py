@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reviewpipe.review.auth import AnnotatorTokens, hash_token
 from reviewpipe.review.queue import read_queue, write_queue
-from reviewpipe.review.server import make_server
+from reviewpipe.review.server import ReviewServer
 from reviewpipe.review.session import ReviewSession
 from reviewpipe.review.store import Claims, LabelStore, ReviewLock, read_labels
 
@@ -59,11 +60,13 @@ QUEUE = [
 ]
 
 
-def start(session: ReviewSession) -> tuple[str, object]:
-    server = make_server(session, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host, port = server.server_address[:2]
-    return f"http://{host}:{port}", server
+TOKENS = {name: f"{name}-secret-token-0123456789" for name in ("ana", "carol")}
+
+
+def start(folders: tuple[Path, Path], **options: object) -> ReviewServer:
+    """The review server for every annotator in TOKENS, sessions opened as `reviewpipe review` does."""
+    tokens = AnnotatorTokens({hash_token(token): name for name, token in TOKENS.items()})
+    return ReviewServer(lambda name: session(folders, name), tokens, "127.0.0.1", 0, **options).start()  # type: ignore[arg-type]
 
 
 def session(
@@ -90,16 +93,21 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.fixture
 def base_url(folders: tuple[Path, Path]) -> Iterator[str]:
-    url, server = start(session(folders, "ana"))
-    yield url
-    server.shutdown()
-    server.server_close()
+    server = start(folders)
+    yield server.url
+    server.stop()
 
 
-def call(url: str, body: object | None = None, raw: bytes | None = None) -> tuple[int, dict]:
+def call(
+    url: str, body: object | None = None, raw: bytes | None = None, token: str | None = TOKENS["ana"]
+) -> tuple[int, dict]:
+    """A JSON API call as a script makes it: the annotator's token as a bearer token (ana's by default)."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
-        url, data=data, headers={"Content-Type": "application/json"}, method="GET" if data is None else "POST"
+        url, data=data, headers=headers, method="GET" if data is None else "POST"
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -226,6 +234,8 @@ def write_review_params(folders: tuple[Path, Path], path: Path) -> Path:
                     "show_model_guess": False,
                     "host": "127.0.0.1",
                     "port": 8765,
+                    "session_ttl_s": 3600,
+                    "allowed_hosts": [],
                     "confidence_threshold": 0.9,
                 }
             }
@@ -234,8 +244,9 @@ def write_review_params(folders: tuple[Path, Path], path: Path) -> Path:
     return path
 
 
-def review_process(params: Path, annotator: str) -> tuple[subprocess.Popen, str, str]:
-    """`reviewpipe review --annotator NAME` on a free port: (process, its first line, its URL)."""
+def review_process(params: Path, annotator: str) -> tuple[subprocess.Popen, str, str, str]:
+    """`reviewpipe review --annotator NAME` on a free port: (process, its first line, its URL, the
+    one-run token it printed in its sign-in link)."""
     reviewpipe = str(Path(sys.executable).parent / "reviewpipe")
     process = subprocess.Popen(
         [reviewpipe, "review", "--annotator", annotator, "--port", "0", "--params", str(params)],
@@ -244,7 +255,8 @@ def review_process(params: Path, annotator: str) -> tuple[subprocess.Popen, str,
         text=True,
     )
     first = process.stdout.readline()
-    return process, first, process.stdout.readline().split()[1]
+    url, _, token = process.stdout.readline().split()[1].partition("#token=")
+    return process, first, url, token
 
 
 def stop(process: subprocess.Popen) -> str:
@@ -256,11 +268,14 @@ def stop(process: subprocess.Popen) -> str:
 
 def test_review_command_serves_until_sigterm(folders: tuple[Path, Path], tmp_path: Path) -> None:
     _, labels_dir = folders
-    process, first, url = review_process(write_review_params(folders, tmp_path / "params.yaml"), "dana")
+    process, first, url, token = review_process(
+        write_review_params(folders, tmp_path / "params.yaml"), "dana"
+    )
     try:
         assert "labelling 3 of 4 queued reviews as dana" in first
-        assert call(f"{url}api/next")[1]["review"]["review_id"] == 4
-        assert call(f"{url}api/label", {"review_id": 4, "label": 1})[0] == 200
+        assert call(f"{url}api/next", token=None)[0] == 401  # no token, no reviews
+        assert call(f"{url}api/next", token=token)[1]["review"]["review_id"] == 4
+        assert call(f"{url}api/label", {"review_id": 4, "label": 1}, token=token)[0] == 200
     finally:
         out = stop(process)
     assert "1 label(s) saved to" in out
@@ -279,23 +294,25 @@ def test_two_review_processes_share_the_queue_without_overlap(
     servers = [review_process(params, name) for name in ("ana", "carol")]
     outcomes: dict[str, list[int]] = {"ana": [], "carol": []}
 
-    def annotate(name: str, url: str) -> None:
-        while (state := call(f"{url}api/next")[1])["review"] is not None:
+    def annotate(name: str, url: str, token: str) -> None:
+        while (state := call(f"{url}api/next", token=token)[1])["review"] is not None:
             outcomes[name].append(
-                call(f"{url}api/label", {"review_id": state["review"]["review_id"], "label": 0})[0]
+                call(f"{url}api/label", {"review_id": state["review"]["review_id"], "label": 0}, token=token)[
+                    0
+                ]
             )
 
     try:
         threads = [
-            threading.Thread(target=annotate, args=(name, url))
-            for name, (_, _, url) in zip(("ana", "carol"), servers, strict=True)
+            threading.Thread(target=annotate, args=(name, url, token))
+            for name, (_, _, url, token) in zip(("ana", "carol"), servers, strict=True)
         ]
         for t in threads:
             t.start()
         for t in threads:
             t.join(timeout=120)
     finally:
-        for process, _, _ in servers:
+        for process, _, _, _ in servers:
             stop(process)
     labelled = [str(r["review_id"]) for r in read_labels(labels_dir)]
     assert sorted(labelled) == sorted({"1", "r2", "3", "4", *(r["review_id"] for r in more)})  # each once

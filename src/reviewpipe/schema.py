@@ -449,6 +449,8 @@ class ReviewParams(Section):
     show_model_guess: bool
     host: str
     port: int
+    session_ttl_s: float
+    allowed_hosts: list[str]
     model: PredictorParams
     text_column: str
     id_column: str

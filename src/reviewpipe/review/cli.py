@@ -1,6 +1,9 @@
 """`reviewpipe review`: human-in-the-loop labelling (Augmented AI, locally).
 
-reviewpipe review --annotator NAME [--port N]   serve the labelling page for the queued reviews
+reviewpipe review token --annotator NAME       issue NAME's sign-in token (shown once; a new one
+                                                replaces the old), kept hashed in review.state_dir
+reviewpipe review [--annotator NAME] [--port N] serve the labelling page to every annotator with a
+                                                token (--annotator: also a token for NAME, this run)
 reviewpipe review enqueue --input URI           run the champion over a batch and queue the
                                                 predictions below review.confidence_threshold
 """
@@ -25,11 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "action",
         nargs="?",
-        choices=("serve", "enqueue"),
+        choices=("serve", "enqueue", "token"),
         default="serve",
-        help="serve the labelling page (default) or enqueue low-confidence predictions",
+        help="serve the labelling page (default), enqueue low-confidence predictions, or issue a token",
     )
-    parser.add_argument("--annotator", help="serve: your name, stored with every label")
+    parser.add_argument(
+        "--annotator", help="token: whose token; serve: also sign NAME in for this run (a one-run token)"
+    )
     parser.add_argument("--port", type=int, help="serve: port (default review.port; 0 = any free port)")
     parser.add_argument("--host", help="serve: interface (default review.host, 127.0.0.1)")
     parser.add_argument(
@@ -100,8 +105,11 @@ def open_session(review: Any, queue: list[dict[str, Any]], annotator: str) -> An
     )
 
 
-def serve(params: Any, annotator: str, host: str | None = None, port: int | None = None) -> None:
-    from reviewpipe.review.server import make_server
+def serve(
+    params: Any, annotator: str | None = None, host: str | None = None, port: int | None = None
+) -> None:
+    from reviewpipe.review.auth import AnnotatorTokens
+    from reviewpipe.review.server import ReviewServer
 
     review = section(params, "review")
     options = storage.StorageOptions.from_params(params.get("storage"))
@@ -111,29 +119,60 @@ def serve(params: Any, annotator: str, host: str | None = None, port: int | None
             f"the review queue {review.queue_dir} is empty: fill it with "
             "`reviewpipe review enqueue --input BATCH`."
         )
-    session = open_session(review, queue, annotator)
-    server = make_server(
-        session,
-        host or str(review.get("host", "127.0.0.1")),
-        int(review.get("port", 8765)) if port is None else port,
-    )
-    bound_host, bound_port = server.server_address[:2]
-    progress = session.state()["progress"]
-    print(
-        f"labelling {progress['remaining']} of {progress['total']} queued reviews as {session.store.annotator}; "
-        f"labels go to {session.store.path}\nopen http://{bound_host}:{bound_port}/  (Ctrl-C to stop)",
-        flush=True,
-    )
+    tokens = AnnotatorTokens.load(str(review.state_dir))
+    one_run_token = tokens.issue(annotator) if annotator else None
+    if not tokens.names():
+        raise ReviewpipeError(
+            "no annotator can sign in: issue tokens with `reviewpipe review token --annotator NAME`, "
+            "or label yourself with `reviewpipe review --annotator YOUR_NAME`"
+        )
+    server = ReviewServer(
+        lambda name: open_session(review, queue, name),
+        tokens,
+        host or str(review.host),
+        int(review.port) if port is None else port,
+        extra_hosts=list(review.allowed_hosts),
+        session_ttl_s=float(review.session_ttl_s),
+    ).start()
+    if annotator:
+        progress = server.session(annotator.strip()).state()["progress"]
+        print(
+            f"labelling {progress['remaining']} of {progress['total']} queued reviews as {annotator.strip()}; "
+            f"labels go to {review.labels_dir}\nopen {server.url}/#token={one_run_token}  (Ctrl-C to stop)",
+            flush=True,
+        )
+    else:
+        print(
+            f"serving {len(queue)} queued reviews to {', '.join(tokens.names())}; labels go to "
+            f"{review.labels_dir}\nopen {server.url}/ and sign in with your token  (Ctrl-C to stop)",
+            flush=True,
+        )
+    stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (a process manager) stops as cleanly as Ctrl-C; every label is already on disk.
-        signal.signal(
-            signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start()
-        )
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        server.serve_forever()
+        while not stop.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        pass
     finally:
-        server.server_close()
-        print(f"{session.labelled_here} label(s) saved to {session.store.path}")
+        server.stop()
+        saved = sum(s.labelled_here for s in server.sessions.values())
+        print(f"{saved} label(s) saved to {review.labels_dir}")
+
+
+def issue(params: Any, annotator: str) -> str:
+    from reviewpipe.review.auth import issue_token
+
+    review = section(params, "review")
+    token = issue_token(str(review.state_dir), annotator)
+    print(
+        f"token for {annotator.strip()} (shown once; keep it secret, it replaces any earlier one):\n{token}\n"
+        f"sign in at http://{review.host}:{review.port}/#token={token}",
+        flush=True,
+    )
+    return token
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,7 +186,10 @@ def run(args: argparse.Namespace) -> int:
             f"{counts['queued']} newly queued" + (f" in {path}" if path else "")
         )
         return 0
-    if not args.annotator or not args.annotator.strip():
-        raise ReviewpipeError("say who is labelling: reviewpipe review --annotator YOUR_NAME")
+    if args.action == "token":
+        if not args.annotator or not args.annotator.strip():
+            raise ReviewpipeError("say whose token: reviewpipe review token --annotator NAME")
+        issue(params, args.annotator)
+        return 0
     serve(params, args.annotator, args.host, args.port)
     return 0

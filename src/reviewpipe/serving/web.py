@@ -133,11 +133,17 @@ def allowed_hosts(bind_host: str, extra: list[str] | tuple[str, ...] = ()) -> fr
     return frozenset(names)
 
 
-def require_same_origin(request: Request, hosts: frozenset[str]) -> None:
-    """Refuse a foreign Host (DNS rebinding) and a foreign Origin (a request sent by another site)."""
+def require_host(request: Request, hosts: frozenset[str]) -> None:
+    """Refuse a foreign Host header: a DNS-rebinding page reaching us under its own name."""
     host = request.headers.get("host", "")
     if hostname(host) not in hosts:
         raise Problem(403, f"Host {host[:100]!r} is not this server; use one of {sorted(hosts)}")
+
+
+def require_same_origin(request: Request, hosts: frozenset[str]) -> None:
+    """Refuse a foreign Host (DNS rebinding) and a foreign Origin (a request sent by another site)."""
+    require_host(request, hosts)
+    host = request.headers.get("host", "")
     origin = request.headers.get("origin")
     if origin is not None and origin.lower() != f"{request.url.scheme}://{host.lower()}":
         raise Problem(403, "cross-origin request refused")
