@@ -216,6 +216,7 @@ def test_enqueue_predicts_and_queues_uncertain_reviews_once(
                     "confidence_threshold": 0.9,
                     "queue_dir": "queue",
                     "labels_dir": "labels",
+                    "state_dir": "state",
                     "model": {"kind": "none"},
                     "text_column": "review_body",
                     "id_column": "review_id",
@@ -239,4 +240,4 @@ def test_enqueue_predicts_and_queues_uncertain_reviews_once(
     assert len(list(Path("queue").glob("*.jsonl"))) == 1
     # Through the command line: no model configured is a user error, not a traceback.
     assert main(["review", "enqueue", "--params", str(params_path), "--input", "batch.csv"]) == 2
-    assert main(["review", "--params", str(params_path)]) == 2  # serving needs --annotator
+    assert main(["review", "--params", str(params_path)]) == 2  # nobody can sign in: no token, no --annotator
