@@ -184,14 +184,19 @@ def make_prepared_frame(rows: int, seed: int = 0, signal: float = 0.3) -> pd.Dat
 
 @pytest.fixture
 def prepared_splits(tmp_path: Path) -> Path:
-    """data/prepared/{train,validation,test}.parquet + class_weights.json under tmp_path (which it returns)."""
+    """data/prepared/{train,validation,test,unbalanced}.parquet + class_weights.json under tmp_path (which
+    it returns)."""
     import json
+
+    import pandas as pd
 
     out = tmp_path / "data" / "prepared"
     out.mkdir(parents=True)
+    splits = []
     for i, (name, rows) in enumerate((("train", 300), ("validation", 60), ("test", 90))):
-        make_prepared_frame(rows, seed=i).assign(split_type=name).to_parquet(
-            out / f"{name}.parquet", index=False
-        )
+        splits.append(make_prepared_frame(rows, seed=i).assign(split_type=name))
+        splits[-1].to_parquet(out / f"{name}.parquet", index=False)
+    # prepare's rows before balancing (here nothing was balanced away: the same rows).
+    pd.concat(splits, ignore_index=True).to_parquet(out / "unbalanced.parquet", index=False)
     (out / "class_weights.json").write_text(json.dumps({"-1": 1.0, "0": 1.0, "1": 1.0}))
     return tmp_path

@@ -39,6 +39,9 @@ def _params(models: list[str]) -> dict:
         },
     )
     evaluate["fairness"]["min_group_rows"] = 5
+    # The balanced sets only (natural-mix sets and the ensemble: tests/test_evaluation_served.py).
+    evaluate["sets"] = {name: evaluate["sets"][name] for name in ("validation", "test")}
+    evaluate["calibration"].update(fit_on="validation", report_on="test", review_threshold=0.9)
     return {"prepare": {"out_dir": "data/prepared", "protocol": "course"}, "bias": bias, "evaluate": evaluate}
 
 
@@ -56,8 +59,8 @@ def test_evaluate_writes_comparison_fairness_bias_and_dvc_plots(
     table = json.loads(Path("reports/evaluate/metrics.json").read_text())
     assert table["protocol"] == "course" and list(table["models"]) == ["baseline"]
     assert table["sets"] == {
-        "validation": {"split": "validation", "role": "select", "rows": 60},
-        "test": {"split": "test", "role": "report", "rows": 90},
+        "validation": {"split": "validation", "mix": "balanced", "role": "select", "rows": 60},
+        "test": {"split": "test", "mix": "balanced", "role": "report", "rows": 90},
     }
     predictor = load_predictor("baseline", "models/baseline/model.joblib")
     for name in ("validation", "test"):  # both sets through the same predictor, same numbers

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # A two-number range, e.g. scikit-learn's ngram_range [min_n, max_n].
 Pair = Annotated[list[int], Field(min_length=2, max_length=2)]
-ModelKind = Literal["baseline", "automl", "bert"]
+ModelKind = Literal["baseline", "automl", "bert", "ensemble"]
+MemberKind = Literal["baseline", "automl", "bert"]
 
 
 class Settings(BaseModel):
@@ -248,8 +249,24 @@ class FairnessParams(Settings):
 
 
 class EvaluationSetParams(Settings):
-    split: str  # a prepared split file: {prepare.out_dir}/<split>.parquet
+    split: str  # a prepared split: train | validation | test
+    mix: Literal["balanced", "natural"]  # balanced: <split>.parquet; natural: its rows in unbalanced.parquet
     role: Literal["select", "report"]  # select: register may choose and gate on it
+
+
+class BootstrapParams(Settings):
+    resamples: int
+    confidence: float
+    seed: int
+
+
+class CalibrationParams(Settings):
+    fit_on: str  # an evaluate.sets name (natural-mix validation)
+    report_on: str
+    review_threshold: float
+    bins: int
+    folds: int
+    seed: int
 
 
 class EvaluateParams(Section):
@@ -259,9 +276,23 @@ class EvaluateParams(Section):
     out_dir: str
     live_dir: str
     sets: dict[str, EvaluationSetParams]
+    bootstrap: BootstrapParams
+    calibration: CalibrationParams
     batch_size: int
     post_training_bias: bool
     fairness: FairnessParams
+
+
+class EnsembleParams(Section):
+    section = "ensemble"
+    members: list[MemberKind]
+    model_paths: dict[str, str]
+    C: float
+    folds: int
+    seed: int
+    batch_size: int
+    out_dir: str
+    metrics_path: str
 
 
 class ExplainParams(Section):
@@ -531,6 +562,7 @@ class Params(Settings):
     baseline: BaselineParams
     automl: AutomlParams
     bert: BertParams
+    ensemble: EnsembleParams
     evaluate: EvaluateParams
     explain: ExplainParams
     register_: RegisterParams = Field(alias="register")  # `register` is a BaseModel classmethod

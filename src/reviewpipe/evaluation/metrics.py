@@ -112,3 +112,51 @@ def log_to_live(
                 title=f"{model}: ROC, {CLASS_NAMES[s]} vs rest ({split})",
             )
     return metrics
+
+
+def _accuracy_and_macro_f1(
+    truth: np.ndarray, predicted: np.ndarray, axis: int = -1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised over resamples (scipy's bootstrap passes arrays of shape (..., n))."""
+    accuracy = (truth == predicted).mean(axis=axis)
+    f1 = []
+    for c in CLASS_IDS:
+        tp = ((truth == c) & (predicted == c)).sum(axis=axis)
+        denom = (predicted == c).sum(axis=axis) + (truth == c).sum(axis=axis)
+        f1.append(np.divide(2 * tp, denom, out=np.zeros(np.shape(tp), dtype=float), where=denom > 0))
+    return accuracy, np.mean(f1, axis=0)
+
+
+def bootstrap_intervals(
+    truth: ArrayLike,
+    predicted: ArrayLike,
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Seeded bootstrap intervals (BCa, rows resampled with replacement) for accuracy and macro-F1
+    of predicted class ids: {"accuracy": {"value", "low", "high"}, "macro_f1": {...}}."""
+    from scipy.stats import bootstrap
+
+    y, p = np.asarray(truth, dtype=int), np.asarray(predicted, dtype=int)
+    if len(y) != len(p) or len(y) == 0:
+        raise ReviewpipeError(
+            f"bootstrap needs equal, non-empty truth and predictions; got {len(y)} and {len(p)}."
+        )
+    values = _accuracy_and_macro_f1(y, p)
+    result = bootstrap(
+        (y, p),
+        lambda a, b, axis=-1: np.stack(_accuracy_and_macro_f1(a, b, axis)),
+        paired=True,
+        vectorized=True,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="BCa",
+        rng=np.random.default_rng(seed),
+    )
+    low, high = np.atleast_1d(result.confidence_interval.low), np.atleast_1d(result.confidence_interval.high)
+    return {
+        name: {"value": float(values[i]), "low": float(low[i]), "high": float(high[i])}
+        for i, name in enumerate(("accuracy", "macro_f1"))
+    }

@@ -77,10 +77,67 @@ class BertAdapter:
         return np.asarray(self.bert.predict_proba(_texts(texts)), dtype=np.float64)
 
 
+class EnsemblePredictor:
+    """The stacked ensemble (`models/ensemble.py`): its members' probabilities, stacked.
+
+    `combine(member_proba)` stacks probabilities already computed (evaluate scores the members
+    anyway); `predict_proba` loads the members (paths in stacker.json) and scores them itself."""
+
+    kind = "ensemble"
+
+    def __init__(self, path: str | Path) -> None:
+        from reviewpipe.models.ensemble import STACKER_FILE, Stacker
+
+        self.path = Path(path)
+        spec = storage.read_json(str(self.path / STACKER_FILE))
+        self.stacker = Stacker.from_json(spec["stacker"])
+        self.member_paths: dict[str, str] = dict(spec["member_paths"])
+        self._members: dict[str, Predictor] = {}
+        self._oof: dict[Any, np.ndarray] | None = None
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return self.stacker.members
+
+    def combine(self, member_proba: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.stacker.predict_proba(member_proba)
+
+    def out_of_fold(self) -> dict[Any, np.ndarray]:
+        """{review_id: ensemble probabilities} for the rows the stacker was fitted on (cross-fitted)."""
+        if self._oof is None:
+            import pandas as pd
+
+            from reviewpipe.models.ensemble import OOF_COLUMNS, OOF_FILE
+
+            uri = str(self.path / OOF_FILE)
+            fs, local = storage.get_fs(uri)
+            with fs.open(local, "rb") as f:
+                table = pd.read_parquet(f)
+            self._oof = dict(zip(table["review_id"], table[list(OOF_COLUMNS)].to_numpy(), strict=True))
+        return self._oof
+
+    def proba_for(self, review_ids: Sequence[Any], member_proba: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Ensemble probabilities of these rows from their members' probabilities: out-of-fold for a row
+        the stacker was fitted on (so no row is scored by a stacker that saw its label), else stacked."""
+        out = self.combine(member_proba)
+        oof = self.out_of_fold()
+        for i, review_id in enumerate(review_ids):
+            if review_id in oof:
+                out[i] = oof[review_id]
+        return out
+
+    def predict_proba(self, texts: Sequence[str], categories: Sequence[str] | None = None) -> np.ndarray:
+        for name in self.members:
+            if name not in self._members:
+                self._members[name] = load_predictor(name, self.member_paths[name])
+        return self.combine({m: self._members[m].predict_proba(texts, categories) for m in self.members})
+
+
 LOADERS: dict[str, Callable[[str | Path], Predictor]] = {
     "baseline": BaselinePredictor,
     "automl": AutoMLPredictor,
     "bert": BertAdapter,
+    "ensemble": EnsemblePredictor,
 }
 
 

@@ -1,8 +1,12 @@
 """Stage `evaluate`: every configured model on every evaluation set (`evaluate.sets`: validation,
 which may choose the champion, and test, which is only reported), through one prediction path.
 
-Writes `{out_dir}/metrics.json` (models -> set -> metrics; the comparison table register chooses
-from), `{out_dir}/comparison.csv`, `{out_dir}/fairness.json` (fairlearn, per group and the largest
+Sets are balanced (the course's split files) or the natural mix (the same split's rows before
+balancing). The stacked ensemble is scored from its members' probabilities. Writes
+`{out_dir}/metrics.json` (models -> set -> metrics with bootstrap intervals; the comparison table
+register chooses from), `{out_dir}/calibration.json` (per model: calibration fitted on natural-mix
+validation, ECE and review-threshold shares before/after, served metrics), reliability diagrams
+under `{live_dir}/plots/reliability/`, `{out_dir}/comparison.csv`, `{out_dir}/fairness.json` (fairlearn, per group and the largest
 gaps, per set), `{out_dir}/predictions.parquet`, DVCLive metrics and plots under `live_dir`, and
 Clarify's post-training analysis.json per set and model under `{bias.out_dir}/post_training/<set>/<model>/`.
 """
@@ -25,17 +29,37 @@ from reviewpipe.evaluation.comparison import (
     predictions_frame,
 )
 from reviewpipe.evaluation.scoring import EvaluationSet, score_models
-from reviewpipe.models.predictors import configured_models
-from reviewpipe.models.splits import prepared_dir, read_split
+from reviewpipe.evaluation.served import (
+    add_aliases,
+    add_ensemble,
+    calibration_section,
+    distinct_sets,
+    interval_table,
+    natural_rows,
+    production_prior,
+    training_prior,
+)
+from reviewpipe.models.predictors import configured_models, load_predictor
+from reviewpipe.models.splits import prepared_dir, read_class_weights, read_split
 from reviewpipe.storage import StorageOptions
+
+ENSEMBLE = "ensemble"
 
 
 def evaluation_sets(cfg: DictConfig, data_dir: str, options: StorageOptions) -> list[EvaluationSet]:
-    """`evaluate.sets`: name -> {split: prepared split file, role: select | report}."""
-    return [
-        EvaluationSet(str(name), read_split(data_dir, str(spec.split), options), str(spec.role))
-        for name, spec in cfg.sets.items()
-    ]
+    """`evaluate.sets`: name -> {split, mix: balanced (the split file) | natural (the split's rows
+    before balancing, from unbalanced.parquet), role: select | report}."""
+    unbalanced = None
+    sets = []
+    for name, spec in cfg.sets.items():
+        if str(spec.mix) == "natural":
+            if unbalanced is None:
+                unbalanced = read_split(data_dir, "unbalanced", options)
+            frame = natural_rows(unbalanced, str(spec.split))
+        else:
+            frame = read_split(data_dir, str(spec.split), options)
+        sets.append(EvaluationSet(str(name), frame, str(spec.role)))
+    return sets
 
 
 def main(params: DictConfig) -> None:
@@ -50,11 +74,31 @@ def main(params: DictConfig) -> None:
         )
     features, min_rows = list(cfg.fairness.features), int(cfg.fairness.min_group_rows)
 
-    scores = score_models(models, sets, int(cfg.batch_size))
+    members = {m: p for m, p in models.items() if m != ENSEMBLE}
+    to_score, aliases = distinct_sets(sets)
+    scores = add_aliases(score_models(members, to_score, int(cfg.batch_size)), sets, aliases)
+    if ENSEMBLE in models:
+        add_ensemble(scores, ENSEMBLE, load_predictor(ENSEMBLE, models[ENSEMBLE]))
     from dvclive import Live
 
     with Live(dir=str(cfg.live_dir), save_dvc_exp=False, dvcyaml=False, report=None) as live:
         table = metrics_table(scores, live)
+    boot = to_dict(cfg.bootstrap)
+    for model, by_set in interval_table(
+        scores, int(boot["resamples"]), float(boot["confidence"]), int(boot["seed"])
+    ).items():
+        for set_name, intervals in by_set.items():
+            table[model][set_name]["intervals"] = intervals
+    data_dir = prepared_dir(params)
+    calibration, reliability = calibration_section(
+        scores,
+        to_dict(cfg.calibration),
+        train_prior=training_prior(
+            read_split(data_dir, "train", options), read_class_weights(data_dir, options)
+        ),
+        production=production_prior(read_split(data_dir, "unbalanced", options)),
+        bootstrap=boot,
+    )
     fairness = fairness_table(scores, features, min_rows)
     if cfg.post_training_bias:
         bias = to_dict(params.bias)
@@ -68,13 +112,22 @@ def main(params: DictConfig) -> None:
         {
             "protocol": str(params.prepare.protocol),
             "sets": {
-                s.name: {"split": str(cfg.sets[s.name].split), "role": s.role, "rows": len(s.frame)}
+                s.name: {
+                    "split": str(cfg.sets[s.name].split),
+                    "mix": str(cfg.sets[s.name].mix),
+                    "role": s.role,
+                    "rows": len(s.frame),
+                }
                 for s in sets
             },
             "models": table,
         },
         options,
     )
+    storage.write_json(storage.join(out_dir, "calibration.json"), {"models": calibration}, options)
+    for (model, set_name), rows in reliability.items():
+        uri = storage.join(str(cfg.live_dir), "plots", "reliability", f"{model}_{set_name}.csv")
+        storage.write_bytes(uri, pd.DataFrame(rows).to_csv(index=False).encode(), options)
     storage.write_json(
         storage.join(out_dir, "fairness.json"),
         {"features": features, "min_group_rows": min_rows, "models": fairness},
@@ -91,12 +144,26 @@ def main(params: DictConfig) -> None:
             f"evaluate: {model}: "
             + "; ".join(_summary(table[model][s.name], fairness[model][s.name], s.name) for s in sets)
         )
+        print(f"evaluate: {model}: {_served_summary(calibration[model])}")
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     return buffer.getvalue()
+
+
+def _served_summary(report: dict) -> str:
+    ece, share = report["ece"]["test"], report["share_at_or_above_threshold"]
+    served = "; ".join(
+        f"{name} {v['accuracy']['value']:.4f} [{v['accuracy']['low']:.3f}, {v['accuracy']['high']:.3f}] / "
+        f"{v['macro_f1']['value']:.4f} [{v['macro_f1']['low']:.3f}, {v['macro_f1']['high']:.3f}]"
+        for name, v in report["served"].items()
+    )
+    return (
+        f"T {report['calibration']['temperature']:.3f}, ECE {ece['before']:.4f} -> {ece['after']:.4f}, "
+        f"at or above {report['review_threshold']:.2f}: {share['before']:.1%} -> {share['after']:.1%}; {served}"
+    )
 
 
 def _summary(row: dict, fairness: dict, set_name: str) -> str:
