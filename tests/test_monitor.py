@@ -19,7 +19,7 @@ from sklearn.pipeline import make_pipeline
 from reviewpipe.cli import main
 from reviewpipe.monitoring.cli import build_baseline, check_batch, read_since, read_table
 from reviewpipe.monitoring.constraints import Thresholds, evaluate, suggest_constraints, violations_document
-from reviewpipe.monitoring.report import render_report
+from reviewpipe.monitoring.report import data_section, render_page
 from reviewpipe.monitoring.statistics import dataset_statistics, feature, monitor_frame
 
 WORDS = {
@@ -218,30 +218,34 @@ def test_report_is_self_contained_html(model, baseline) -> None:
     batch = synthetic_reviews(400, seed=81, mean_words=45)
     checks, comparisons = check(model, baseline, batch)
     batch_stats = dataset_statistics(monitor_frame(batch, probabilities_for(model, batch)))
-    page = render_report(
-        title="t",
+    section = data_section(
+        heading="h",
         source="batch.parquet",
         baseline=stats,
         batch=batch_stats,
         checks=checks,
         comparisons=comparisons,
-        generated_at="now",
     )
+    page = render_page(title="t", generated_at="now", summary="", fragments=[section])
     assert page.count("data:image/png;base64,") == len(comparisons) == 4
     assert (
         "VIOLATION" in page and "review_length" in page and "http://" not in page and "https://" not in page
     )
 
 
+NO_MODEL = {"source": "none", "variant": None, "kind": "package", "path": None, "batch_size": 256}
 MONITOR = {
     "baseline_uri": "train.parquet",
+    "baseline_split": None,
+    "quality_split": None,
+    "label_column": "sentiment",
     "out_dir": "monitoring",
     "max_baseline_rows": 2000,
     "seed": 1,
     "text_column": "review_body",
     "category_column": "product_category",
     "id_column": "review_id",
-    "model": {"kind": "none"},
+    "model": NO_MODEL,
     "buckets": 10,
     "sketch_size": 1001,
     "constraints": {
@@ -257,6 +261,15 @@ MONITOR = {
         "chi2_p_value_threshold": 0.001,
         "comparison_method": "robust",
         "robust_confidence": 0.99,
+    },
+    "quality": {
+        "window": "1D",
+        "max_drop": 0.05,
+        "min_rows": 50,
+        "comparison_method": "robust",
+        "confidence": 0.95,
+        "bootstrap_resamples": 500,
+        "ground_truth": ["human"],
     },
     "fail_on_violation": True,
 }
@@ -300,7 +313,8 @@ def test_baseline_then_check_in_each_format(workdir: Path, capsys: pytest.Captur
     baseline = json.loads((workdir / "monitoring/baseline/statistics.json").read_text())
     constraints = json.loads((workdir / "monitoring/baseline/constraints.json").read_text())
     assert baseline["dataset"] == {"item_count": 2000, "source": "train.parquet"}  # sampled to the cap
-    assert "predicted_label" not in {f["name"] for f in baseline["features"]}  # model kind none
+    assert "predicted_label" not in {f["name"] for f in baseline["features"]}  # model source none
+    assert baseline["model"] is None and not (workdir / "monitoring/baseline/model_quality.json").exists()
 
     shifted().to_csv(workdir / "shifted.csv", index=False)
     code = main(["monitor", "check", "--params", str(params), "--input", "shifted.csv", "--run", "shift"])
@@ -365,9 +379,16 @@ def test_user_mistakes_are_reported(workdir: Path, capsys: pytest.CaptureFixture
     assert "no `review_body` column" in capsys.readouterr().err
     assert main(["monitor", "check", "--params", str(params), "--since", "last tuesday"]) == 2
     assert "ISO 8601" in capsys.readouterr().err
-    missing_model = write_params(workdir, model={"kind": "baseline", "path": "models/none.joblib"})
+    missing_model = write_params(
+        workdir, model={**NO_MODEL, "source": "path", "kind": "baseline", "path": "models/none.joblib"}
+    )
     assert main(["monitor", "baseline", "--params", str(missing_model)]) == 2
-    assert "monitor.model.kind=none" in capsys.readouterr().err
+    assert "models/none.joblib" in capsys.readouterr().err
+    not_deployed = write_params(workdir, model={**NO_MODEL, "source": "deployed"})
+    with open(not_deployed, "a") as f:
+        f.write("deploy: {state_path: models/deploy/deployment.json}\n")
+    assert main(["monitor", "baseline", "--params", str(not_deployed)]) == 2
+    assert "dvc repro deploy" in capsys.readouterr().err
 
 
 class Champion:
@@ -386,14 +407,15 @@ class Champion:
 def test_predicted_class_drift_with_a_champion(workdir: Path, model) -> None:
     from reviewpipe.config import load_params
 
-    params = load_params(write_params(workdir, model={"kind": "none", "batch_size": 500}))
+    params = load_params(write_params(workdir, model={**NO_MODEL, "batch_size": 500}))
     champion = Champion(model)
     build_baseline(params, predictor=champion)
     assert champion.calls == 4  # 2000 rows in batches of 500
     negative = synthetic_reviews(600, seed=7, sentiment_weights=(8, 1, 1))
     negative.loc[:4, "review_body"] = "  "
     negative.to_parquet(workdir / "negative.parquet")
-    run_dir, checks = check_batch(params, input_uri="negative.parquet", run_name="neg", predictor=champion)
+    result = check_batch(params, input_uri="negative.parquet", run_name="neg", predictor=champion)
+    run_dir, checks = result.run_dir, result.checks[None]
     violated = {(c.feature_name, c.metric) for c in checks if c.violated}
     assert {
         ("predicted_label", "chi2_p_value"),

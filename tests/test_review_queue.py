@@ -217,7 +217,13 @@ def test_enqueue_predicts_and_queues_uncertain_reviews_once(
                     "queue_dir": "queue",
                     "labels_dir": "labels",
                     "state_dir": "state",
-                    "model": {"kind": "none"},
+                    "model": {
+                        "source": "none",
+                        "variant": None,
+                        "kind": "package",
+                        "path": None,
+                        "batch_size": 2,
+                    },
                     "text_column": "review_body",
                     "id_column": "review_id",
                 }

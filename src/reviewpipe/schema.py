@@ -430,10 +430,13 @@ class SageMakerDeployParams(_DeployCommon):
 
 
 class PredictorParams(Settings):
-    """A model to predict with (reviewpipe.models.predictors.load_predictor); kind none: no model."""
+    """The model monitor / review predict with (monitoring/champion.py): the deployed champion, a
+    configured package or model (`path`), or none."""
 
-    kind: Literal["baseline", "automl", "bert", "none"]
-    path: str
+    source: Literal["deployed", "path", "none"]
+    variant: str | None
+    kind: Literal["package", "baseline", "automl", "bert"]
+    path: str | None
     batch_size: int
 
 
@@ -453,9 +456,22 @@ class DriftParams(Settings):
     robust_confidence: float
 
 
+class QualityParams(Settings):
+    window: str
+    max_drop: float
+    min_rows: int
+    comparison_method: Literal["robust", "simple"]
+    confidence: float
+    bootstrap_resamples: int
+    ground_truth: list[Literal["human", "ratings"]]
+
+
 class MonitorParams(Section):
     section = "monitor"
     baseline_uri: str
+    baseline_split: str | None
+    quality_split: str | None
+    label_column: str
     out_dir: str
     max_baseline_rows: int | None
     seed: int
@@ -467,6 +483,7 @@ class MonitorParams(Section):
     sketch_size: int
     constraints: MonitorConstraintsParams
     drift: DriftParams
+    quality: QualityParams
     fail_on_violation: bool
 
 

@@ -10,6 +10,7 @@ constraint_violations.json lists. Pure: dicts and frames in, dataclasses out.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -48,24 +49,18 @@ class Thresholds:
 
     @classmethod
     def from_params(cls, section: Any) -> Thresholds:
-        quality = section.get("constraints", {}) or {}
-        drifts = section.get("drift", {}) or {}
-        default = cls()
+        quality, drifts = section.constraints, section.drift
         return cls(
-            completeness_tolerance=float(
-                quality.get("completeness_tolerance", default.completeness_tolerance)
-            ),
-            max_empty_text_ratio=float(quality.get("max_empty_text_ratio", default.max_empty_text_ratio)),
-            max_unseen_category_ratio=float(
-                quality.get("max_unseen_category_ratio", default.max_unseen_category_ratio)
-            ),
-            numeric_features=tuple(drifts.get("numeric_features", default.numeric_features)),
-            categorical_features=tuple(drifts.get("categorical_features", default.categorical_features)),
-            psi_threshold=drifts.get("psi_threshold", default.psi_threshold),
-            ks_threshold=drifts.get("ks_threshold", default.ks_threshold),
-            chi2_p_value_threshold=drifts.get("chi2_p_value_threshold", default.chi2_p_value_threshold),
-            comparison_method=str(drifts.get("comparison_method", default.comparison_method)),
-            robust_confidence=float(drifts.get("robust_confidence", default.robust_confidence)),
+            completeness_tolerance=float(quality.completeness_tolerance),
+            max_empty_text_ratio=float(quality.max_empty_text_ratio),
+            max_unseen_category_ratio=float(quality.max_unseen_category_ratio),
+            numeric_features=tuple(drifts.numeric_features),
+            categorical_features=tuple(drifts.categorical_features),
+            psi_threshold=drifts.psi_threshold,
+            ks_threshold=drifts.ks_threshold,
+            chi2_p_value_threshold=drifts.chi2_p_value_threshold,
+            comparison_method=str(drifts.comparison_method),
+            robust_confidence=float(drifts.robust_confidence),
         )
 
 
@@ -273,10 +268,16 @@ def evaluate(
     columns: MonitorColumns = DEFAULT_COLUMNS,
     *,
     sketch_size: int = 1001,
+    skip: Mapping[str, str] | None = None,
 ) -> tuple[list[Check], list[drift.Comparison]]:
-    """Every check of `constraints` on a batch's monitor frame, and the drift comparisons."""
+    """Every check of `constraints` on a batch's monitor frame, and the drift comparisons.
+    Features in `skip` ({feature: why}) are not checked at all: a source that cannot carry them
+    (captured requests hold no product category) is not a missing column."""
+    skip = skip or {}
     checks: list[Check] = []
     for constraint in constraints["features"]:
+        if constraint["name"] in skip:
+            continue
         if constraint["name"] not in monitored.columns:
             checks.append(_missing_column(constraint["name"]))
         else:
@@ -289,7 +290,7 @@ def evaluate(
     for kind in ("numeric", "categorical"):
         for name in config[kind]["features"]:
             stats = feature(baseline, name)
-            if stats is None or name not in monitored.columns:
+            if stats is None or name not in monitored.columns or name in skip:
                 continue  # not in the baseline (e.g. no model) or reported as a missing column
             values = monitored[name]
             if kind == "numeric":
@@ -313,9 +314,11 @@ def evaluate(
     return checks, comparisons
 
 
-def violations_document(checks: list[Check]) -> dict:
-    """constraint_violations.json: Model Monitor's `violations` list, plus every check for context."""
+def violations_document(checks: list[Check], skipped: Mapping[str, str] | None = None) -> dict:
+    """constraint_violations.json: Model Monitor's `violations` list, plus every check for context
+    and the features left unchecked (with why)."""
     return {
         "violations": [c.as_violation() for c in checks if c.violated],
         "checks": [c.as_violation() for c in checks],
+        "not_checked": [{"feature_name": k, "reason": v} for k, v in (skipped or {}).items()],
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 
 import numpy as np
 
@@ -113,31 +114,112 @@ def _numeric_summary(baseline: dict, batch: dict) -> str:
     )
 
 
-def render_report(
+def data_section(
     *,
-    title: str,
+    heading: str,
     source: str,
     baseline: dict,
     batch: dict,
     checks: list[Check],
     comparisons: list[Comparison],
-    generated_at: str,
+    not_checked: dict[str, str] | None = None,
 ) -> str:
-    """The whole HTML page as a string."""
+    """One batch's data-quality and drift results as an HTML fragment."""
     violated = [c for c in checks if c.violated]
     verdict = (
         f'<p class="verdict bad">{len(violated)} violation(s) of {len(checks)} checks</p>'
         if violated
         else f'<p class="verdict ok">No violations ({len(checks)} checks)</p>'
     )
+    skipped = "".join(
+        f"<li><code>{html.escape(name)}</code>: {html.escape(why)}</li>"
+        for name, why in (not_checked or {}).items()
+    )
     sections = []
     for comparison in comparisons:
         metrics = ", ".join(f"{k} = {_fmt(v)}" for k, v in comparison.metrics.items())
         sections.append(
-            f"<h3>{html.escape(comparison.feature)}</h3><p class=metrics>{html.escape(metrics)}</p>"
+            f"<h4>{html.escape(comparison.feature)}</h4><p class=metrics>{html.escape(metrics)}</p>"
             f'<img alt="{html.escape(comparison.feature)} distributions" '
             f'src="data:image/png;base64,{comparison_plot(comparison)}">'
         )
+    return f"""<h2>{html.escape(heading)}</h2>
+<p>Batch: <code>{html.escape(source)}</code> — {batch["dataset"]["item_count"]} rows;
+baseline: {baseline["dataset"]["item_count"]} rows.</p>
+{verdict}
+{f"<p>Not checked:</p><ul>{skipped}</ul>" if skipped else ""}
+<h3>Checks</h3>
+{_checks_table(checks)}
+<h3>Numeric features</h3>
+{_numeric_summary(baseline, batch)}
+<h3>Compared distributions</h3>
+{"".join(sections) or "<p>No distributions compared.</p>"}
+"""
+
+
+def _figure(figure: dict | None) -> str:
+    if figure is None:
+        return "<td class=num>–</td>"
+    low, high = figure["interval"]
+    return f"<td class=num>{_fmt(figure['value'])} [{_fmt(low)}, {_fmt(high)}]</td>"
+
+
+def _status(checks: list[dict]) -> str:
+    if any(c["violated"] for c in checks):
+        return '<td class="bad">VIOLATION</td>'
+    if checks and not all(c["judged"] for c in checks):
+        return "<td>too few rows</td>"
+    return '<td class="ok">ok</td>' if checks else "<td>no threshold</td>"
+
+
+def quality_section(report: dict) -> str:
+    """Model quality per variant and window, and the A/B comparison, as an HTML fragment."""
+    truth = report["ground_truth"]
+    floors = report["thresholds"]
+    rows = []
+    for variant, body in report["variants"].items():
+        overall = body["overall"]
+        rows.append(
+            f"<tr><td><b>{html.escape(variant)}</b></td><td>all</td><td class=num>{overall['n']}</td>"
+            f"{_figure(overall['accuracy'])}{_figure(overall['macro_f1'])}{_status(overall['checks'])}</tr>"
+        )
+        for window in body["windows"]:
+            rows.append(
+                f"<tr><td>{html.escape(variant)}</td><td>{html.escape(window['start'])}</td>"
+                f"<td class=num>{window['n']}</td>{_figure(window['accuracy'])}{_figure(window['macro_f1'])}"
+                f"{_status(window['checks'])}</tr>"
+            )
+    ab_rows = [
+        f"<tr><td>{html.escape(variant)}</td><td class=num>{c['n']}</td>"
+        + (
+            f"{_figure(c['accuracy_difference'])}{_figure(c['macro_f1_difference'])}"
+            f"<td class=num>{_fmt(c['accuracy_fisher_p_value'])}</td>"
+            if "accuracy_difference" in c
+            else "<td>–</td><td>–</td><td>–</td>"
+        )
+        + f"<td>{html.escape(c['verdict'])}</td></tr>"
+        for variant, c in report["ab"]["comparisons"].items()
+    ]
+    floor_text = (
+        ", ".join(f"{k} &lt; {_fmt(v)}" for k, v in floors.items())
+        if floors
+        else "none (no baseline figures)"
+    )
+    return f"""<h2>Model quality (captured predictions joined with ground truth)</h2>
+<p>{truth["joined_predictions"]} predictions have ground truth ({html.escape(json.dumps(truth["by_source"]))});
+{truth["unlabelled_predictions"]} have none yet. Violation thresholds: {floor_text}
+({html.escape(report["settings"]["comparison_method"])}; windows of {html.escape(report["settings"]["window"])};
+intervals at {report["settings"]["confidence"]:.0%}).</p>
+<table><tr><th>variant</th><th>window</th><th>n</th><th>accuracy</th><th>macro-F1</th><th>status</th></tr>
+{"".join(rows)}</table>
+<h3>A/B: each variant against {html.escape(str(report["ab"]["reference"]))}</h3>
+<table><tr><th>variant</th><th>n</th><th>accuracy difference</th><th>macro-F1 difference</th>
+<th>Fisher p</th><th>verdict</th></tr>{"".join(ab_rows) or "<tr><td colspan=6>one variant only</td></tr>"}</table>
+"""
+
+
+def render_page(*, title: str, generated_at: str, summary: str, fragments: list[str]) -> str:
+    """The whole HTML page around the section fragments."""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -150,14 +232,7 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 img {{ max-width: 100%; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Batch: <code>{html.escape(source)}</code> — {batch["dataset"]["item_count"]} rows;
-baseline: {baseline["dataset"]["item_count"]} rows. Generated {html.escape(generated_at)}.</p>
-{verdict}
-<h2>Checks</h2>
-{_checks_table(checks)}
-<h2>Numeric features</h2>
-{_numeric_summary(baseline, batch)}
-<h2>Compared distributions</h2>
-{"".join(sections) or "<p>No distributions compared.</p>"}
+<p>{summary} Generated {html.escape(generated_at)}.</p>
+{"".join(fragments)}
 </body></html>
 """

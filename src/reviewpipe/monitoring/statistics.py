@@ -38,9 +38,9 @@ class MonitorColumns:
     @classmethod
     def from_params(cls, section: Any) -> MonitorColumns:
         return cls(
-            text=section.get("text_column", cls.text),
-            category=section.get("category_column", cls.category),
-            review_id=section.get("id_column", cls.review_id),
+            text=str(section.text_column),
+            category=str(section.category_column),
+            review_id=str(section.id_column),
         )
 
 

@@ -11,8 +11,6 @@ dropped is counted by reason; nothing vanishes silently.
 
 from __future__ import annotations
 
-import json
-import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +22,9 @@ from reviewpipe.errors import ReviewpipeError
 from reviewpipe.prep.balance import STRATEGIES, balance, balanced_class_weights, uniform_class_weights
 from reviewpipe.prep.bands import age_band
 from reviewpipe.prep.split import SPLITS, assign_splits, check_fractions, stratification_check
-from reviewpipe.storage import StorageOptions, get_fs
+from reviewpipe.review.labels import latest_human_labels, read_human_labels
+
+__all__ = ["latest_human_labels", "read_human_labels"]  # the label format's readers (review/labels.py)
 
 # What prepare reads from the catalog view `reviews`.
 SOURCE_COLUMNS: list[str] = [
@@ -137,29 +137,6 @@ def filter_reviews(df: pd.DataFrame, min_category_reviews: int) -> tuple[pd.Data
 def drop_counts(dropped: pd.DataFrame) -> dict[str, int]:
     counts = dropped["drop_reason"].value_counts()
     return {r: int(counts.get(r, 0)) for r in DROP_REASONS}
-
-
-def latest_human_labels(records: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, int]:
-    """(labels, invalid): the latest valid label per review_id by labeled_at (a later record wins a
-    tie), as a frame review_key (str), label; `invalid` counts records without a usable review_id,
-    label in {-1, 0, 1} or labeled_at."""
-    rows, invalid = [], 0
-    for order, record in enumerate(records):
-        label = pd.to_numeric(pd.Series([record.get("label")]), errors="coerce").iloc[0]
-        when = pd.to_datetime(record.get("labeled_at"), utc=True, errors="coerce")
-        if record.get("review_id") is None or pd.isna(label) or label not in LABEL_ID or pd.isna(when):
-            invalid += 1
-            continue
-        rows.append(
-            {"review_key": str(record["review_id"]), "label": int(label), "labeled_at": when, "order": order}
-        )
-    if not rows:
-        return pd.DataFrame(
-            {"review_key": pd.Series(dtype="string"), "label": pd.Series(dtype="int64")}
-        ), invalid
-    labels = pd.DataFrame(rows).sort_values(["labeled_at", "order"], kind="stable")
-    latest = labels.drop_duplicates("review_key", keep="last")
-    return latest[["review_key", "label"]].reset_index(drop=True), invalid
 
 
 def apply_human_labels(df: pd.DataFrame, labels: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -276,30 +253,3 @@ def split_statistics(prepared: Prepared) -> pd.DataFrame:
         frames.append(counts.assign(dataset=dataset))
     stats = pd.concat(frames, ignore_index=True)
     return stats[["dataset", "split_type", "sentiment", "product_category", "rows"]]
-
-
-def read_human_labels(labels_dir: str, options: StorageOptions | None = None) -> tuple[pd.DataFrame, int]:
-    """Latest human label per review from `labels_dir/*.jsonl` (records {review_id, label,
-    annotator, labeled_at}); a missing directory means no labels. Returns (labels, invalid)."""
-    fs, path = get_fs(labels_dir, options)
-    if not fs.exists(path):
-        return latest_human_labels([])
-    records: list[dict[str, Any]] = []
-    for file in sorted(fs.glob(posixpath.join(path, "*.jsonl"))):
-        with fs.open(file, "r", encoding="utf-8") as f:
-            records.extend(parse_label_lines(f.read()))
-    return latest_human_labels(records)
-
-
-def parse_label_lines(text: str) -> list[dict[str, Any]]:
-    """JSON Lines → records; a line that is not a JSON object becomes an empty (invalid) record."""
-    records: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        records.append(record if isinstance(record, dict) else {})
-    return records

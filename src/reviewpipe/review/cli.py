@@ -4,8 +4,10 @@ reviewpipe review token --annotator NAME       issue NAME's sign-in token (shown
                                                 replaces the old), kept hashed in review.state_dir
 reviewpipe review [--annotator NAME] [--port N] serve the labelling page to every annotator with a
                                                 token (--annotator: also a token for NAME, this run)
-reviewpipe review enqueue --input URI           run the champion over a batch and queue the
-                                                predictions below review.confidence_threshold
+reviewpipe review enqueue --input URI           score a batch with the deployed champion and queue
+                                                the predictions below review.confidence_threshold
+reviewpipe review enqueue --capture URI         queue what the endpoint answered below the threshold
+                                                (captured traffic; keyed by inferenceId = review id)
 """
 
 from __future__ import annotations
@@ -37,8 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--port", type=int, help="serve: port (default review.port; 0 = any free port)")
     parser.add_argument("--host", help="serve: interface (default review.host, 127.0.0.1)")
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
         "--input", help="enqueue: batch to predict (parquet, CSV or JSON Lines; local or s3://)"
+    )
+    source.add_argument(
+        "--capture", help="enqueue: captured traffic (the data-capture prefix; local or s3://)"
     )
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument(
@@ -51,35 +57,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def enqueue(params: Any, input_uri: str, predictor: Any | None = None) -> tuple[str | None, dict[str, int]]:
-    """Predict a batch and queue the uncertain reviews not already queued or labelled.
-    Returns (queue file or None, counts). `predictor` replaces the configured review.model."""
-    from reviewpipe.monitoring.cli import load_champion, predict_probabilities, read_table
+def _scored_batch(params: Any, input_uri: str, predictor: Any | None) -> tuple[list, list, np.ndarray]:
+    """(ids, texts, probabilities) of a batch scored by the review model (the deployed champion)."""
+    from reviewpipe.monitoring.cli import predict_probabilities, read_table
 
     review = section(params, "review")
-    options = storage.StorageOptions.from_params(params.get("storage"))
-    text_column, id_column = (
-        str(review.get("text_column", "review_body")),
-        str(review.get("id_column", "review_id")),
-    )
-    frame = read_table(input_uri, options)
+    text_column, id_column = str(review.text_column), str(review.id_column)
+    frame = read_table(input_uri, storage.StorageOptions.from_params(params.get("storage")))
     missing = [c for c in (id_column, text_column) if c not in frame.columns]
     if missing:
         raise ReviewpipeError(
             f"{input_uri} lacks column(s) {', '.join(missing)} (has {', '.join(frame.columns)}); "
             "set review.id_column / review.text_column."
         )
-    model = review.get("model", {}) or {}
-    predictor = predictor if predictor is not None else load_champion(model, "review.model")
     if predictor is None:
-        raise ReviewpipeError("review.model.kind is `none`: enqueueing needs a model to predict with")
-    probabilities = predict_probabilities(predictor, frame[text_column], int(model.get("batch_size", 256)))
-    records = select_for_review(
-        frame[id_column].tolist(),
-        frame[text_column].tolist(),
-        probabilities,
-        float(review.confidence_threshold),
-    )
+        from reviewpipe.monitoring.champion import monitored_model
+
+        resolved = monitored_model(params, "review")
+        if resolved is None:
+            raise ReviewpipeError("review.model.source is `none`: enqueueing needs a model to predict with")
+        predictor = resolved.predictor
+    probabilities = predict_probabilities(predictor, frame[text_column], int(review.model.batch_size))
+    return frame[id_column].tolist(), frame[text_column].tolist(), probabilities
+
+
+def _captured_batch(params: Any, capture_uri: str) -> tuple[list, list, np.ndarray]:
+    """(keys, texts, served probabilities) of captured traffic: what the endpoint answered."""
+    from reviewpipe.monitoring.capture import PROBABILITY_COLUMNS, read_capture
+
+    captured = read_capture(capture_uri, storage.StorageOptions.from_params(params.get("storage"))).frame
+    return captured["key"].tolist(), captured["text"].tolist(), captured[PROBABILITY_COLUMNS].to_numpy()
+
+
+def enqueue(
+    params: Any, input_uri: str | None = None, predictor: Any | None = None, capture_uri: str | None = None
+) -> tuple[str | None, dict[str, int]]:
+    """Queue the uncertain predictions of a batch (scored by the review model; `predictor` replaces
+    it) or of captured traffic (as served), except reviews already queued or labelled.
+    Returns (queue file or None, counts)."""
+    review = section(params, "review")
+    options = storage.StorageOptions.from_params(params.get("storage"))
+    if capture_uri is not None:
+        ids, texts, probabilities = _captured_batch(params, capture_uri)
+    elif input_uri is not None:
+        ids, texts, probabilities = _scored_batch(params, input_uri, predictor)
+    else:
+        raise ReviewpipeError("enqueue needs --input BATCH or --capture PREFIX")
+    records = select_for_review(ids, texts, probabilities, float(review.confidence_threshold))
     done = {str(r["review_id"]) for r in read_queue(str(review.queue_dir), options)}
     done |= {str(r["review_id"]) for r in read_labels(str(review.labels_dir))}
     fresh = [r for r in records if str(r["review_id"]) not in done]
@@ -178,9 +202,11 @@ def issue(params: Any, annotator: str) -> str:
 def run(args: argparse.Namespace) -> int:
     params = load_params(args.params, args.overrides)
     if args.action == "enqueue":
-        if not args.input:
-            raise ReviewpipeError("enqueue needs --input BATCH (parquet, CSV or JSON Lines; local or s3://)")
-        path, counts = enqueue(params, args.input)
+        if not args.input and not args.capture:
+            raise ReviewpipeError(
+                "enqueue needs --input BATCH (parquet, CSV or JSON Lines) or --capture PREFIX (local or s3://)"
+            )
+        path, counts = enqueue(params, args.input, capture_uri=args.capture)
         print(
             f"{counts['below_threshold']} of {counts['predicted']} predictions below the confidence threshold; "
             f"{counts['queued']} newly queued" + (f" in {path}" if path else "")

@@ -30,6 +30,7 @@ from filelock import FileLock, Timeout
 
 from reviewpipe import SENTIMENTS, storage
 from reviewpipe.errors import ReviewpipeError
+from reviewpipe.review.labels import read_labels
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 LOCK_FILE = "labels.lock"
@@ -52,27 +53,6 @@ def annotator_file_name(annotator: str) -> str:
     if not cleaned:
         raise ReviewpipeError(f"annotator name {annotator!r} is empty; pass --annotator YOUR_NAME")
     return f"{cleaned}.jsonl"
-
-
-def parse_label_lines(text: str) -> Iterator[dict[str, Any]]:
-    """The label records in a file's text; lines that are not a JSON object with a review_id (a torn
-    line) are skipped."""
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and "review_id" in record:
-            yield record
-
-
-def read_labels(labels_dir: str | Path) -> list[dict[str, Any]]:
-    """Every label record in `labels_dir/*.jsonl` (any annotator), in file then line order."""
-    folder = Path(labels_dir)
-    records: list[dict[str, Any]] = []
-    for file in sorted(folder.glob("*.jsonl")):
-        records.extend(parse_label_lines(file.read_text(encoding="utf-8")))
-    return records
 
 
 class AlreadyLabelled(ReviewpipeError):
