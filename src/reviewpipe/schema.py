@@ -250,7 +250,8 @@ class FairnessParams(Settings):
 
 class EvaluationSetParams(Settings):
     split: str  # a prepared split: train | validation | test
-    mix: Literal["balanced", "natural"]  # balanced: <split>.parquet; natural: its rows in unbalanced.parquet
+    # balanced: <split>.parquet; natural: its rows in unbalanced.parquet; human: those a person labelled
+    mix: Literal["balanced", "natural", "human"]
     role: Literal["select", "report"]  # select: register may choose and gate on it
 
 

@@ -28,6 +28,7 @@ from reviewpipe.evaluation.comparison import (
     post_training_analyses,
     predictions_frame,
 )
+from reviewpipe.evaluation.human import human_rows, rating_agreement
 from reviewpipe.evaluation.scoring import EvaluationSet, score_models
 from reviewpipe.evaluation.served import (
     add_aliases,
@@ -48,14 +49,20 @@ ENSEMBLE = "ensemble"
 
 def evaluation_sets(cfg: DictConfig, data_dir: str, options: StorageOptions) -> list[EvaluationSet]:
     """`evaluate.sets`: name -> {split, mix: balanced (the split file) | natural (the split's rows
-    before balancing, from unbalanced.parquet), role: select | report}."""
+    before balancing, from unbalanced.parquet) | human (those of its rows a person labelled, against
+    the human label; skipped while there are none), role: select | report}."""
     unbalanced = None
     sets = []
     for name, spec in cfg.sets.items():
+        if str(spec.mix) in ("natural", "human") and unbalanced is None:
+            unbalanced = read_split(data_dir, "unbalanced", options)
         if str(spec.mix) == "natural":
-            if unbalanced is None:
-                unbalanced = read_split(data_dir, "unbalanced", options)
             frame = natural_rows(unbalanced, str(spec.split))
+        elif str(spec.mix) == "human":
+            frame = human_rows(unbalanced, str(spec.split))
+            if frame.empty:
+                print(f"evaluate: {name}: no human-labelled {spec.split} rows yet (`reviewpipe review`)")
+                continue
         else:
             frame = read_split(data_dir, str(spec.split), options)
         sets.append(EvaluationSet(str(name), frame, str(spec.role)))
@@ -117,6 +124,11 @@ def main(params: DictConfig) -> None:
                     "mix": str(cfg.sets[s.name].mix),
                     "role": s.role,
                     "rows": len(s.frame),
+                    **(
+                        {"rating_agreement": rating_agreement(s.frame)}
+                        if str(cfg.sets[s.name].mix) == "human"
+                        else {}
+                    ),
                 }
                 for s in sets
             },
