@@ -111,6 +111,10 @@ def test_stage_leaves_a_detached_server_that_the_cli_manages(
         assert body["predictions"][0]["label"] == 1 and body["model_version"] == "challenger-v1"
         assert "listening on" in (tmp_path / "models" / "deploy" / "local" / "server.log").read_text()
         assert (tmp_path / "models" / "deploy" / "local" / ".gitignore").read_text() == "*\n"
+        command = json.loads((tmp_path / "models" / "deploy" / "local" / "server.json").read_text())[
+            "command"
+        ]
+        assert command[command.index("--endpoint-name") + 1] == "reviewpipe-sentiment"  # capture paths
         token_file = tmp_path / "models" / "deploy" / "local" / "admin.token"
         assert token_file.stat().st_mode & 0o777 == 0o600 and len(token_file.read_text().strip()) >= 40
         assert token_file.read_text().strip() not in " ".join(

@@ -383,7 +383,6 @@ class ModelServer:
                 on_dropped=self.metrics.capture_drop,
             )
         self.load_error: str | None = None
-        self.draining = False
         self._loaded = threading.Event()
         self._stopped = False
         self._in_flight = 0
@@ -562,7 +561,6 @@ class ModelServer:
         if self._stopped:
             return True
         self._stopped = True
-        self.draining = True
         timeout = self.settings.drain_timeout_s if drain_timeout is None else drain_timeout
         self.http.server.config.timeout_graceful_shutdown = max(1, round(timeout))
         self.http.stop(timeout + 10)
