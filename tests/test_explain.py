@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.evaluation.explain import (
@@ -21,6 +21,8 @@ from reviewpipe.evaluation.explain import (
 )
 from reviewpipe.models.baseline import predict_proba, save_model, train_baseline
 from tests.conftest import make_prepared_frame
+from tests.helpers.bert import save_tiny_checkpoint
+from tests.helpers.params import real_params
 
 CFG = {
     "word": {"ngram_range": [1, 2], "min_df": 1},
@@ -131,47 +133,18 @@ def test_page_is_self_contained_and_escapes_review_text(trained: tuple) -> None:
     assert page.count("<span style=") == len(reviews[0].pieces)
 
 
-def _tiny_bert(path: Path) -> None:
-    """A small random BERT with the packaged MiniLM tokenizer, saved as the bert stage saves it."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from reviewpipe.hf import PACKAGED_MINILM, resolve_checkpoint
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(PACKAGED_MINILM))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=128,
-        num_labels=3,
-        id2label={0: "-1", 1: "0", 2: "1"},
-        label2id={"-1": 0, "0": 1, "1": 2},
+def _explain_params(models: list[str]) -> DictConfig:
+    return real_params(
+        f"explain.models=[{','.join(models)}]",
+        "explain.top_k=5",
+        "explain.background_rows=50",
+        "explain.global_rows=30",
+        "explain.reviews=2",
+        "explain.bert_sample=3",
+        "explain.max_evals=30",
+        "explain.batch_size=16",
+        "explain.seed=1",
     )
-    BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-
-
-def _explain_params(models: list[str]) -> dict:
-    return {
-        "prepare": {"out_dir": "data/prepared"},
-        "explain": {
-            "models": models,
-            "out_dir": "reports/explain",
-            "model_paths": {"baseline": "models/baseline/model.joblib", "bert": "models/bert"},
-            "top_k": 5,
-            "background_rows": 50,
-            "global_rows": 30,
-            "reviews": 2,
-            "bert_sample": 3,
-            "max_evals": 30,
-            "batch_size": 16,
-            "seed": 1,
-        },
-    }
 
 
 def test_stage_explains_the_baseline(prepared_splits: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -179,7 +152,7 @@ def test_stage_explains_the_baseline(prepared_splits: Path, monkeypatch: pytest.
 
     monkeypatch.chdir(prepared_splits)
     save_model(train_baseline(make_prepared_frame(300, seed=0), CFG), "models/baseline/model.joblib")
-    main(OmegaConf.create(_explain_params(["baseline"])))  # bert absent by config: not needed on disk
+    main(_explain_params(["baseline"]))  # bert absent by config: not needed on disk
     page = Path("reports/explain/index.html").read_text()
     assert "LinearExplainer" in page and page.count("class='review'") == 2
     importance = json.loads(Path("reports/explain/baseline/importance.json").read_text())
@@ -198,8 +171,8 @@ def test_stage_explains_baseline_and_bert_into_one_page(
 
     monkeypatch.chdir(prepared_splits)
     save_model(train_baseline(make_prepared_frame(300, seed=0), CFG), "models/baseline/model.joblib")
-    _tiny_bert(prepared_splits / "models" / "bert")
-    main(OmegaConf.create(_explain_params(["baseline", "bert"])))
+    save_tiny_checkpoint(prepared_splits / "models" / "bert")
+    main(_explain_params(["baseline", "bert"]))
     page = Path("reports/explain/index.html").read_text()
     assert "LinearExplainer" in page and "Partition explainer" in page
     assert page.count("class='review'") == 4  # 2 shown per model
@@ -216,15 +189,7 @@ def test_stage_refuses_models_it_cannot_explain_or_find(
     from reviewpipe.stages.explain import main
 
     monkeypatch.chdir(prepared_splits)
-    base = {
-        "out_dir": "reports/explain",
-        "model_paths": {
-            "baseline": "models/baseline/model.joblib",
-            "bert": "models/bert",
-            "automl": "models/automl",
-        },
-    }
-    with pytest.raises(ReviewpipeError, match="unsupported"):
-        main(OmegaConf.create({"explain": {**base, "models": ["automl"]}}))
+    with pytest.raises(ReviewpipeError, match=r"explain.models.0: Input should be 'baseline' or 'bert'"):
+        main(real_params("explain.models=[automl]"))
     with pytest.raises(ReviewpipeError, match="dvc repro bert"):
-        main(OmegaConf.create({"explain": {**base, "models": ["bert"]}}))
+        main(real_params("explain.models=[bert]"))

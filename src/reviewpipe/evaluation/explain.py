@@ -384,3 +384,120 @@ def render_html(sections: Sequence[Mapping[str, Any]], title: str = "reviewpipe:
             )
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- one model's explanation (the stage's unit)
+
+
+@dataclass
+class ModelExplanation:
+    """What the explain stage writes for one model: importance.json, reviews.json, a plot, a page section."""
+
+    method: str
+    unit: str
+    rows: int  # test reviews behind the global importance
+    importance: dict[str, list[dict[str, Any]]]  # per class, top features
+    reviews: list[ReviewExplanation]  # every explained review (reviews.json)
+    shown: int  # how many of them the page shows
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def importance_document(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "unit": self.unit,
+            "rows": self.rows,
+            "top": self.importance,
+            **self.extra,
+        }
+
+
+def sample_order(n: int, seed: int) -> np.ndarray:
+    """A seeded permutation of the test rows: every model explains a prefix of the same order."""
+    return np.random.default_rng(seed).permutation(n)
+
+
+def _texts(frame: Any) -> list[str]:
+    return frame["review_body"].fillna("").astype(str).tolist()
+
+
+def _observed(frame: Any, rows: np.ndarray) -> list[str]:
+    return [CLASS_NAMES[int(s)] for s in frame["sentiment"].iloc[rows]]
+
+
+def explain_baseline(
+    model: Pipeline,
+    train: Any,
+    test: Any,
+    order: np.ndarray,
+    *,
+    background_rows: int | None,
+    global_rows: int | None,
+    reviews: int,
+    top_k: int,
+    seed: int,
+) -> ModelExplanation:
+    """LinearExplainer against the mean TF-IDF of `background_rows` sampled training reviews (None: all);
+    global importance over the first `global_rows` test reviews of `order` (None: all), `reviews` shown."""
+    background = train["review_body"].fillna("").astype(str)
+    background = background.sample(
+        min(background_rows or len(background), len(background)), random_state=seed
+    )
+    explainer = linear_explainer(model, background.tolist())
+    texts = _texts(test)
+    global_texts = [texts[i] for i in (order[:global_rows] if global_rows else order)]
+    shown = order[:reviews]
+    return ModelExplanation(
+        method="LinearExplainer (TF-IDF n-grams, per-class margin)",
+        unit="log-odds",
+        rows=len(global_texts),
+        importance=global_importance(explainer, model, global_texts, top_k, analyzer="word"),
+        reviews=explain_baseline_reviews(
+            explainer, model, [texts[i] for i in shown], observed=_observed(test, shown)
+        ),
+        shown=len(shown),
+        extra={"char_ngrams": global_importance(explainer, model, global_texts, top_k, analyzer="char")},
+    )
+
+
+def explain_text_model(
+    predictor: Any,
+    test: Any,
+    order: np.ndarray,
+    *,
+    sample: int,
+    reviews: int,
+    top_k: int,
+    max_evals: int,
+    batch_size: int,
+) -> ModelExplanation:
+    """Partition explainer over the first `sample` test reviews of `order` for a model with
+    `predict_proba(texts)` and a Hugging Face `tokenizer` (BERT); `reviews` of them shown."""
+    rows = order[:sample]
+    explained, raw = partition_explanations(
+        predictor.predict_proba,
+        predictor.tokenizer,
+        [_texts(test)[i] for i in rows],
+        max_evals=max_evals,
+        batch_size=batch_size,
+        observed=_observed(test, rows),
+    )
+    return ModelExplanation(
+        method="Partition explainer, Text masker (class probabilities)",
+        unit="probability",
+        rows=len(rows),
+        importance=token_importance(raw, top_k),
+        reviews=explained,
+        shown=min(reviews, len(explained)),
+    )
+
+
+def page_section(name: str, result: ModelExplanation) -> dict[str, Any]:
+    """One model's part of index.html (render_html)."""
+    return {
+        "model": name,
+        "method": result.method,
+        "unit": result.unit,
+        "plot": f"{name}/importance.png",
+        "reviews": result.reviews[: result.shown],
+        "note": f"Importance over {result.rows} test reviews; SHAP values in {result.unit}.",
+    }
