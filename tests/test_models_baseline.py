@@ -126,3 +126,38 @@ def test_missing_split_says_run_prepare(tmp_path: Path, monkeypatch: pytest.Monk
     )
     with pytest.raises(ReviewpipeError, match="stage prepare"):
         main(params)
+
+
+def test_stage_outputs_are_byte_identical_across_processes(prepared_splits: Path) -> None:
+    """Two runs (two processes: memory addresses differ) write the same model and metrics bytes,
+    so `dvc repro -f` leaves dvc.lock as it was."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    outputs = []
+    for _ in range(2):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "reviewpipe.cli",
+                "stage",
+                "baseline",
+                "--params",
+                str(REPO_ROOT / "params.yaml"),
+            ],
+            cwd=prepared_splits,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")},
+        )
+        outputs.append(
+            [
+                (prepared_splits / p).read_bytes()
+                for p in ("models/baseline/model.joblib", "metrics/baseline.json")
+            ]
+        )
+    assert outputs[0] == outputs[1]
+    assert "train_seconds" not in json.loads(outputs[0][1])  # the clock stays out of outputs

@@ -14,6 +14,7 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
@@ -99,6 +100,11 @@ def save_model(model: Pipeline, path: str) -> None:
     """One joblib file, written to a temporary sibling and renamed (never half-written)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    # scikit-learn's vectorizers cache id(stop_words), a memory address, in `_stop_words_id`: dropped so
+    # the same fit pickles to the same bytes (a rerun leaves dvc.lock as it was); recomputed on use.
+    for estimator in [model, *model.get_params(deep=True).values()]:
+        if isinstance(estimator, BaseEstimator):
+            vars(estimator).pop("_stop_words_id", None)
     joblib.dump(model, tmp, compress=3)
     os.replace(tmp, path)
 
