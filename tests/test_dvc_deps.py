@@ -74,7 +74,7 @@ def test_closure_follows_lazy_relative_and_package_imports(tmp_path: Path) -> No
     pkg = tmp_path / "pkg"
     (pkg / "sub").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
-    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text('"""sub."""\n')
     (pkg / "entry.py").write_text(
         "from typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n    from pkg import typing_only\n"
@@ -86,8 +86,7 @@ def test_closure_follows_lazy_relative_and_package_imports(tmp_path: Path) -> No
     (pkg / "page.html").write_text("<p>")
     (pkg / "unused.py").write_text("")
     found = {str(p.relative_to(tmp_path)) for p in import_closure(tmp_path, ["pkg.entry"], package="pkg")}
-    assert found == {
-        "pkg/__init__.py",
+    assert found == {  # pkg/__init__.py is empty: it runs nothing
         "pkg/entry.py",
         "pkg/page.html",
         "pkg/sub/__init__.py",

@@ -4,6 +4,7 @@ Every `import`/`from ... import` counts, lazy ones inside functions included, ex
 `if TYPE_CHECKING:` (never executed). Importing `a.b.c` runs `a/__init__.py` and `a/b/__init__.py`
 too. A string literal naming a file beside the module (`Path(__file__).with_name("inference.py")`,
 `resources.files(...).joinpath("page.html")`) counts as well: the module reads it at run time.
+Empty files (a bare `__init__.py`) run nothing and are left out (DVC warns on empty dependencies).
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def import_closure(src: Path, roots: Iterable[str], package: str = "reviewpipe")
         path = module_file(src, name)
         if path is None:
             continue  # `from pkg import function`: the name is not a module
-        files.add(path)
+        if path.stat().st_size:
+            files.add(path)
         imported, beside = _scan(path, name)
         todo.extend(imported)
         for extra in beside:
