@@ -344,3 +344,53 @@ def test_ground_truth_sources_and_precedence(tmp_path: Path) -> None:
     gt.write_text('{"eventMetadata": {"eventId": "x"}}\n')
     with pytest.raises(ReviewpipeError, match="labels.jsonl:1: not a ground-truth record"):
         quality.ground_truth_records(str(gt))
+
+
+def test_reads_what_the_real_server_captures(tmp_path: Path) -> None:
+    """`reviewpipe serve`'s capture writer (serving/capture.py) and this reader agree: every request
+    shape the server takes comes back as one row per review, keyed by the client's inference id."""
+    from reviewpipe.serving.server import ModelServer, ServeSettings, VariantSpec
+    from tests.test_deploy_sagemaker import baseline_packages
+    from tests.test_serve import invoke
+
+    packages = baseline_packages(tmp_path / "pkg", ("champion", "challenger"))
+    settings = ServeSettings.from_mapping(
+        {
+            "port": 0,
+            "capture": {"enabled": True, "destination": str(tmp_path / "capture"), "endpoint_name": "ep"},
+        }
+    )
+    server = ModelServer([VariantSpec(n, str(p)) for n, p in packages.items()], settings).start(
+        wait=True, timeout=60
+    )
+    answers = {}
+    try:
+        for key, variant, payload, content_type in (
+            ("r1", "champion", {"inputs": "love it"}, "application/json"),
+            ("r2", "challenger", {"inputs": "hate it"}, "application/json"),
+            ("batch", "champion", {"inputs": ["it is ok", "love it"]}, "application/json"),
+            ("lines", "challenger", b'{"inputs": "hate it"}\n{"inputs": "ok"}\n', "application/jsonlines"),
+        ):
+            status, _, body = invoke(
+                server.url,
+                payload,
+                content_type=content_type,
+                X_Amzn_SageMaker_Target_Variant=variant,
+                X_Amzn_SageMaker_Inference_Id=key,
+            )
+            assert status == 200
+            answers[key] = (variant, body)
+        assert invoke(server.url, {"inputs": "no id"}, X_Amzn_SageMaker_Target_Variant="champion")[0] == 200
+    finally:
+        server.stop(drain_timeout=5)  # flushes the capture buffer
+    frame = read_capture(str(tmp_path / "capture")).frame.set_index("key")
+    assert len(frame) == 7 and set(frame["endpoint"]) == {"ep"}
+    assert frame.loc["r1", "variant"] == "champion" and frame.loc["r2", "variant"] == "challenger"
+    assert frame.loc["batch#0", "text"] == "it is ok" and frame.loc["lines#1", "text"] == "ok"
+    served = answers["r1"][1]["predictions"][0]
+    assert frame.loc["r1", ["p_-1", "p_0", "p_1"]].tolist() == [
+        served["probabilities"][k] for k in ("-1", "0", "1")
+    ]
+    assert frame.loc["r1", "model_version"] == "champion-v1"
+    no_id = frame[frame["inference_id"].isna()]
+    assert len(no_id) == 1 and no_id.index[0] == no_id["event_id"].iloc[0]  # SageMaker's rule: the eventId
