@@ -338,6 +338,7 @@ def test_package_stage_stamps_registry_version(tmp_path: Path) -> None:
                 "registry_uri": str(tmp_path / "registry"),
                 "max_length": None,
                 "models": {"model": str(art["bert"]), "baseline": str(art["baseline"])},
+                "calibration_uri": None,  # calibrated tarballs: tests/test_serving_calibration.py
             },
         }
     )

@@ -334,6 +334,7 @@ class PackageParams(Section):
     registry_uri: str
     models: dict[str, str]  # tarball name -> model path
     max_length: int | None
+    calibration_uri: str | None  # evaluate's calibration.json; null: ship raw probabilities
 
 
 # ---- serve → deploy → monitor → review ----------------------------------------------------------

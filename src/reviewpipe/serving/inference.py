@@ -15,6 +15,11 @@ with one {"inputs": ...} per line. JSON responses are {"predictions": [...], "mo
 JSON Lines responses are one prediction per review. Texts over the model's token limit are
 truncated. Bad requests raise RequestError, whose `status` is the HTTP code a server should send.
 
+Probabilities: a package built with a `calibration.json` (evaluate's per-model calibration: a
+temperature, a log prior shift from the training to the production class mix, and per-class
+decision weights) serves calibrated probabilities, p ∝ exp(log p_model / T + shift), and the label
+argmax(weights · p); so a review threshold such as 0.90 means 90 % on real traffic.
+
 Settings come from the environment, as a SageMaker endpoint's Environment would set them:
   REVIEWPIPE_QUANTIZE=none|int8   REVIEWPIPE_BACKEND=torch|onnx   REVIEWPIPE_NUM_THREADS=N
   REVIEWPIPE_BATCH_SIZE=N (rows per forward pass)   REVIEWPIPE_MAX_LENGTH=N (token limit)
@@ -44,6 +49,7 @@ _CONTENT_TYPES = {
     "application/json-lines": JSONLINES,
 }
 MODEL_INFO = "model_info.json"
+CALIBRATION_FILE = "calibration.json"
 SKLEARN_FILE = "model.joblib"
 # Characters kept before tokenising: far more than any token limit needs (a word piece spans at
 # most ~100 characters), but it bounds tokenizer time for a multi-megabyte "review".
@@ -285,7 +291,45 @@ def model_fn(model_dir: str, context: Any = None) -> _Model:
     else:
         raise FileNotFoundError(f"{model_dir} has neither {SKLEARN_FILE} nor a Hugging Face config.json")
     model.version = _env("REVIEWPIPE_MODEL_VERSION") or str(info.get("model_version") or "unversioned")
+    model.calibration = load_calibration(model_dir)  # type: ignore[attr-defined]
     return model
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def load_calibration(model_dir: str) -> dict[str, Any] | None:
+    """The package's calibration.json (None when it has none), checked."""
+    path = os.path.join(model_dir, CALIBRATION_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        cal = json.load(f)
+    temperature = float(cal["temperature"])
+    shift = np.asarray(cal["log_prior_shift"], dtype=np.float64)
+    weights = np.asarray(cal["decision_weights"], dtype=np.float64)
+    if (
+        temperature <= 0
+        or shift.shape != (len(LABELS),)
+        or weights.shape != (len(LABELS),)
+        or (weights <= 0).any()
+    ):
+        raise ValueError(
+            f"{path}: expected temperature > 0 and 3 prior shifts and 3 positive decision weights"
+        )
+    return {"temperature": temperature, "log_prior_shift": shift, "decision_weights": weights}
+
+
+def calibrate(probs: np.ndarray, calibration: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(served probabilities, class index of the label) for raw model probabilities (class order -1, 0, 1).
+    The same arithmetic as reviewpipe.evaluation.calibration.Calibration (this file cannot import it)."""
+    if calibration is None:
+        return probs, probs.argmax(axis=1)
+    z = np.log(np.clip(probs, 1e-12, 1.0)) / calibration["temperature"] + calibration["log_prior_shift"]
+    z -= z.max(axis=1, keepdims=True)
+    served = np.exp(z)
+    served /= served.sum(axis=1, keepdims=True)
+    return served, (served * calibration["decision_weights"]).argmax(axis=1)
 
 
 # ---------------------------------------------------------------- request / response
@@ -344,9 +388,8 @@ def input_fn(input_data: bytes | str, content_type: str, context: Any = None) ->
 def predict_fn(data: dict[str, Any], model: _Model, context: Any = None) -> dict[str, Any]:
     """Label, per-class probabilities and model version for every text."""
     texts = data["texts"]
-    probs = model.predict_proba(texts)
+    probs, best = calibrate(model.predict_proba(texts), getattr(model, "calibration", None))
     keys = [str(label) for label in model.labels]
-    best = probs.argmax(axis=1)
     predictions = [
         {
             "label": int(model.labels[b]),

@@ -5,6 +5,8 @@ Layout of every tarball:
     model_info.json                              name, version, kind, labels, token limit
     code/inference.py                            model_fn, input_fn, predict_fn, output_fn
     code/requirements.txt                        what the container must pip install
+    calibration.json                             (optional) evaluate's calibration of this model: served
+                                                 probabilities and labels use it (see inference.py)
 Tarballs are byte-for-byte reproducible (sorted entries, zero mtimes), so DVC sees a change
 only when the model, the handler or the stamped version changes.
 """
@@ -89,6 +91,7 @@ def build_package(
     model_version: str | None = None,
     registry: dict[str, Any] | None = None,
     max_length: int | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write a SageMaker model.tar.gz for `model_path` at `out_path`; returns its model_info.
 
@@ -109,12 +112,18 @@ def build_package(
         "source_hash": source_hash,
         "registry": registry or None,
         "packaged_by": f"reviewpipe {__version__}",
+        "calibrated": calibration is not None,
     }
     extra = {
         "model_info.json": json.dumps(info, indent=2, sort_keys=True).encode() + b"\n",
         "code/inference.py": INFERENCE_SOURCE.read_bytes(),
         "code/requirements.txt": "".join(f"{r}\n" for r in requirements_for(kind)).encode(),
     }
+    if calibration is not None:
+        keys = ("temperature", "log_prior_shift", "decision_weights", "fitted_on")
+        extra["calibration.json"] = json.dumps(
+            {k: calibration[k] for k in keys}, indent=2, sort_keys=True
+        ).encode()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")

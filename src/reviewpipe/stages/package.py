@@ -19,10 +19,24 @@ def registered_version(reg: registry.Registry, model_path: str) -> registry.Mode
     return matches[-1] if matches else None
 
 
+def calibrations(uri: str | None, options: StorageOptions | None = None) -> dict[str, dict]:
+    """evaluate's calibration per model name ({} when package.calibration_uri is null)."""
+    if uri is None:
+        return {}
+    storage.require_exists(
+        uri,
+        "evaluate's calibration.json",
+        "Run `dvc repro evaluate`, or set package.calibration_uri=null to ship uncalibrated probabilities.",
+        options,
+    )
+    return {name: report["calibration"] for name, report in storage.read_json(uri, options)["models"].items()}
+
+
 def main(params: DictConfig) -> None:
     cfg = section(params, "package")
     options = StorageOptions.from_params(params.get("storage"))
     reg = registry.Registry(cfg.registry_uri, options)
+    calibrated = calibrations(cfg.calibration_uri, options)
     manifest = {}
     for tarball, model_path in to_dict(cfg.models).items():
         entry = registered_version(reg, model_path)
@@ -42,6 +56,7 @@ def main(params: DictConfig) -> None:
             if entry
             else None,
             max_length=cfg.max_length,
+            calibration=calibrated.get(name),
         )
         manifest[tarball] = {
             "tarball": str(out),
@@ -53,5 +68,8 @@ def main(params: DictConfig) -> None:
             "bytes": out.stat().st_size,
         }
         status = f"registry v{entry.version} {entry.status}" if entry else "not registered"
-        print(f"package: {out} <- {model_path} ({info['kind']}, {info['model_version']}, {status})")
+        confidence = "calibrated" if info["calibrated"] else "uncalibrated"
+        print(
+            f"package: {out} <- {model_path} ({info['kind']}, {info['model_version']}, {status}, {confidence})"
+        )
     storage.write_json(str(Path(cfg.out_dir) / "manifest.json"), manifest)

@@ -1,0 +1,75 @@
+"""Calibration travels inside the package: the tarball of a calibrated model serves the calibrated
+probabilities and the decision rule's labels, computed as reviewpipe.evaluation.calibration does."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from reviewpipe.evaluation.calibration import Calibration, prior_shift
+from reviewpipe.serving import package
+from tests.test_package import tiny_artifacts
+
+TEXTS = ["lovely soft dress, perfect fit", "itchy and cheap, returned it", "it is okay I guess", "fine"]
+
+
+def handler(tarball: Path, into: Path):  # noqa: ANN201
+    import importlib.util
+
+    model_dir = package.unpack_package(tarball, into)
+    spec = importlib.util.spec_from_file_location(
+        f"inference_{into.name}", model_dir / "code" / "inference.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, module.model_fn(str(model_dir))
+
+
+def test_the_package_stage_ships_each_models_calibration_and_serving_applies_it(tmp_path: Path) -> None:
+    from reviewpipe.stages import package as package_stage
+
+    art = tiny_artifacts()
+    calibration = Calibration(
+        1.7, prior_shift([1 / 3] * 3, [0.1, 0.12, 0.78]), (2.5, 3.0, 1.0), fitted_on={"rows": 2228}
+    )
+    (tmp_path / "calibration.json").write_text(
+        json.dumps({"models": {"baseline": {"calibration": calibration.to_json()}}})
+    )
+    params = {
+        "storage": {},
+        "package": {
+            "out_dir": str(tmp_path / "out"),
+            "registry_uri": str(tmp_path / "registry"),
+            "max_length": None,
+            "models": {"model": str(art["bert"]), "baseline": str(art["baseline"])},
+            "calibration_uri": str(tmp_path / "calibration.json"),
+        },
+    }
+    package_stage.main(OmegaConf.create(params))
+
+    with tarfile.open(tmp_path / "out" / "baseline.tar.gz") as tar:
+        shipped = json.loads(tar.extractfile("calibration.json").read())
+        info = json.loads(tar.extractfile("model_info.json").read())
+    assert Calibration.from_json(shipped) == calibration and info["calibrated"] is True
+    with tarfile.open(tmp_path / "out" / "model.tar.gz") as tar:  # no calibration for bert: raw
+        assert "calibration.json" not in tar.getnames()
+
+    module, model = handler(tmp_path / "out" / "baseline.tar.gz", tmp_path / "calibrated")
+    raw = model.predict_proba(TEXTS)
+    served = module.predict_fn({"texts": TEXTS}, model)["predictions"]
+    probs = np.array([[p["probabilities"][k] for k in ("-1", "0", "1")] for p in served])
+    expected = calibration.probabilities(raw)
+    np.testing.assert_allclose(probs, expected, atol=1e-6)  # the response rounds to 6 decimals
+    assert [p["label"] for p in served] == [[-1, 0, 1][i] for i in calibration.decide(expected)]
+    assert not np.allclose(probs, raw, atol=1e-3)  # calibration changed what is served
+
+    module, model = handler(tmp_path / "out" / "model.tar.gz", tmp_path / "raw")
+    raw = model.predict_proba(TEXTS)
+    served = module.predict_fn({"texts": TEXTS}, model)["predictions"]
+    np.testing.assert_allclose(
+        [[p["probabilities"][k] for k in ("-1", "0", "1")] for p in served], raw, atol=1e-6
+    )
