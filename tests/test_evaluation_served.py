@@ -164,10 +164,9 @@ def test_both_distributions_with_intervals_calibration_and_the_ensemble(
     assert plot["encoding"]["x"]["field"] == "confidence" and plot["encoding"]["y"]["field"] == "accuracy"
 
 
-def test_sets_with_the_same_rows_are_scored_once(
-    prepared_splits: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Under the natural protocol the balanced and natural-mix sets hold the same rows."""
+def test_each_review_is_scored_once(prepared_splits: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The natural-mix sets contain the balanced ones (here, as under the natural protocol, the
+    very same rows): each review is scored once and every set gets its rows' probabilities."""
     from reviewpipe.stages import evaluate
 
     monkeypatch.chdir(prepared_splits)

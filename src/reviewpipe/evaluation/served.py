@@ -39,29 +39,27 @@ def natural_rows(unbalanced: pd.DataFrame, split: str) -> pd.DataFrame:
     return rows
 
 
-def same_rows(a: EvaluationSet, b: EvaluationSet) -> bool:
-    return len(a.frame) == len(b.frame) and a.frame["review_id"].tolist() == b.frame["review_id"].tolist()
+ROW_KEY = ["split_type", "review_id"]  # a prepared row's identity
 
 
-def distinct_sets(sets: list[EvaluationSet]) -> tuple[list[EvaluationSet], dict[str, str]]:
-    """Sets to score and {alias: scored set} for sets holding the very same rows (under the natural
-    protocol the balanced and natural-mix sets coincide: score them once)."""
-    scored: list[EvaluationSet] = []
-    aliases: dict[str, str] = {}
-    for s in sets:
-        twin = next((t for t in scored if same_rows(s, t)), None)
-        if twin is None:
-            scored.append(s)
-        else:
-            aliases[s.name] = twin.name
-    return scored, aliases
+def union_set(sets: list[EvaluationSet]) -> EvaluationSet:
+    """Every distinct prepared row of the sets, once: the natural-mix validation and test rows
+    contain the balanced ones, and under the natural protocol they are the same rows, so each model
+    scores each review once."""
+    frame = pd.concat([s.frame for s in sets], ignore_index=True).drop_duplicates(ROW_KEY)
+    return EvaluationSet("all", frame.reset_index(drop=True), "report")
 
 
-def add_aliases(scores: Scores, sets: list[EvaluationSet], aliases: Mapping[str, str]) -> Scores:
-    """Scores over every configured set, in configured order, aliases sharing their twin's probabilities."""
+def split_scores(scored: Scores, sets: list[EvaluationSet]) -> Scores:
+    """Scores over the union (`union_set`) cut back into the configured sets, in configured order."""
+    union = scored.sets["all"].frame
+    position = pd.Series(np.arange(len(union)), index=pd.MultiIndex.from_frame(union[ROW_KEY]))
     out = Scores(sets={s.name: s for s in sets})
-    for model, by_set in scores.proba.items():
-        out.proba[model] = {s.name: by_set[aliases.get(s.name, s.name)] for s in sets}
+    for model, by_set in scored.proba.items():
+        out.proba[model] = {
+            s.name: by_set["all"][position.loc[pd.MultiIndex.from_frame(s.frame[ROW_KEY])].to_numpy()]
+            for s in sets
+        }
     return out
 
 

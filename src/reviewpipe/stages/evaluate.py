@@ -31,14 +31,14 @@ from reviewpipe.evaluation.comparison import (
 from reviewpipe.evaluation.human import human_rows, rating_agreement
 from reviewpipe.evaluation.scoring import EvaluationSet, score_models
 from reviewpipe.evaluation.served import (
-    add_aliases,
     add_ensemble,
     calibration_section,
-    distinct_sets,
     interval_table,
     natural_rows,
     production_prior,
+    split_scores,
     training_prior,
+    union_set,
 )
 from reviewpipe.models.predictors import configured_models, load_predictor
 from reviewpipe.models.splits import prepared_dir, read_class_weights, read_split
@@ -82,8 +82,7 @@ def main(params: DictConfig) -> None:
     features, min_rows = list(cfg.fairness.features), int(cfg.fairness.min_group_rows)
 
     members = {m: p for m, p in models.items() if m != ENSEMBLE}
-    to_score, aliases = distinct_sets(sets)
-    scores = add_aliases(score_models(members, to_score, int(cfg.batch_size)), sets, aliases)
+    scores = split_scores(score_models(members, [union_set(sets)], int(cfg.batch_size)), sets)
     if ENSEMBLE in models:
         add_ensemble(scores, ENSEMBLE, load_predictor(ENSEMBLE, models[ENSEMBLE]))
     from dvclive import Live
