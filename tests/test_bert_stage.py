@@ -99,11 +99,13 @@ def params(tmp_path: Path, checkpoint: str, **bert: object) -> OmegaConf:
 
 
 def test_stage_trains_from_the_feature_group_and_writes_the_serving_dir(
-    tiny_checkpoint: Path, tmp_path: Path
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_feature_group(tmp_path / "features", str(tiny_checkpoint), 32)
     (tmp_path / "class_weights.json").write_text(json.dumps({"-1": 1.5, "0": 1.0, "1": 0.5}))
     stage.main(params(tmp_path, str(tiny_checkpoint), class_weights=True))
+    summary = capsys.readouterr().out.splitlines()[-1]
+    assert "step 3 of 3 planned, stopped by planned_steps)" in summary and "INCOMPLETE" not in summary
 
     out = tmp_path / "models" / "bert"
     config = json.loads((out / "config.json").read_text())

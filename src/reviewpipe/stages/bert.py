@@ -49,7 +49,9 @@ def main(params: DictConfig) -> None:
     print(
         f"bert: test accuracy {metrics.get('accuracy', float('nan')):.4f}, macro-F1 "
         f"{metrics.get('macro_f1', float('nan')):.4f} on {metrics['test_rows']} rows "
-        f"({metrics['best_checkpoint']}, {metrics['wall_seconds']:.0f} s) -> {cfg['out_dir']}"
+        f"({metrics['best_checkpoint']}, {metrics['wall_seconds']:.0f} s; step {metrics['global_step']} of "
+        f"{metrics['planned_steps']} planned, stopped by {metrics['stopped_by']}"
+        f"{'' if metrics['complete'] else ', INCOMPLETE'}) -> {cfg['out_dir']}"
     )
 
 
