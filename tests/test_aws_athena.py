@@ -15,7 +15,6 @@ without Athena: it is transpiled back to DuckDB, run, and compared with the pand
 
 from __future__ import annotations
 
-import copy
 import filecmp
 import uuid
 from contextlib import chdir
@@ -41,6 +40,7 @@ from reviewpipe.stages import catalog as catalog_stage
 from reviewpipe.stages import explore as explore_stage
 from reviewpipe.stages import ingest as ingest_stage
 from tests.conftest import REPO_ROOT, run_data_stages
+from tests.helpers.aws_calls import Recorder, record_clients
 from tests.test_explore import read_lake_table
 
 EDGES = [0, 25, 35, 45, 55, 65, 200]
@@ -159,32 +159,9 @@ def slow_athena(moto_server: str) -> Any:
     requests.post(f"{url}/unset-transition", json={"model_name": "athena::execution"}, timeout=10)
 
 
-class AthenaCalls:
-    """Athena/Glue requests as botocore builds them, from every client reviewpipe makes."""
-
-    def __init__(self) -> None:
-        self.log: list[tuple[str, dict[str, Any]]] = []
-
-    def __call__(self, params: dict[str, Any], model: Any, **_: Any) -> None:
-        self.log.append((model.name, copy.deepcopy(params)))
-
-    def named(self, operation: str) -> list[dict[str, Any]]:
-        return [p for op, p in self.log if op == operation]
-
-
 @pytest.fixture
-def calls(monkeypatch: pytest.MonkeyPatch) -> AthenaCalls:
-    recorder = AthenaCalls()
-    original = boto3.Session.client
-
-    def client(self: boto3.Session, *args: Any, **kwargs: Any) -> Any:
-        made = original(self, *args, **kwargs)
-        made.meta.events.register("before-parameter-build.athena", recorder)
-        made.meta.events.register("before-parameter-build.glue", recorder)
-        return made
-
-    monkeypatch.setattr(boto3.Session, "client", client)
-    return recorder
+def calls(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    return record_clients(monkeypatch, ("athena", "glue"))
 
 
 def lake_overrides(bucket: str, database: str, workgroup: str) -> list[str]:
@@ -272,7 +249,7 @@ def test_catalog_registers_the_lake_in_glue(athena_lake: tuple[Path, str]) -> No
 
 
 @pytest.mark.slow
-def test_catalog_follows_the_lake_when_it_changes(tmp_path: Path, s3_bucket: str, calls: AthenaCalls) -> None:
+def test_catalog_follows_the_lake_when_it_changes(tmp_path: Path, s3_bucket: str, calls: Recorder) -> None:
     """A new ingest without one category: the table's run is updated, that partition is dropped, the
     others point at the same folders; an unchanged lake makes no Glue writes."""
     workdir, database = make_athena_lake(tmp_path, s3_bucket)
@@ -303,7 +280,7 @@ def test_catalog_follows_the_lake_when_it_changes(tmp_path: Path, s3_bucket: str
 
 def test_explore_on_athena_writes_what_duckdb_writes(
     athena_lake: tuple[Path, str],
-    calls: AthenaCalls,
+    calls: Recorder,
     moto_server: str,
     slow_athena: None,
     capsys: pytest.CaptureFixture,
@@ -338,7 +315,7 @@ def test_explore_on_athena_writes_what_duckdb_writes(
 
 
 def test_query_command_on_athena(
-    athena_lake: tuple[Path, str], calls: AthenaCalls, moto_server: str, capsys: pytest.CaptureFixture
+    athena_lake: tuple[Path, str], calls: Recorder, moto_server: str, capsys: pytest.CaptureFixture
 ) -> None:
     workdir, _ = athena_lake
     sql = "SELECT sentiment, COUNT(*) AS n, AVG(word_count(review_body)) AS words FROM reviews GROUP BY 1 ORDER BY 1"

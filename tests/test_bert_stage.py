@@ -81,6 +81,7 @@ def params(tmp_path: Path, checkpoint: str, **bert: object) -> OmegaConf:
                 "group_name": "review_features",
             },
             "bert": {
+                "launcher": "local",
                 "checkpoint": checkpoint,
                 "max_seq_length": 32,
                 "batch_size": 8,

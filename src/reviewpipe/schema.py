@@ -200,8 +200,25 @@ class AutomlParams(Section):
     verbosity: int
 
 
+class BertSageMakerParams(Settings):
+    """bert.sagemaker: the training job of bert.launcher=sagemaker (reviewpipe.aws.training)."""
+
+    image_uri: str
+    instance_type: str
+    instance_count: int
+    s3_prefix: str
+    spot: bool
+    max_run_s: int
+    max_wait_s: int
+    volume_size_gb: int
+    poll_delay_s: float
+    job_name_prefix: str
+
+
 class BertParams(Section):
     section = "bert"
+    launcher: Literal["local", "sagemaker"]
+    sagemaker: BertSageMakerParams
     checkpoint: str
     pooling: Literal["mean", "cls"]
     max_seq_length: int
@@ -311,6 +328,15 @@ class ExplainParams(Section):
     seed: int
 
 
+class SageMakerRegistryParams(Settings):
+    """register.sagemaker_registry: the Model Package Group mirror (reviewpipe.aws.model_registry)."""
+
+    group: str
+    s3_prefix: str
+    image_uri: str
+    instance_types: list[str]
+
+
 class RegisterParams(Section):
     section = "register"
     metrics_uri: str
@@ -326,6 +352,8 @@ class RegisterParams(Section):
     model_paths: dict[str, str]
     fail_on_reject: bool
     auto_approve: bool
+    sagemaker: bool
+    sagemaker_registry: SageMakerRegistryParams
 
 
 class PackageParams(Section):
@@ -429,6 +457,20 @@ class SageMakerDeployParams(_DeployCommon):
 
     target: Literal["sagemaker"]
     sagemaker: DeploySageMakerParams
+
+
+class TransformParams(Section):
+    """`reviewpipe predict --engine sagemaker` (reviewpipe.aws.transform)."""
+
+    section = "transform"
+    s3_prefix: str
+    image_uri: str
+    instance_type: str
+    instance_count: int
+    max_payload_mb: int
+    max_concurrent_transforms: int
+    poll_delay_s: float
+    timeout_s: float
 
 
 class PredictorParams(Settings):
@@ -587,6 +629,7 @@ class Params(Settings):
     register_: RegisterParams = Field(alias="register")  # `register` is a BaseModel classmethod
     package: PackageParams
     serve: ServeParams
+    transform: TransformParams
     deploy: DeployParams
     monitor: MonitorParams
     review: ReviewParams

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from reviewpipe.errors import ReviewpipeError
@@ -37,7 +38,9 @@ class AwsSettings:
     def require_role(self) -> str:
         import re
 
-        if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/\S+", self.role_arn or ""):
+        if "CHANGE-ME" in self.role_arn or not re.fullmatch(
+            r"arn:aws[a-z-]*:iam::\d{12}:role/\S+", self.role_arn or ""
+        ):
             raise ReviewpipeError(
                 "aws.role_arn must be the IAM role SageMaker assumes "
                 f"(arn:aws:iam::<account>:role/<name>), not {self.role_arn!r}; set it in conf/aws/default.yaml"
@@ -72,6 +75,24 @@ class Aws:
     def account_id(self) -> str:
         with aws_call("reading the account id (sts:GetCallerIdentity)"):
             return str(self.client("sts").get_caller_identity()["Account"])
+
+
+class SageMakerJobs:
+    """S3 + SageMaker clients of one session, and a settings section with `s3_prefix` (where the
+    job's files go) and `image_uri` (a DLC; `{region}` is filled in)."""
+
+    def __init__(self, aws: Aws, settings: Any) -> None:
+        self.aws = aws
+        self.settings = settings
+        self.s3 = aws.client("s3")
+        self.sagemaker = aws.client("sagemaker")
+
+    def _uri(self, *parts: str) -> str:
+        return "/".join([self.settings.s3_prefix.rstrip("/"), *parts])
+
+    @property
+    def image_uri(self) -> str:
+        return str(self.settings.image_uri).format(region=self.aws.region)
 
 
 @contextmanager
@@ -142,3 +163,29 @@ def poll(
                 "check it in the AWS console (it keeps running)"
             )
         time.sleep(delay_s)
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """s3://bucket/key -> (bucket, key)."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def upload(s3: Any, uri: str, data: bytes | None = None, path: str | Path | None = None) -> str:
+    """Put `data` (or the file at `path`) at `uri` unless an object of that size is there: callers
+    name objects by a content hash, so same size there means same bytes. Returns `uri`."""
+    bucket, key = split_s3(uri)
+    size = len(data) if data is not None else Path(str(path)).stat().st_size
+    with aws_call(f"checking {uri}"):
+        try:
+            if s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == size:
+                return uri
+        except Exception as exc:
+            if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
+                raise
+    with aws_call(f"uploading {uri}"):
+        if data is not None:
+            s3.put_object(Bucket=bucket, Key=key, Body=data)
+        else:
+            s3.upload_file(str(path), bucket, key)
+    return uri

@@ -73,4 +73,9 @@ def run(args: argparse.Namespace) -> int:
         args.version, status, by=current_user(), reason=args.reason, force=getattr(args, "force", False)
     )
     print(f"version {entry.version} ({entry.model_name}) is now {entry.status}")
+    if Path(args.params).exists():  # register.sagemaker: the mirrored model package follows
+        from reviewpipe.aws.model_registry import mirror_for
+
+        if (mirror := mirror_for(load_params(args.params))) is not None:
+            mirror.set_status(entry, args.reason)
     return 0

@@ -505,6 +505,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="params file: `serve` (model settings, as the server) and `storage` (S3 options)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--engine",
+        choices=["local", "sagemaker"],
+        default="local",
+        help="local: this machine; sagemaker: a Batch Transform job on the package (`transform` params); "
+        "--input may then also be a lake (its reviews table)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -527,6 +534,14 @@ def run(args: argparse.Namespace) -> int:
         args.input_format,
     )
     job.validate()
+    if args.engine == "sagemaker":
+        from reviewpipe.aws.transform import run_transform
+
+        manifest = run_transform(args.model, job, params, settings.environment())
+        print(
+            f"predict: {manifest['predicted']} predictions, {manifest['rejected']} rejected rows -> {args.output}"
+        )
+        return 0
     model = PackagedModel(args.model, settings)
     try:
         manifest = run_batch(model, job, options, progress=not args.no_progress)

@@ -26,6 +26,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def main(params: DictConfig) -> None:
+    if section(params, "bert").launcher == "sagemaker":  # the same code as a SageMaker training job
+        from reviewpipe.aws.training import train_on_sagemaker
+
+        train_on_sagemaker(params)
+        return
     cfg = to_dict(section(params, "bert"))
     features = to_dict(section(params, "features"))
     options = StorageOptions.from_params(params.get("storage"))

@@ -48,6 +48,10 @@ def main(params: DictConfig) -> None:
         git_commit=commit,
         git_dirty=dirty,
     )
+    from reviewpipe.aws.model_registry import mirror_for
+
+    if (mirror := mirror_for(params)) is not None:  # register.sagemaker: the SageMaker Model Registry too
+        mirror.mirror(entry)
 
     summary = {
         "version": entry.version,
