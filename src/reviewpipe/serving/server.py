@@ -474,7 +474,7 @@ class ModelServer:
                 raise Problem(404, "the admin endpoint is disabled (serve.admin.enabled=false)")
             body = b""
             if request.method == "POST":
-                body = await read_body(request, ADMIN_MAX_BODY, self.settings.body_timeout_s, "admin")
+                body = await read_body(request, ADMIN_MAX_BODY, self.settings.body_timeout_s, "admin calls")
             require_same_origin(request, self.hosts)
             self._authorize(request)
             if request.method == "POST":
@@ -497,6 +497,10 @@ class ModelServer:
         ):
             raise Problem(401, "send the admin token: Authorization: Bearer <token>")
 
+    async def _body(self, request: Request) -> bytes:
+        limit, timeout = self.settings.max_payload_bytes, self.settings.body_timeout_s
+        return await read_body(request, limit, timeout, "serve.max_payload_bytes")
+
     async def _invocations(self, request: Request) -> Response:
         started = time.perf_counter()
         self.metrics.request_started()
@@ -508,21 +512,16 @@ class ModelServer:
             try:
                 name = self.router.choose(request.headers.get(TARGET_VARIANT_HEADER))
             except ReviewpipeError as exc:
-                await read_body(request, self.settings.max_payload_bytes, self.settings.body_timeout_s, "")
+                await self._body(request)  # read (bounded) so the connection stays usable
                 raise Problem(400, str(exc)) from exc
             variant = self.variants[name]
             if not variant.ready or variant.batcher is None:
-                await read_body(request, self.settings.max_payload_bytes, self.settings.body_timeout_s, "")
+                await self._body(request)  # read (bounded) so the connection stays usable
                 raise Problem(503, f"variant {name} is still loading its model; retry after /ping is 200")
             batcher = variant.batcher
             batcher.announce()  # the batch being formed may wait for this request
             announced = variant
-            body = await read_body(
-                request,
-                self.settings.max_payload_bytes,
-                self.settings.body_timeout_s,
-                "serve.max_payload_bytes",
-            )
+            body = await self._body(request)
             inference_id = _inference_id(request)
             content_type = request.headers.get("content-type")
             data, reviews = await run_in_threadpool(variant.parse, body, content_type)
