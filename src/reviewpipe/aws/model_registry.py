@@ -81,9 +81,19 @@ class ModelRegistryMirror:
         return upload(self.s3, uri, data)
 
     def package(self, entry: Any) -> str:
-        """The version's model as model.tar.gz on S3 (the package's S3 URI)."""
+        """The version's model.tar.gz on S3 (the package's S3 URI): the tarball the registry stored
+        with the version when it has one (checked against its sha256), else one built from its model."""
         from reviewpipe.serving.package import build_package
 
+        stored = entry.to_dict().get("package") or {}  # versions that predate stored packages have none
+        if stored.get("uri") and storage.exists(stored["uri"], self.options):
+            fs, path = storage.get_fs(stored["uri"], self.options)
+            data = fs.cat_file(path)
+            if stored.get("sha256") and hashlib.sha256(data).hexdigest() != stored["sha256"]:
+                raise ReviewpipeError(
+                    f"registry version {entry.version}: {stored['uri']} does not match its recorded sha256"
+                )
+            return self._put(data, "model.tar.gz")
         with tempfile.TemporaryDirectory() as tmp:
             tarball = Path(tmp) / "model.tar.gz"
             build_package(
