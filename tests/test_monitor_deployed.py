@@ -123,8 +123,21 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "reviews": reviews, "models": models, "packages": packages, "params": params_path}
 
 
+def predicted_counts(stats: dict) -> dict[str, int]:
+    """The predicted_label distribution of a statistics.json."""
+    feature = next(f for f in stats["features"] if f["name"] == "predicted_label")
+    return {
+        b["value"]: b["count"] for b in feature["string_statistics"]["distribution"]["categorical"]["buckets"]
+    }
+
+
 def run(shop: dict, *args: str) -> int:
     return main([args[0], *args[1:], "--params", str(shop["params"])])
+
+
+def baseline_with(shop: dict, *overrides: str) -> int:
+    """`monitor baseline` with -S overrides."""
+    return run(shop, "monitor", "baseline", *[part for o in overrides for part in ("-S", o)])
 
 
 def test_baseline_scores_the_natural_mix_with_the_deployed_champion(shop: dict) -> None:
@@ -141,12 +154,7 @@ def test_baseline_scores_the_natural_mix_with_the_deployed_champion(shop: dict) 
         "champion-v1",
     )
     assert model["sha256"] == package.file_sha256(shop["packages"]["champion"])
-    predicted = {
-        b["value"]: b["count"]
-        for f in stats["features"]
-        if f["name"] == "predicted_label"
-        for b in f["string_statistics"]["distribution"]["categorical"]["buckets"]
-    }
+    predicted = predicted_counts(stats)
     direct = pd.Series(shop["models"]["champion"].predict(train_rows["review_body"])).value_counts()
     assert predicted == {str(k): int(v) for k, v in direct.items()}
     assert predicted["1"] / 3000 > 0.6  # the natural mix, not a balanced one
@@ -160,16 +168,7 @@ def test_baseline_scores_the_natural_mix_with_the_deployed_champion(shop: dict) 
     assert quality["dataset"]["source"].endswith("(split_type=validation)")
 
     assert (
-        run(
-            shop,
-            "monitor",
-            "baseline",
-            "-S",
-            "monitor.model.variant=challenger",
-            "-S",
-            f"monitor.out_dir={shop['root'] / 'm2'}",
-        )
-        == 0
+        baseline_with(shop, "monitor.model.variant=challenger", f"monitor.out_dir={shop['root'] / 'm2'}") == 0
     )
     other = json.loads((shop["root"] / "m2/baseline/statistics.json").read_text())["model"]
     assert other["variant"] == "challenger" and other["served_model_version"] == "challenger-v1"
@@ -185,17 +184,54 @@ def test_a_package_rebuilt_after_deployment_is_refused(
     state = json.loads((shop["root"] / "models/deploy/deployment.json").read_text())
     state["variants"][0]["package"] = str(rebuilt)  # the record still holds v1's sha256
     (tmp_path / "deployment.json").write_text(json.dumps(state))
-    code = run(
-        shop,
-        "monitor",
-        "baseline",
-        "-S",
-        f"deploy.state_path={tmp_path / 'deployment.json'}",
-        "-S",
-        f"monitor.out_dir={tmp_path}",
+    code = baseline_with(
+        shop, f"deploy.state_path={tmp_path / 'deployment.json'}", f"monitor.out_dir={tmp_path}"
     )
     assert code == 2
     assert "is not the package that is deployed" in capsys.readouterr().err
+
+
+def test_the_baseline_monitors_the_labels_the_package_serves(shop: dict, tmp_path: Path) -> None:
+    """A calibrated package answers its decision rule's label, which need not be the top probability:
+    the baseline's predicted_label is what the endpoint answers."""
+    calibrated = tmp_path / "calibrated.tar.gz"
+    calibration = {
+        "temperature": 1.0,
+        "log_prior_shift": [0.0, 0.0, 0.0],
+        "decision_weights": [1.0, 1000.0, 1.0],
+        "fitted_on": "validation_natural",
+    }
+    package.build_package(
+        shop["root"] / "champion.joblib",
+        calibrated,
+        model_name="champion",
+        model_version="champion-cal",
+        calibration=calibration,
+    )
+    state = {
+        "target": "local",
+        "endpoint_name": "shop",
+        "variants": variant_records([VariantConfig("champion", str(calibrated), 1.0)]),
+    }
+    (tmp_path / "deployment.json").write_text(json.dumps(state))
+    assert (
+        baseline_with(
+            shop, f"deploy.state_path={tmp_path / 'deployment.json'}", f"monitor.out_dir={tmp_path / 'm'}"
+        )
+        == 0
+    )
+    stats = json.loads((tmp_path / "m/baseline/statistics.json").read_text())
+    monitored = predicted_counts(stats)
+    model = inference.model_fn(str(package.unpack_package(calibrated, tmp_path / "u")))
+    texts = shop["reviews"].loc[shop["reviews"]["split_type"] == "train", "review_body"].tolist()
+    answered = inference.predict_fn({"texts": texts}, model)["predictions"]
+    served = pd.Series([str(a["label"]) for a in answered]).value_counts().to_dict()
+    top = (
+        pd.Series([max(a["probabilities"], key=a["probabilities"].get) for a in answered])
+        .value_counts()
+        .to_dict()
+    )
+    assert monitored == served and served != top  # the decision rule moved some answers to neutral
 
 
 def write_traffic(shop: dict) -> dict[str, dict[str, int]]:

@@ -187,6 +187,9 @@ def parse_record(record: Any, endpoint: str | None, variant: str) -> list[dict[s
     rows = []
     for i, (text, prediction) in enumerate(zip(texts, predictions, strict=True)):
         probabilities = [float(prediction["probabilities"][str(s)]) for s in SENTIMENTS]
+        label = prediction.get("label")  # what was answered (a calibrated package's decision rule)
+        if label not in SENTIMENTS or isinstance(label, bool):
+            label = SENTIMENTS[int(np.argmax(probabilities))]
         rows.append(
             {
                 "key": base if len(texts) == 1 else f"{base}#{i}",
@@ -196,7 +199,7 @@ def parse_record(record: Any, endpoint: str | None, variant: str) -> list[dict[s
                 "endpoint": endpoint,
                 "variant": variant,
                 "text": text,
-                "predicted_label": SENTIMENTS[int(np.argmax(probabilities))],
+                "predicted_label": int(label),
                 **dict(zip(PROBABILITY_COLUMNS, probabilities, strict=True)),
                 "confidence": max(probabilities),
                 "model_version": None

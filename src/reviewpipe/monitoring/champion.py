@@ -102,11 +102,17 @@ class PackagePredictor:
         self.model = PackagedModel(path, ServeSettings.from_mapping(to_dict(serve)))
         self.version = self.model.version
 
-    def predict_proba(self, texts: Sequence[str], categories: Sequence[str] | None = None) -> np.ndarray:
+    def predict_served(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (n, 3), labels (n,)) as the endpoint answers them: a calibrated package's
+        label comes from its decision rule, not always from the top probability."""
         rows = self.model.predict(list(texts))
-        return np.asarray(
+        probabilities = np.asarray(
             [[float(r["probabilities"][str(s)]) for s in SENTIMENTS] for r in rows], dtype=np.float64
         ).reshape(len(rows), len(SENTIMENTS))
+        return probabilities, np.asarray([int(r["label"]) for r in rows], dtype=np.int64)
+
+    def predict_proba(self, texts: Sequence[str], categories: Sequence[str] | None = None) -> np.ndarray:
+        return self.predict_served(texts)[0]
 
     def close(self) -> None:
         self.model.close()

@@ -140,19 +140,28 @@ def read_since(con: Any, since: str, table: str = "reviews") -> pd.DataFrame:
     ).df()
 
 
-def predict_probabilities(
+def predict(
     predictor: Any | None, texts: pd.Series, batch_size: int = 256
-) -> np.ndarray | None:
-    """Class probabilities (n, 3), rows of NaN for missing/blank texts; None without a predictor."""
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(class probabilities (n, 3), labels (n,)) with NaN rows for missing/blank texts; the labels
+    are what the model answers (a package's decision rule), else the top probability's class.
+    (None, None) without a predictor."""
     if predictor is None:
-        return None
+        return None, None
     valid = texts.notna() & (texts.astype("string").str.strip() != "")
     probabilities = np.full((len(texts), 3), np.nan)
+    labels = np.full(len(texts), np.nan)
     rows = np.flatnonzero(valid.to_numpy())
+    served = getattr(predictor, "predict_served", None)
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        probabilities[chunk] = predictor.predict_proba(texts.iloc[chunk].astype(str).tolist())
-    return probabilities
+        batch = texts.iloc[chunk].astype(str).tolist()
+        if served is not None:
+            probabilities[chunk], labels[chunk] = served(batch)
+        else:
+            probabilities[chunk] = predictor.predict_proba(batch)
+            labels[chunk] = np.asarray(SENTIMENTS)[probabilities[chunk].argmax(axis=1)]
+    return probabilities, labels
 
 
 def _require_text(frame: pd.DataFrame, columns: MonitorColumns, source: str) -> None:
@@ -222,9 +231,9 @@ def build_baseline(params: Any, input_uri: str | None = None, predictor: Any | N
         )
     model = _model(params, predictor)
     batch_size = int(monitor.model.batch_size)
-    probabilities = predict_probabilities(model.predictor, frame[columns.text], batch_size)
+    probabilities, labels = predict(model.predictor, frame[columns.text], batch_size)
     stats = dataset_statistics(
-        monitor_frame(frame, probabilities, columns),
+        monitor_frame(frame, probabilities, columns, labels),
         columns,
         bins=int(monitor.buckets),
         sketch_size=int(monitor.sketch_size),
@@ -260,10 +269,7 @@ def baseline_quality(
     rows = rows[texts.notna() & (texts.astype("string").str.strip() != "")].reset_index(drop=True)
     if len(rows) == 0:
         raise ReviewpipeError(f"{uri} has no {split!r} rows to measure the champion's quality on")
-    probabilities = predict_probabilities(
-        predictor, rows[str(monitor.text_column)], int(monitor.model.batch_size)
-    )
-    predicted = np.asarray(SENTIMENTS)[probabilities.argmax(axis=1)]
+    _, predicted = predict(predictor, rows[str(monitor.text_column)], int(monitor.model.batch_size))
     settings = quality.QualitySettings.from_params(monitor)
     metrics = quality.quality_metrics(quality.codes(rows[label], predicted), settings)
     return {"dataset": {"source": f"{uri} (split_type={split})", "label": label}, **metrics}
@@ -407,7 +413,7 @@ def _check_table(
     if len(frame) == 0:
         raise ReviewpipeError(f"nothing to check: {source} has no rows")
     _require_text(frame, columns, source)
-    probabilities = None
+    probabilities = labels = None
     if feature(baseline, PREDICTED_LABEL) is not None:  # predict only when the baseline did
         model = _model(params, predictor)
         if model.predictor is None:
@@ -415,11 +421,9 @@ def _check_table(
                 "the baseline monitors the model's predictions but monitor.model.source is `none`: "
                 "set monitor.model, or rebuild the baseline without a model"
             )
-        probabilities = predict_probabilities(
-            model.predictor, frame[columns.text], int(monitor.model.batch_size)
-        )
+        probabilities, labels = predict(model.predictor, frame[columns.text], int(monitor.model.batch_size))
     stats, checks, comparisons = _data_check(
-        monitor_frame(frame, probabilities, columns), baseline, constraints, monitor, columns, {}
+        monitor_frame(frame, probabilities, columns, labels), baseline, constraints, monitor, columns, {}
     )
     stats["dataset"]["source"] = source
     storage.write_json(storage.join(run_dir, "statistics.json"), stats, options)
@@ -506,7 +510,9 @@ def _check_capture(
                 f"describes {baseline_version or 'no deployed model'}'s predictions"
             )
             skip |= {PREDICTED_LABEL: why, PREDICTION_CONFIDENCE: why}
-        monitored = monitor_frame(frame, part[PROBABILITY_COLUMNS].to_numpy(), columns)
+        monitored = monitor_frame(
+            frame, part[PROBABILITY_COLUMNS].to_numpy(), columns, part["predicted_label"].to_numpy()
+        )
         stats, variant_checks, comparisons = _data_check(
             monitored, baseline, constraints, monitor, columns, skip
         )

@@ -59,8 +59,12 @@ def text_lengths(texts: pd.Series) -> pd.DataFrame:
     )
 
 
-def predicted_labels(probabilities: np.ndarray) -> tuple[pd.Series, pd.Series]:
-    """(label as "-1"/"0"/"1", top probability) per row; rows of NaN (not predicted) stay missing."""
+def predicted_labels(
+    probabilities: np.ndarray, served: np.ndarray | None = None
+) -> tuple[pd.Series, pd.Series]:
+    """(label as "-1"/"0"/"1", top probability) per row; rows of NaN (not predicted) stay missing.
+    `served`: the labels the model answered (a calibrated package's decision rule may differ from
+    the top probability); None: the top probability's class."""
     probabilities = np.asarray(probabilities, dtype=float)
     if probabilities.ndim != 2 or probabilities.shape[1] != len(SENTIMENTS):
         raise ValueError(f"probabilities must have shape (n, {len(SENTIMENTS)}), got {probabilities.shape}")
@@ -70,17 +74,24 @@ def predicted_labels(probabilities: np.ndarray) -> tuple[pd.Series, pd.Series]:
     confidence = np.full(len(probabilities), np.nan)
     if predicted.any():
         rows = probabilities[predicted]
-        labels[predicted] = names[rows.argmax(axis=1)]
+        if served is None:
+            labels[predicted] = names[rows.argmax(axis=1)]
+        else:
+            labels[predicted] = [str(int(v)) for v in np.asarray(served, dtype=float)[predicted]]
         confidence[predicted] = rows.max(axis=1)
     return pd.Series(labels, dtype="string"), pd.Series(confidence, dtype="Float64")
 
 
 def monitor_frame(
-    frame: pd.DataFrame, probabilities: np.ndarray | None, columns: MonitorColumns = DEFAULT_COLUMNS
+    frame: pd.DataFrame,
+    probabilities: np.ndarray | None,
+    columns: MonitorColumns = DEFAULT_COLUMNS,
+    served: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The features we monitor, one row per review. Source columns absent from `frame` are left
     out (the missing-column check reports them); `probabilities` is aligned with `frame` (rows of
-    NaN for reviews that were not predicted), or None when no model is monitored."""
+    NaN for reviews that were not predicted), or None when no model is monitored; `served` holds
+    the labels the model answered, when they are not simply the top probability's."""
     out = pd.DataFrame(index=pd.RangeIndex(len(frame)))
     for name in (columns.review_id, columns.text, columns.category):
         if name in frame.columns:
@@ -90,7 +101,7 @@ def monitor_frame(
     if probabilities is not None:
         if len(probabilities) != len(frame):
             raise ValueError(f"{len(probabilities)} probability rows for {len(frame)} reviews")
-        labels, confidence = predicted_labels(probabilities)
+        labels, confidence = predicted_labels(probabilities, served)
         out[PREDICTED_LABEL] = labels.to_numpy()
         out[PREDICTION_CONFIDENCE] = confidence.to_numpy()
     return out

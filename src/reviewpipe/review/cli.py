@@ -57,9 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _scored_batch(params: Any, input_uri: str, predictor: Any | None) -> tuple[list, list, np.ndarray]:
-    """(ids, texts, probabilities) of a batch scored by the review model (the deployed champion)."""
-    from reviewpipe.monitoring.cli import predict_probabilities, read_table
+def _scored_batch(
+    params: Any, input_uri: str, predictor: Any | None
+) -> tuple[list, list, np.ndarray, np.ndarray]:
+    """(ids, texts, probabilities, answered labels) of a batch scored by the review model (the
+    deployed champion)."""
+    from reviewpipe.monitoring.cli import predict, read_table
 
     review = section(params, "review")
     text_column, id_column = str(review.text_column), str(review.id_column)
@@ -77,16 +80,21 @@ def _scored_batch(params: Any, input_uri: str, predictor: Any | None) -> tuple[l
         if resolved is None:
             raise ReviewpipeError("review.model.source is `none`: enqueueing needs a model to predict with")
         predictor = resolved.predictor
-    probabilities = predict_probabilities(predictor, frame[text_column], int(review.model.batch_size))
-    return frame[id_column].tolist(), frame[text_column].tolist(), probabilities
+    probabilities, labels = predict(predictor, frame[text_column], int(review.model.batch_size))
+    return frame[id_column].tolist(), frame[text_column].tolist(), probabilities, labels
 
 
-def _captured_batch(params: Any, capture_uri: str) -> tuple[list, list, np.ndarray]:
-    """(keys, texts, served probabilities) of captured traffic: what the endpoint answered."""
+def _captured_batch(params: Any, capture_uri: str) -> tuple[list, list, np.ndarray, np.ndarray]:
+    """(keys, texts, served probabilities, served labels) of captured traffic: what the endpoint answered."""
     from reviewpipe.monitoring.capture import PROBABILITY_COLUMNS, read_capture
 
     captured = read_capture(capture_uri, storage.StorageOptions.from_params(params.get("storage"))).frame
-    return captured["key"].tolist(), captured["text"].tolist(), captured[PROBABILITY_COLUMNS].to_numpy()
+    return (
+        captured["key"].tolist(),
+        captured["text"].tolist(),
+        captured[PROBABILITY_COLUMNS].to_numpy(),
+        captured["predicted_label"].to_numpy(),
+    )
 
 
 def enqueue(
@@ -98,12 +106,12 @@ def enqueue(
     review = section(params, "review")
     options = storage.StorageOptions.from_params(params.get("storage"))
     if capture_uri is not None:
-        ids, texts, probabilities = _captured_batch(params, capture_uri)
+        ids, texts, probabilities, labels = _captured_batch(params, capture_uri)
     elif input_uri is not None:
-        ids, texts, probabilities = _scored_batch(params, input_uri, predictor)
+        ids, texts, probabilities, labels = _scored_batch(params, input_uri, predictor)
     else:
         raise ReviewpipeError("enqueue needs --input BATCH or --capture PREFIX")
-    records = select_for_review(ids, texts, probabilities, float(review.confidence_threshold))
+    records = select_for_review(ids, texts, probabilities, float(review.confidence_threshold), labels=labels)
     done = {str(r["review_id"]) for r in read_queue(str(review.queue_dir), options)}
     done |= {str(r["review_id"]) for r in read_labels(str(review.labels_dir))}
     fresh = [r for r in records if str(r["review_id"]) not in done]

@@ -35,9 +35,11 @@ def select_for_review(
     probabilities: np.ndarray,
     threshold: float,
     created_at: str | None = None,
+    labels: Sequence[Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Queue records for the predictions whose top probability is below `threshold` (strictly).
-    Rows of NaN (not predicted) are not queued: there is no prediction to confirm."""
+    Rows of NaN (not predicted) are not queued: there is no prediction to confirm. `labels`: what
+    the model answered (a calibrated package's decision rule), else the top probability's class."""
     probabilities = np.asarray(probabilities, dtype=float)
     if probabilities.shape != (len(texts), len(SENTIMENTS)) or len(review_ids) != len(texts):
         raise ValueError(
@@ -48,14 +50,15 @@ def select_for_review(
         raise ValueError(f"confidence threshold must be in (0, 1], got {threshold}")
     created_at = created_at or timestamp(utc_now())
     records = []
-    for review_id, text, row in zip(review_ids, texts, probabilities, strict=True):
+    answered = [None] * len(texts) if labels is None else list(labels)
+    for review_id, text, row, label in zip(review_ids, texts, probabilities, answered, strict=True):
         if np.isnan(row).any() or row.max() >= threshold:
             continue
         records.append(
             {
                 "review_id": _plain(review_id),
                 "text": str(text),
-                "predicted_label": SENTIMENTS[int(row.argmax())],
+                "predicted_label": SENTIMENTS[int(row.argmax())] if label is None else int(label),
                 "probabilities": {str(s): float(p) for s, p in zip(SENTIMENTS, row, strict=True)},
                 "confidence": float(row.max()),
                 "created_at": created_at,
