@@ -139,7 +139,7 @@ def test_missing_prepared_data_is_a_clear_cli_error(
     OmegaConf.save(_params(tmp_path), params_file)
     assert cli_main(["stage", "bias", "--params", str(params_file)]) == 2
     err = capsys.readouterr().err
-    assert "prepared data not found" in err and "dvc repro prepare" in err
+    assert "unbalanced.parquet not found" in err and "dvc repro prepare" in err
 
 
 def test_bad_facet_name_is_a_clear_error(tmp_path: Path, prepared: Path) -> None:

@@ -241,7 +241,16 @@ def to_dict(node: Any) -> Any:
 def compose_params(
     conf_dir: str | Path = "conf", output: str | Path = DEFAULT_PARAMS, overrides: list[str] | None = None
 ) -> None:
-    """Compose conf/ into params.yaml exactly as `dvc exp run` does (DVC's own Hydra helper)."""
+    """Compose conf/ into params.yaml exactly as `dvc exp run` does (DVC's own Hydra helper),
+    published atomically (composed in a temporary folder, then written over it whole)."""
+    import tempfile
+
     from dvc.utils.hydra import compose_and_dump
 
-    compose_and_dump(output, str(Path(conf_dir).resolve()), None, "config", "", overrides or [])
+    from reviewpipe import storage
+
+    output = Path(output)
+    with tempfile.TemporaryDirectory(prefix="reviewpipe-compose-") as tmp:
+        composed = Path(tmp) / output.name
+        compose_and_dump(composed, str(Path(conf_dir).resolve()), None, "config", "", overrides or [])
+        storage.write_bytes(str(output), composed.read_bytes())

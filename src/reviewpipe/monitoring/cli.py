@@ -112,12 +112,12 @@ def read_table(uri: str, options: storage.StorageOptions | None = None) -> pd.Da
     )
     if kind is None:
         raise ReviewpipeError(f"cannot tell the format of {uri}: use a .parquet, .csv or .jsonl file")
+    if kind == "csv":  # the shared reader: reviews reading "NA", "None" or "null" stay text
+        return storage.read_csv(uri, options)
     compression = "gzip" if lowered.endswith(".gz") else None
     with fs.open(path, "rb") as f:
         if kind == "parquet":
             return pd.read_parquet(f)
-        if kind == "csv":
-            return pd.read_csv(f, compression=compression)
         return pd.read_json(f, lines=True, compression=compression)
 
 

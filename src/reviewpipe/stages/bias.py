@@ -8,8 +8,6 @@ facet and metric under `{out_dir}/pre_training/plots/`, and `{out_dir}/index.htm
 
 from __future__ import annotations
 
-import posixpath
-
 import pandas as pd
 from omegaconf import DictConfig
 
@@ -22,30 +20,22 @@ SPLITS = ("train", "validation", "test")
 RUNS = ("before_balancing", "after_balancing")
 
 
-def read_parquet(uri: str, options: storage.StorageOptions) -> pd.DataFrame:
-    storage.require_exists(
-        uri, "prepared data", "Run the prepare stage first (`dvc repro prepare`).", options
-    )
-    fs, path = storage.get_fs(uri, options)
-    return pd.read_parquet(path, filesystem=fs)
+PREPARE_HINT = "Run the prepare stage first (`dvc repro prepare`)."
 
 
 def load_datasets(prepared_dir: str, options: storage.StorageOptions) -> dict[str, pd.DataFrame]:
     """{"before_balancing": unbalanced rows, "after_balancing": train + validation + test}."""
-    before = read_parquet(storage.join(prepared_dir, "unbalanced.parquet"), options)
+    before = storage.read_parquet(
+        storage.join(prepared_dir, "unbalanced.parquet"), options, hint=PREPARE_HINT
+    )
     after = pd.concat(
-        [read_parquet(storage.join(prepared_dir, f"{split}.parquet"), options) for split in SPLITS],
+        [
+            storage.read_parquet(storage.join(prepared_dir, f"{split}.parquet"), options, hint=PREPARE_HINT)
+            for split in SPLITS
+        ],
         ignore_index=True,
     )
     return {"before_balancing": before, "after_balancing": after}
-
-
-def write_bytes(uri: str, data: bytes, options: storage.StorageOptions) -> None:
-    fs, path = storage.get_fs(uri, options)
-    if not storage.is_remote(uri):
-        fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    with fs.open(path, "wb") as f:
-        f.write(data)
 
 
 def main(params: DictConfig) -> None:
@@ -68,8 +58,8 @@ def main(params: DictConfig) -> None:
 
     plots = metric_plots(comparison_table(analyses), list(RUNS))
     for (facet, metric), png in plots.items():
-        write_bytes(storage.join(pre_dir, "plots", str(facet), f"{metric}.png"), png, options)
+        storage.write_bytes(storage.join(pre_dir, "plots", str(facet), f"{metric}.png"), png, options)
     page = render_html(analyses, plots, counts)
-    write_bytes(storage.join(out_dir, "index.html"), page.encode("utf-8"), options)
+    storage.write_text(storage.join(out_dir, "index.html"), page, options)
     rows = {run: len(frame) for run, frame in datasets.items()}
     print(f"bias: {rows} rows; {len(plots)} plots; wrote {pre_dir} and {storage.join(out_dir, 'index.html')}")

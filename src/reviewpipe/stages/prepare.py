@@ -7,9 +7,6 @@ Writes `{out_dir}/{train,validation,test}.parquet` (balanced per protocol), `unb
 
 from __future__ import annotations
 
-import io
-
-import pandas as pd
 from omegaconf import DictConfig
 
 from reviewpipe import storage
@@ -44,10 +41,10 @@ def main(params: DictConfig) -> None:
 
     out_dir = cfg.get("out_dir", "data/prepared")
     for name in SPLITS:
-        write_parquet(prepared.split(name), storage.join(out_dir, f"{name}.parquet"), options)
-    write_parquet(prepared.unbalanced, storage.join(out_dir, "unbalanced.parquet"), options)
-    write_parquet(prepared.dropped, storage.join(out_dir, "dropped.parquet"), options)
-    write_csv(split_statistics(prepared), storage.join(out_dir, "split_stats.csv"), options)
+        storage.write_parquet(prepared.split(name), storage.join(out_dir, f"{name}.parquet"), options)
+    storage.write_parquet(prepared.unbalanced, storage.join(out_dir, "unbalanced.parquet"), options)
+    storage.write_parquet(prepared.dropped, storage.join(out_dir, "dropped.parquet"), options)
+    storage.write_csv(split_statistics(prepared), storage.join(out_dir, "split_stats.csv"), options)
     storage.write_json(storage.join(out_dir, "class_weights.json"), prepared.class_weights, options)
     storage.write_json(cfg.get("metrics", "metrics/prepare.json"), prepared.metrics)
 
@@ -62,19 +59,3 @@ def main(params: DictConfig) -> None:
         f"{m['rows_prepared']} rows per sentiment {m['rows_per_sentiment']}; "
         + ", ".join(f"{s} {m['rows'][s]['total']}" for s in SPLITS)
     )
-
-
-def write_parquet(df: pd.DataFrame, uri: str, options: StorageOptions | None = None) -> None:
-    """Deterministic parquet (no index; same frame → same bytes) to any URI."""
-    fs, path = storage.get_fs(uri, options)
-    fs.makedirs(fs._parent(path), exist_ok=True)
-    with fs.open(path, "wb") as f:
-        df.to_parquet(f, index=False)
-
-
-def write_csv(df: pd.DataFrame, uri: str, options: StorageOptions | None = None) -> None:
-    fs, path = storage.get_fs(uri, options)
-    buffer = io.StringIO()
-    df.to_csv(buffer, index=False)
-    with fs.open(path, "w") as f:
-        f.write(buffer.getvalue())

@@ -15,6 +15,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from reviewpipe import storage
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.tuning.space import locate, lookup
 
@@ -71,7 +72,7 @@ def write_values(path: str | Path, values: Mapping[str, Any]) -> dict[str, tuple
         container[key] = value
     buffer = io.StringIO()
     yaml.dump(document, buffer)
-    path.write_text(buffer.getvalue())
+    storage.write_text(str(path), buffer.getvalue())  # atomic: a kill never leaves a half-written conf file
     return changes
 
 
