@@ -23,7 +23,13 @@ from reviewpipe.data.ingest import (
     reconcile,
     validate,
 )
-from reviewpipe.data.schema import CLEAN_COLUMNS, RAW_COLUMNS, REJECT_COLUMNS, sentiment_of
+from reviewpipe.data.schema import (
+    CLEAN_COLUMNS,
+    LAKE_REJECT_COLUMNS,
+    RAW_COLUMNS,
+    REJECT_COLUMNS,
+    sentiment_of,
+)
 from reviewpipe.data.synth import synth_reviews
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.stages import ingest as ingest_stage
@@ -282,7 +288,7 @@ def test_stage_writes_lake_and_metrics(tmp_path: Path, monkeypatch: pytest.Monke
     assert len(reviews) == metrics["rows_clean"] == lake.read_manifest("lake/reviews")["rows"]
     assert reviews["review_id"].is_unique
     assert sorted(rejects["reject_reason"].unique()) == sorted(expected)
-    assert set(rejects.columns) == set(REJECT_COLUMNS)
+    assert set(rejects.columns) == set(LAKE_REJECT_COLUMNS)
     assert lake.read_manifest("lake/reviews")["partition_by"] == "product_category"
 
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pytest
 
+from reviewpipe import storage
 from reviewpipe.config import load_params
 from reviewpipe.data import lake
 from reviewpipe.data.ingest import parse_raw, validate
@@ -70,7 +73,8 @@ def test_manifest_contract(tmp_path: Path, clean: pd.DataFrame) -> None:
     manifest = lake.publish_table(str(tmp_path), "reviews", clean, "product_category", run_id="r1")
     on_disk = json.loads((tmp_path / "reviews" / lake.MANIFEST).read_text())
     assert on_disk == manifest
-    assert set(manifest) == set(lake.MANIFEST_KEYS)
+    assert set(manifest) == {*lake.MANIFEST_KEYS, *lake.VERSIONING_KEYS}
+    assert manifest["batches"] == [] and manifest["record_id"] is None  # a whole-table publish
     assert manifest["table"] == "reviews" and manifest["run_id"] == "r1" and manifest["rows"] == len(clean)
     assert set(manifest["columns"]) == set(clean.columns)
     assert manifest["columns"]["review_id"] == "int64" and manifest["columns"]["title"] == "string"
@@ -131,12 +135,41 @@ def test_leftovers_of_a_crashed_write_are_removed_by_the_next_publish(
     uri = str(tmp_path / "reviews")
     lake.publish_table(str(tmp_path), "reviews", clean, "product_category", run_id="v1")
     lake.write_table_files(uri, clean.head(5), "product_category", "crashed")  # no manifest followed
-    (tmp_path / "reviews" / "product_category=Dresses" / "part-x.parquet.tmp-1234").write_bytes(b"half")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    leftover = f"part-x.parquet{storage.TMP_MARK}{int(dead.stdout)}-0123abcd"  # a killed writer's temp file
+    (tmp_path / "reviews" / "product_category=Dresses" / leftover).write_bytes(b"half")
     manifest = lake.publish_table(str(tmp_path), "reviews", clean, "product_category", run_id="v3")
     on_disk = sorted(
         str(p.relative_to(tmp_path / "reviews")) for p in (tmp_path / "reviews").rglob("*") if p.is_file()
     )
     assert on_disk == sorted([*manifest["files"], lake.MANIFEST])
+
+
+def test_unlisted_files_outlive_the_grace_period_for_readers_in_flight(
+    tmp_path: Path, clean: pd.DataFrame
+) -> None:
+    """A reader that read the previous manifest can still open its files: publishing a new version
+    retires them, and they are deleted only once retain_seconds have passed."""
+    uri = str(tmp_path / "reviews")
+    lake.publish_table(str(tmp_path), "reviews", clean.head(50), "product_category", run_id="v1")
+    in_flight = lake.table_files(uri)  # a reader's plan, made from manifest v1
+    lake.publish_table(
+        str(tmp_path), "reviews", clean.iloc[50:], "product_category", run_id="v2", retain_seconds=3600
+    )
+    con = duckdb.connect()  # the reader goes on with v1's files after v2 is published
+    assert con.execute("SELECT count(*) FROM read_parquet(?)", [in_flight]).fetchone()[0] == 50
+    retired = json.loads((tmp_path / "reviews" / lake.RETIRED).read_text())
+    assert sorted(retired) == sorted(os.path.relpath(f, uri) for f in in_flight)
+    # Within the grace period nothing is deleted; after it, the retired files go and the ledger too.
+    assert lake.remove_unlisted(uri, retain_seconds=3600) == []
+    later = max(pd.Timestamp(t).timestamp() for t in retired.values()) + 3601
+    removed = lake.remove_unlisted(uri, retain_seconds=3600, now=later)
+    assert sorted(removed) == sorted(retired)
+    assert not any(os.path.exists(f) for f in in_flight)
+    assert not (tmp_path / "reviews" / lake.RETIRED).exists()
+    _same_rows(lake.read_table(uri), clean.iloc[50:])
 
 
 def test_flat_table_and_empty_table(tmp_path: Path, clean: pd.DataFrame) -> None:
@@ -187,7 +220,13 @@ def test_ingest_on_s3_equals_local(
     assert pointer["uri"] == lake_s3
     assert pointer["tables"]["reviews"] == lake.read_manifest(f"{lake_s3}/reviews", options)
 
-    assert s3_metrics == local_metrics
+    def comparable(metrics: dict) -> dict:  # the batch's source URI (and so its id) differ
+        batches = [
+            {k: v for k, v in b.items() if k not in ("source", "batch_id")} for b in metrics["batches"]
+        ]
+        return {**metrics, "batches": batches}
+
+    assert comparable(s3_metrics) == comparable(local_metrics)
     assert {k: v for k, v in s3_metrics["rejected_by_reason"].items() if v} == expected
     for table in ("reviews", "rejects"):
         local_manifest = lake.read_manifest(f"local_lake/{table}")

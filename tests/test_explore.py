@@ -117,6 +117,43 @@ def test_a_broken_sql_file_is_named_with_duckdbs_message(
         explore.main(params)
 
 
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT * FROM read_text('/etc/hostname')", "file system operations are disabled"),
+        ("COPY (SELECT * FROM reviews) TO 'leak.csv'", "only SELECT queries"),
+    ],
+)
+def test_sql_files_cannot_read_or_write_files_beyond_the_lake(
+    synthetic_catalog: Path, tmp_path: Path, monkeypatch, sql: str, message: str
+) -> None:
+    monkeypatch.chdir(synthetic_catalog)
+    (tmp_path / "sneaky.sql").write_text(sql)
+    params = load_params(
+        "params.yaml", [f"explore.sql_dir={tmp_path}", f"explore.out_dir={tmp_path / 'out'}"]
+    )
+    with pytest.raises(ReviewpipeError, match=rf"sql/sneaky\.sql.*{message}"):
+        explore.main(params)
+    assert not (synthetic_catalog / "leak.csv").exists()
+
+
+def test_explore_reruns_are_byte_identical(synthetic_catalog: Path, explored: Path, tmp_path: Path) -> None:
+    """Results, plots and the HTML report derive from the catalog and params, not the clock."""
+    with chdir(synthetic_catalog):
+        explore.main(load_params("params.yaml", [f"explore.out_dir={tmp_path / 'again'}"]))
+    first = {p.relative_to(explored): p.read_bytes() for p in sorted(explored.rglob("*")) if p.is_file()}
+    second = {
+        p.relative_to(tmp_path / "again"): p.read_bytes()
+        for p in sorted((tmp_path / "again").rglob("*"))
+        if p.is_file()
+    }
+    assert first.keys() == second.keys() and first == second
+    assert (
+        "data as of its last ingested batch (2018-01-01T00:00:00+00:00)"
+        in (explored / "index.html").read_text()
+    )
+
+
 def test_explore_with_the_lake_on_s3_equals_local(
     explored: Path, tmp_path: Path, s3_bucket: str, moto_server: str
 ) -> None:

@@ -277,3 +277,91 @@ def test_cli_runs_and_reports_user_mistakes(tmp_path: Path, capsys: pytest.Captu
     assert predict(source=tmp_path / "in.txt", output="o4") == 2
     assert "cannot tell the format" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o4" / "_manifest.json")
+
+
+def test_undecodable_bytes_and_broken_lines_reject_their_row_only(
+    baseline: PackagedModel, tmp_path: Path
+) -> None:
+    """A byte that is not UTF-8 (CSV or JSON Lines) or a line that is not JSON rejects its row into
+    rejects.jsonl with the reason; the job goes on (it used to die with a UnicodeDecodeError)."""
+    (tmp_path / "in.csv").write_bytes(
+        b"review_id,review_body\n1,love it\n2,the caf\xe9 colour is off\n3,NA\n4,awful fit\n"
+    )
+    manifest = run_batch(
+        baseline, BatchJob(str(tmp_path / "in.csv"), str(tmp_path / "out-csv")), progress=False
+    )
+    assert (manifest["predicted"], manifest["rejected"]) == (3, 1)
+    (reject,) = [json.loads(x) for x in (tmp_path / "out-csv" / "rejects.jsonl").read_text().splitlines()]
+    assert reject == {
+        "row_number": 1,
+        "review_id": "2",
+        "reason": "undecodable bytes in review_body (not UTF-8)",
+        "text": "the caf\\xe9 colour is off",
+    }
+    assert read_output(str(tmp_path / "out-csv"))["review_id"].tolist() == ["1", "3", "4"]  # "NA" is a review
+
+    (tmp_path / "in.jsonl").write_bytes(
+        b'{"review_id": 1, "review_body": "love it"}\n'
+        b'{"review_id": 2, "review_body": "caf\xe9"}\n'
+        b'{"review_id": 3, "review_body": "unterminated\n'
+        b"[1, 2]\n"
+        b'{"review_id": 5, "review_body": "awful fit"}\n'
+    )
+    manifest = run_batch(
+        baseline,
+        BatchJob(str(tmp_path / "in.jsonl"), str(tmp_path / "out-jsonl"), part_rows=2),
+        progress=False,
+    )
+    assert (manifest["rows"], manifest["predicted"], manifest["rejected"]) == (5, 2, 3)
+    rejects = {
+        r["row_number"]: r
+        for r in map(json.loads, (tmp_path / "out-jsonl" / "rejects.jsonl").read_text().splitlines())
+    }
+    assert (
+        rejects[1]["reason"].startswith("undecodable bytes (not UTF-8)") and "caf\\xe9" in rejects[1]["text"]
+    )
+    assert rejects[2]["reason"].startswith("not valid JSON")
+    assert rejects[3]["reason"] == "not a JSON object (list)"
+    assert read_output(str(tmp_path / "out-jsonl"))["review_id"].tolist() == [1, 5]
+
+
+def test_predict_over_the_lake_reads_each_reviews_current_version(
+    baseline: PackagedModel, tmp_path: Path
+) -> None:
+    from reviewpipe.data.append import AppendSettings, Batch, ingest_batches
+    from reviewpipe.data.ingest import ReadSettings
+    from reviewpipe.data.synth import synth_reviews
+    from tests.test_data_append import raw_rows, write_raw
+
+    header, rows = raw_rows(synth_reviews(60, seed=4)[0])
+    settings = AppendSettings(ReadSettings(), "product_category", "256MB", 0)
+    lake_uri = str(tmp_path / "lake")
+    ingest_batches(
+        [Batch.of(write_raw(tmp_path / "b1.csv", header, rows), "2024-01-01")],
+        lake_uri,
+        settings,
+        rebuild=False,
+    )
+    changed = [[*rows[0][:4], "Changed my mind, returned it.", *rows[0][5:]]]
+    metrics = ingest_batches(
+        [Batch.of(write_raw(tmp_path / "b2.csv", header, changed), "2024-02-01")],
+        lake_uri,
+        settings,
+        rebuild=False,
+    )
+    assert metrics["rows_changed"] == 1 and metrics["lake"]["review_rows"] == 61
+    job = BatchJob(f"{lake_uri}/reviews", str(tmp_path / "out"), part_rows=25)
+    manifest = run_batch(baseline, job, progress=False)
+    result = read_output(str(tmp_path / "out"))
+    assert manifest["rows"] == len(result) == metrics["lake"]["review_ids"] == 60
+    assert result["review_id"].is_unique and result["review_id"].tolist() == sorted(result["review_id"])
+    # A later batch publishes a new lake version: the old output is for another input, refused.
+    new = [[str(10_000), *rows[1][1:]]]
+    ingest_batches(
+        [Batch.of(write_raw(tmp_path / "b3.csv", header, new), "2024-03-01")],
+        lake_uri,
+        settings,
+        rebuild=False,
+    )
+    with pytest.raises(ReviewpipeError, match="holds output of another job"):
+        run_batch(baseline, job, progress=False)

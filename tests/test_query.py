@@ -95,3 +95,48 @@ def test_command_line_prints_no_traceback(in_catalog: Path) -> None:
     )
     assert done.returncode == 2
     assert "Parser Error" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT * FROM read_text('/etc/hostname')", "file system operations are disabled"),
+        ("SELECT * FROM read_csv('/etc/passwd')", "file system operations are disabled"),
+        ("SELECT * FROM glob('/etc/*')", "file system operations are disabled"),
+        (
+            "COPY (SELECT * FROM reviews) TO 'leak.csv'",
+            "only SELECT queries run against the catalog, not COPY",
+        ),
+        ("COPY (SELECT 1 AS a) TO 'data/lake/reviews/leak.parquet'", "not COPY"),
+        ("ATTACH 'other.duckdb'", "not ATTACH"),
+        ("INSTALL httpfs", "not"),
+        ("SET enable_external_access = true", "not SET"),
+    ],
+)
+def test_queries_cannot_touch_files_beyond_the_lake(in_catalog: Path, capsys, sql: str, message: str) -> None:
+    """The catalog's views still read the lake; nothing else can be read, and nothing written."""
+    assert main(["query", sql]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: query") and message in err, err
+    assert not Path("leak.csv").exists() and not Path("data/lake/reviews/leak.parquet").exists()
+    assert not Path("other.duckdb").exists()
+    assert main(["query", "SELECT COUNT(*) FROM reviews JOIN rejects ON false"]) == 0
+
+
+def test_csv_output_neutralises_formula_cells(in_catalog: Path, tmp_path: Path, capsys) -> None:
+    sql = (
+        "SELECT * FROM (VALUES ('=HYPERLINK(\"http://x.example\",\"click\")', -3), ('+1+1', 2), ('-2', 3),"
+        " ('@SUM(A1)', 4), ('fine text', 5), ('a=b', 6)) AS t(cell, n)"
+    )
+    assert main(["query", sql, "-o", str(tmp_path / "out.csv")]) == 0
+    written = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert written["cell"].tolist() == [
+        '\'=HYPERLINK("http://x.example","click")',
+        "'+1+1",
+        "'-2",
+        "'@SUM(A1)",
+        "fine text",
+        "a=b",
+    ]
+    assert written["n"].tolist() == [-3, 2, 3, 4, 5, 6]  # numbers stay numbers
+    assert not list(tmp_path.glob("*.tmp-*"))

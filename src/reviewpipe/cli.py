@@ -17,6 +17,10 @@ from reviewpipe.errors import ReviewpipeError
 COMMANDS: dict[str, tuple[str, str]] = {
     "stage": ("reviewpipe.stages", "run one DVC stage by name (what dvc.yaml calls)"),
     "synth": ("reviewpipe.data.synth", "write a synthetic Kaggle-schema reviews CSV"),
+    "ingest": (
+        "reviewpipe.data.cli",
+        "append a raw batch to the lake (idempotent; changed rows become versions)",
+    ),
     "query": ("reviewpipe.analytics.query", "run ad-hoc SQL against the catalog"),
     "registry": ("reviewpipe.registry.cli", "list, show or approve registered models"),
     "serve": ("reviewpipe.serving.server_cli", "serve a model over SageMaker's HTTP contract"),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import posixpath
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ import pandas as pd
 
 from reviewpipe import storage
 from reviewpipe.config import section
-from reviewpipe.data.catalog import check_engine, connect
+from reviewpipe.data.catalog import check_engine, check_statements, connect
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.prep.bands import band_labels
 
@@ -63,8 +61,13 @@ def prepare_connection(con: duckdb.DuckDBPyConnection, edges: Sequence[int]) -> 
     con.execute(WORD_COUNT_MACRO)
 
 
-def run_query(con: duckdb.DuckDBPyConnection, sql: str, name: str = "query") -> pd.DataFrame:
-    """Run one statement; DuckDB's own message becomes a ReviewpipeError."""
+def run_query(
+    con: duckdb.DuckDBPyConnection, sql: str, name: str = "query", select_only: bool = False
+) -> pd.DataFrame:
+    """Run one statement; DuckDB's own message becomes a ReviewpipeError. `select_only`: refuse
+    anything but SELECT (user SQL on a sandboxed catalog connection)."""
+    if select_only:
+        check_statements(con, sql, name)
     try:
         relation = con.sql(sql)
         return relation.df() if relation is not None else pd.DataFrame()
@@ -77,43 +80,44 @@ def query_catalog(
 ) -> dict[str, pd.DataFrame]:
     """Run {name: SQL} against the catalog in `params`, prepared as the sql/ files expect, on
     `engine` (default catalog.engine): DuckDB, or Athena over the Glue tables (reviewpipe.aws.athena).
-    A failing query raises a ReviewpipeError naming it (`label`) with the engine's message."""
+    On DuckDB the connection is sandboxed: SELECTs only, and no file access beyond the lake files the
+    catalog's views read. A failing query raises a ReviewpipeError naming it (`label`) with the
+    engine's message."""
     if check_engine(engine or section(params, "catalog").engine) == "athena":
         from reviewpipe.aws.athena import query_athena
 
         return query_athena(params, queries, label)
-    con = connect(params)
+    con = connect(params, sandboxed=True)
     try:
         prepare_connection(con, section(params, "data").age_bands)
-        return {name: run_query(con, sql, label.format(name=name)) for name, sql in queries.items()}
+        return {
+            name: run_query(con, sql, label.format(name=name), select_only=True)
+            for name, sql in queries.items()
+        }
     finally:
         con.close()
 
 
-def frame_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
-    """A result as CSV or parquet bytes."""
+def write_result(
+    frame: pd.DataFrame, uri: str, fmt: str, options: storage.StorageOptions | None = None
+) -> None:
+    """A query result as CSV (formula cells neutralised: results get opened in spreadsheets) or
+    parquet, published atomically."""
     if fmt not in RESULT_FORMATS:
         raise ReviewpipeError(f"unknown result format {fmt!r}; use one of {', '.join(RESULT_FORMATS)}.")
-    buffer = io.BytesIO()
     if fmt == "csv":
-        frame.to_csv(buffer, index=False)
+        storage.write_csv(frame, uri, options, spreadsheet_safe=True)
     else:
-        frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
+        storage.write_parquet(frame, uri, options)
 
 
-def write_bytes(uri: str, data: bytes, options: storage.StorageOptions | None = None) -> None:
-    fs, path = storage.get_fs(uri, options)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)  # fsspec paths are posix, local ones too
-    with fs.open(path, "wb") as f:
-        f.write(data)
-
-
-def write_results(results: dict[str, pd.DataFrame], out_dir: str, fmt: str) -> list[str]:
+def write_results(
+    results: dict[str, pd.DataFrame], out_dir: str, fmt: str, options: storage.StorageOptions | None = None
+) -> list[str]:
     """Write each result as `{out_dir}/{name}.{fmt}`; returns the URIs written."""
     written = []
     for name, frame in results.items():
         uri = storage.join(out_dir, f"{name}.{fmt}")
-        write_bytes(uri, frame_bytes(frame, fmt))
+        write_result(frame, uri, fmt, options)
         written.append(uri)
     return written

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from reviewpipe import storage
-from reviewpipe.analytics.explore import frame_bytes, query_catalog, write_bytes
+from reviewpipe.analytics.explore import query_catalog, write_result
 from reviewpipe.config import load_params
 from reviewpipe.errors import ReviewpipeError
 
@@ -53,10 +53,8 @@ def run(args: argparse.Namespace) -> int:
     result = query_catalog(params, {"query": sql}, label="query", engine=args.engine)["query"]
     print(format_table(result, args.max_rows))
     if args.output:
-        write_bytes(
-            args.output,
-            frame_bytes(result, output_format),
-            storage.StorageOptions.from_params(params.get("storage")),
+        write_result(
+            result, args.output, output_format, storage.StorageOptions.from_params(params.get("storage"))
         )
         print(f"wrote {len(result)} rows to {args.output}")
     return 0

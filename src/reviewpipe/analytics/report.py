@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
@@ -27,7 +26,8 @@ def render_report(
     skipped: list[str] | None = None,
     title: str = "Reviews: exploratory data analysis",
 ) -> str:
-    """HTML for the report. `result_files` names where each full result was saved."""
+    """HTML for the report. `result_files` names where each full result was saved. The page derives
+    from its inputs only (no clock): the same catalog and queries give the same bytes."""
     sections = []
     for name, sql in queries.items():
         frame = results[name]
@@ -45,7 +45,7 @@ def render_report(
         )
     return _ENV.get_template("explore_report.html").render(
         title=title,
-        generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        data_as_of=data_as_of(catalog),
         database=(catalog or {}).get("database"),
         tables=(catalog or {}).get("tables", {}),
         plots={
@@ -54,6 +54,12 @@ def render_report(
         skipped=skipped or [],
         queries=sections,
     )
+
+
+def data_as_of(catalog: dict[str, Any] | None) -> str | None:
+    """The newest `created_at` (a table's last batch's ingested_at) in a catalog description."""
+    stamps = [t["created_at"] for t in (catalog or {}).get("tables", {}).values() if t.get("created_at")]
+    return max(stamps) if stamps else None
 
 
 def _fmt(value: float) -> str:

@@ -1,8 +1,13 @@
 """The local Glue crawler + Data Catalog: DuckDB views over the lake, and a JSON description.
 
 `build_catalog` reads each lake table's manifest (only the files it lists), infers the schema and
-partitions, and writes a DuckDB database with one view per table. `connect` opens it for every
-reader (explore, prepare, `reviewpipe query`), registering the S3 filesystem when the lake is on S3.
+partitions, and writes a DuckDB database with one view per table; a versioned table (`reviews`,
+whose manifest names a record id and version column) gets two: `reviews`, the current version of
+each review (what prepare, explore and monitor read), and `reviews_history`, every version.
+`connect` opens it for every reader (explore, prepare, `reviewpipe query`), registering the S3
+filesystem when the lake is on S3; `sandboxed=True` (user SQL: explore's sql/*.sql, `reviewpipe
+query`) also turns DuckDB's external access off except for the lake files the views read, and
+accepts only SELECT statements, so such SQL can neither read other files nor write any.
 
 Local lake files are stored in the views relative to the database's folder when the lake URI is
 relative (so a clone or `dvc pull` elsewhere still works); `connect` adds that folder to DuckDB's
@@ -13,7 +18,7 @@ holding the database). An absolute lake URI gives absolute paths.
 from __future__ import annotations
 
 import os
-import uuid
+import re
 from typing import Any
 
 import duckdb
@@ -27,9 +32,15 @@ from reviewpipe.storage import StorageOptions
 
 TABLES: tuple[str, ...] = ("reviews", "rejects")
 ENGINES: tuple[str, ...] = ("duckdb", "athena")  # catalog.engine: who runs explore's and query's SQL
+HISTORY_SUFFIX = "_history"
 # Key/value facts a reader needs before it can query the views (which filesystem, which base dir).
 INFO_TABLE = "reviewpipe_catalog_info"
+# The files the views read: the only ones a sandboxed connection may open.
+FILES_TABLE = "reviewpipe_catalog_files"
 MISSING_HINT = "run `dvc repro catalog` (or `reviewpipe stage catalog`) first"
+# Statements user SQL may run on a sandboxed connection (DESCRIBE, SUMMARIZE, FROM-first are SELECTs).
+ALLOWED_STATEMENTS = ("SELECT", "EXPLAIN")
+_TIMESTAMP = re.compile(r"timestamp\[(\w+)(?:, tz=(.+))?\]")
 
 
 def build_catalog(lake_uri: str, database: str, options: StorageOptions | None = None) -> dict[str, Any]:
@@ -37,24 +48,39 @@ def build_catalog(lake_uri: str, database: str, options: StorageOptions | None =
     options = options or StorageOptions()
     database = os.path.abspath(database)
     os.makedirs(os.path.dirname(database), exist_ok=True)
-    tmp = f"{database}.tmp-{uuid.uuid4().hex[:8]}"
-    relative = not storage.is_remote(lake_uri) and not os.path.isabs(_local_path(lake_uri))
+    tmp = storage.temp_name(database)
+    relative = not storage.is_remote(lake_uri) and not os.path.isabs(storage.local_path(lake_uri))
     try:
         con = duckdb.connect(tmp)
         try:
             _prepare_connection(con, lake_uri, os.path.dirname(database), options)
             con.execute(f"CREATE TABLE {INFO_TABLE} (key VARCHAR, value VARCHAR)")
-            con.executemany(f"INSERT INTO {INFO_TABLE} VALUES (?, ?)", [
-                ("lake_uri", lake_uri),
-                ("local_paths", "relative_to_database_dir" if relative else "absolute"),
-            ])
+            con.executemany(
+                f"INSERT INTO {INFO_TABLE} VALUES (?, ?)",
+                [
+                    ("lake_uri", lake_uri),
+                    ("local_paths", "relative_to_database_dir" if relative else "absolute"),
+                ],
+            )
+            con.execute(f"CREATE TABLE {FILES_TABLE} (path VARCHAR)")
             tables = {}
             for table in TABLES:
                 table_uri = storage.join(lake_uri, table)
                 manifest = lake.read_manifest(table_uri, options)
-                files = [_view_path(uri, os.path.dirname(database), relative)
-                         for uri in lake.table_files(table_uri, options)]
-                con.execute(f"CREATE VIEW {table} AS {_select_sql(con, manifest, files)}")
+                files = [
+                    _view_path(uri, os.path.dirname(database), relative)
+                    for uri in lake.table_files(table_uri, options)
+                ]
+                if files:
+                    con.executemany(f"INSERT INTO {FILES_TABLE} VALUES (?)", [(f,) for f in files])
+                source = f"({_select_sql(con, manifest, files)})"
+                if manifest.get("record_id") and manifest.get("version_column"):
+                    con.execute(f"CREATE VIEW {table}{HISTORY_SUFFIX} AS SELECT * FROM {source}")
+                    con.execute(
+                        f"CREATE VIEW {table} AS {lake.current_sql(manifest, table + HISTORY_SUFFIX)}"
+                    )
+                else:
+                    con.execute(f"CREATE VIEW {table} AS SELECT * FROM {source}")
                 tables[table] = describe_table(con, table, table_uri, manifest)
             con.execute("CHECKPOINT")
         finally:
@@ -67,20 +93,51 @@ def build_catalog(lake_uri: str, database: str, options: StorageOptions | None =
     return {"lake": lake_uri, "tables": tables}
 
 
-def describe_table(con: duckdb.DuckDBPyConnection, table: str, location: str,
-                   manifest: dict[str, Any]) -> dict[str, Any]:
-    """Location, columns and types, partitions (with rows per value) and row count of one view.
+def publish_catalog(params: Any) -> dict[str, Any]:
+    """Build the catalog `params` name (catalog.database) over lake.uri and write its description
+    (catalog.description); with catalog.engine=athena also register the S3 lake in the Glue Data
+    Catalog (reviewpipe.aws.glue). Returns the description."""
+    cfg = section(params, "catalog")
+    engine = check_engine(cfg.engine)
+    lake_uri = section(params, "lake").uri
+    options = StorageOptions.from_params(params.get("storage"))
+    if engine == "athena":
+        from reviewpipe.aws.glue import s3_location
+
+        s3_location(lake_uri)  # fails early, before the local catalog is built, when the lake is local
+    description = build_catalog(lake_uri, cfg.database, options)
+    description["database"] = cfg.database
+    description["engine"] = engine
+    if engine == "athena":
+        from reviewpipe.aws.clients import Aws, AwsSettings
+        from reviewpipe.aws.glue import sync_lake
+
+        glue = Aws(AwsSettings.from_params(section(params, "aws"))).client("glue")
+        description["glue"] = sync_lake(glue, cfg.athena.database, lake_uri, options)
+    storage.write_json(cfg.description, description)
+    return description
+
+
+def describe_table(
+    con: duckdb.DuckDBPyConnection, table: str, location: str, manifest: dict[str, Any]
+) -> dict[str, Any]:
+    """Location, columns and types, partitions (with rows per value), row count and batches of one
+    view (a versioned table: its current rows, and `versions`, the rows of every version).
 
     Fails when the files hold a different number of rows than the manifest says.
     """
-    columns = [{"name": name, "type": dtype}
-               for name, dtype, *_ in con.execute(f"DESCRIBE {table}").fetchall()]
-    rows = con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-    if manifest.get("rows") is not None and rows != manifest["rows"]:
+    versioned = bool(manifest.get("record_id") and manifest.get("version_column"))
+    every = f"{table}{HISTORY_SUFFIX}" if versioned else table
+    columns = [
+        {"name": name, "type": dtype} for name, dtype, *_ in con.execute(f"DESCRIBE {table}").fetchall()
+    ]
+    stored = con.execute(f"SELECT COUNT(*) FROM {every}").fetchone()[0]
+    if manifest.get("rows") is not None and stored != manifest["rows"]:
         raise ReviewpipeError(
-            f"lake table {location}: its files hold {rows} rows but the manifest says "
+            f"lake table {location}: its files hold {stored} rows but the manifest says "
             f"{manifest['rows']}; the lake is inconsistent, rerun `dvc repro ingest`."
         )
+    rows = con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] if versioned else stored
     partition_by = manifest.get("partition_by")
     partitions = None
     if partition_by:
@@ -92,7 +149,7 @@ def describe_table(con: duckdb.DuckDBPyConnection, table: str, location: str,
             "type": next(c["type"] for c in columns if c["name"] == partition_by),
             "values": [{"value": value, "rows": n} for value, n in counts],
         }
-    return {
+    description = {
         "location": location,
         "format": "parquet",
         "files": len(manifest.get("files", [])),
@@ -101,7 +158,19 @@ def describe_table(con: duckdb.DuckDBPyConnection, table: str, location: str,
         "rows": rows,
         "run_id": manifest.get("run_id"),
         "created_at": manifest.get("created_at"),
+        "batches": [
+            {k: b[k] for k in ("batch_id", "source", "ingested_at", "rows") if k in b}
+            for b in manifest.get("batches", [])
+        ],
     }
+    if versioned:
+        description.update(
+            versions=stored,
+            history_view=every,
+            record_id=manifest["record_id"],
+            version_column=manifest["version_column"],
+        )
+    return description
 
 
 def check_engine(engine: str) -> str:
@@ -111,15 +180,17 @@ def check_engine(engine: str) -> str:
     return engine
 
 
-def connect(params: Any, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+def connect(params: Any, read_only: bool = True, sandboxed: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection to the catalog in `params.catalog.database`, ready to query."""
     database = section(params, "catalog").database
-    return open_catalog(database, StorageOptions.from_params(params.get("storage")), read_only)
+    return open_catalog(database, StorageOptions.from_params(params.get("storage")), read_only, sandboxed)
 
 
-def open_catalog(database: str, options: StorageOptions | None = None,
-                 read_only: bool = True) -> duckdb.DuckDBPyConnection:
-    """Open a catalog database file: registers S3 and the base folder its views need."""
+def open_catalog(
+    database: str, options: StorageOptions | None = None, read_only: bool = True, sandboxed: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """Open a catalog database file: registers S3 and the base folder its views need.
+    `sandboxed`: file access limited to the lake files the views read (see the module doc)."""
     if not os.path.exists(database):
         raise ReviewpipeError(f"catalog database not found at {database}: {MISSING_HINT}.")
     try:
@@ -128,19 +199,50 @@ def open_catalog(database: str, options: StorageOptions | None = None,
         raise ReviewpipeError(f"cannot open catalog database {database}: {exc}") from exc
     try:
         info = dict(con.execute(f"SELECT key, value FROM {INFO_TABLE}").fetchall())
+        files = (
+            [row[0] for row in con.execute(f"SELECT path FROM {FILES_TABLE}").fetchall()] if sandboxed else []
+        )
     except duckdb.CatalogException as exc:
         con.close()
         raise ReviewpipeError(f"{database} is not a reviewpipe catalog: {MISSING_HINT}.") from exc
-    _prepare_connection(con, info["lake_uri"], os.path.dirname(os.path.abspath(database)),
-                        options or StorageOptions())
+    database_dir = os.path.dirname(os.path.abspath(database))
+    _prepare_connection(con, info["lake_uri"], database_dir, options or StorageOptions())
+    if sandboxed:
+        _sandbox(con, files, database_dir)
     return con
 
 
-def _prepare_connection(con: duckdb.DuckDBPyConnection, lake_uri: str, database_dir: str,
-                        options: StorageOptions) -> None:
+def _sandbox(con: duckdb.DuckDBPyConnection, files: list[str], database_dir: str) -> None:
+    """Only the listed files may be opened, as DuckDB checks them: the path as the view holds it,
+    and resolved against the database folder. Locked, so SQL cannot switch it back."""
+    allowed = set(files)
+    allowed.update(os.path.normpath(os.path.join(database_dir, f)) for f in files if not storage.is_remote(f))
+    paths = ", ".join(f"'{lake.sql_string(p)}'" for p in sorted(allowed))
+    con.execute(f"SET allowed_paths = [{paths}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def check_statements(con: duckdb.DuckDBPyConnection, sql: str, name: str) -> None:
+    """User SQL on a sandboxed connection: SELECT (and EXPLAIN) statements only."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise ReviewpipeError(f"{name} failed: {exc}") from exc
+    refused = [s.type.name for s in statements if s.type.name not in ALLOWED_STATEMENTS]
+    if refused:
+        raise ReviewpipeError(
+            f"{name}: only SELECT queries run against the catalog, not {', '.join(refused)}; "
+            "write results with `reviewpipe query ... -o FILE` (or explore's result files) instead."
+        )
+
+
+def _prepare_connection(
+    con: duckdb.DuckDBPyConnection, lake_uri: str, database_dir: str, options: StorageOptions
+) -> None:
     storage.register_with_duckdb(con, lake_uri, options)
     # Relative view paths resolve against the database's folder, from any working directory.
-    con.execute(f"SET file_search_path = '{_sql_string(database_dir)}'")
+    con.execute(f"SET file_search_path = '{lake.sql_string(database_dir)}'")
 
 
 def _select_sql(con: duckdb.DuckDBPyConnection, manifest: dict[str, Any], files: list[str]) -> str:
@@ -150,10 +252,13 @@ def _select_sql(con: duckdb.DuckDBPyConnection, manifest: dict[str, Any], files:
             for name, dtype in manifest.get("columns", {}).items()
         )
         return f"SELECT {columns or 'NULL AS empty'} WHERE false"
-    file_list = "[" + ", ".join(f"'{_sql_string(f)}'" for f in files) + "]"
-    file_columns = {row[0] for row in con.execute(
-        f"DESCRIBE SELECT * FROM read_parquet('{_sql_string(files[0])}', hive_partitioning = false)"
-    ).fetchall()}
+    file_list = "[" + ", ".join(f"'{lake.sql_string(f)}'" for f in files) + "]"
+    file_columns = {
+        row[0]
+        for row in con.execute(
+            f"DESCRIBE SELECT * FROM read_parquet('{lake.sql_string(files[0])}', hive_partitioning = false)"
+        ).fetchall()
+    }
     partition_by = manifest.get("partition_by")
     options = "union_by_name = true"
     if partition_by and partition_by not in file_columns:
@@ -171,11 +276,14 @@ def _duckdb_type(con: duckdb.DuckDBPyConnection, arrow_type: str | None) -> str 
     """The DuckDB type for an Arrow type name from a manifest ("int64" -> BIGINT); None if unknown."""
     if not arrow_type:
         return None
+    timestamp = _TIMESTAMP.fullmatch(str(arrow_type))
     try:
-        empty = pa.table({"c": pa.array([], type=pa.type_for_alias(str(arrow_type)))})
+        arrow = (
+            pa.timestamp(timestamp[1], tz=timestamp[2]) if timestamp else pa.type_for_alias(str(arrow_type))
+        )
     except (ValueError, KeyError, TypeError):
         return None
-    con.register("arrow_type_probe", empty)
+    con.register("arrow_type_probe", pa.table({"c": pa.array([], type=arrow)}))
     try:
         return con.execute("DESCRIBE SELECT * FROM arrow_type_probe").fetchall()[0][1]
     finally:
@@ -185,13 +293,5 @@ def _duckdb_type(con: duckdb.DuckDBPyConnection, arrow_type: str | None) -> str 
 def _view_path(uri: str, database_dir: str, relative: bool) -> str:
     if storage.is_remote(uri):
         return uri
-    path = os.path.abspath(_local_path(uri))
+    path = os.path.abspath(storage.local_path(uri))
     return os.path.relpath(path, database_dir) if relative else path
-
-
-def _local_path(uri: str) -> str:
-    return uri[len("file://"):] if uri.startswith("file://") else uri
-
-
-def _sql_string(text: str) -> str:
-    return text.replace("'", "''")

@@ -25,15 +25,31 @@ SOURCE_COLUMNS: tuple[str, ...] = tuple(RAW_TO_CLEAN.values())  # snake_case, fi
 
 # Whole numbers; the first three may not be null (a review without id or rating is no review).
 INTEGER_COLUMNS: tuple[str, ...] = (
-    "review_id", "rating", "clothing_id", "age", "recommended_ind", "positive_feedback_count")
+    "review_id",
+    "rating",
+    "clothing_id",
+    "age",
+    "recommended_ind",
+    "positive_feedback_count",
+)
 REQUIRED_NOT_NULL: tuple[str, ...] = ("review_id", "rating", "review_body")
 STRING_COLUMNS: tuple[str, ...] = (
-    "title", "review_body", "division_name", "department_name", "product_category")
+    "title",
+    "review_body",
+    "division_name",
+    "department_name",
+    "product_category",
+)
 
-# The clean table (lake `reviews`), in order.
-CLEAN_COLUMNS: tuple[str, ...] = (*SOURCE_COLUMNS, "sentiment", "ingested_at")
-# The rejects table (lake `rejects`): source columns as the raw strings, why, and where.
+# What a review's content hash covers: every source column but its id (the key it versions).
+CONTENT_COLUMNS: tuple[str, ...] = SOURCE_COLUMNS[1:]
+# The clean table (lake `reviews`), in order. `ingested_at`: when the row's batch entered the lake
+# (the version order); `content_hash`: see CONTENT_COLUMNS (re-ingesting an unchanged row adds nothing).
+CLEAN_COLUMNS: tuple[str, ...] = (*SOURCE_COLUMNS, "sentiment", "ingested_at", "content_hash")
+# Rejected rows: source columns as the raw strings, why, and where in their file.
 REJECT_COLUMNS: tuple[str, ...] = (*SOURCE_COLUMNS, "reject_reason", "source_row")
+# The lake's `rejects` table: the same, plus the batch's ingested_at and a hash of the row.
+LAKE_REJECT_COLUMNS: tuple[str, ...] = (*REJECT_COLUMNS, "ingested_at", "content_hash")
 
 CLEAN_DTYPES: dict[str, str] = {
     "review_id": "int64",
@@ -49,6 +65,7 @@ CLEAN_DTYPES: dict[str, str] = {
     "product_category": "string",
     "sentiment": "int64",
     "ingested_at": "datetime64[us, UTC]",
+    "content_hash": "string",
 }
 
 
@@ -68,8 +85,11 @@ def sentiment_of(rating: pd.Series | int) -> pd.Series | int:
         values = rating.astype("int64")
         if ((values < 1) | (values > 5)).any():
             raise ValueError("ratings must be 1..5; validate before deriving sentiment")
-        return pd.Series(((values >= 3).astype("int64") + (values >= 4).astype("int64")) - 1,
-                         index=rating.index, name="sentiment")
+        return pd.Series(
+            ((values >= 3).astype("int64") + (values >= 4).astype("int64")) - 1,
+            index=rating.index,
+            name="sentiment",
+        )
     if not 1 <= int(rating) <= 5:
         raise ValueError(f"rating must be 1..5, got {rating!r}")
     return -1 if rating <= 2 else (0 if rating == 3 else 1)

@@ -108,20 +108,36 @@ FILLER = (
     "Bought it for a wedding, wore it with flats.",
 )
 TITLES = (
-    ("Disappointed", "Returned", "Cheap fabric", "Runs small", "Not for me", "Poor quality",
-     "So unflattering"),
+    (
+        "Disappointed",
+        "Returned",
+        "Cheap fabric",
+        "Runs small",
+        "Not for me",
+        "Poor quality",
+        "So unflattering",
+    ),
     ("Just okay", "Almost", "Cute but...", "Mixed feelings", "Not sure", "Average {item}"),
-    ("Love it", "Perfect {item}", "Gorgeous!", "So comfortable", "Great fit", "Beautiful {item}",
-     "My new favorite"),
+    (
+        "Love it",
+        "Perfect {item}",
+        "Gorgeous!",
+        "So comfortable",
+        "Great fit",
+        "Beautiful {item}",
+        "My new favorite",
+    ),
 )
 # Per rating 1..5: probability that a sentence comes from the negative / neutral / positive pool.
-POOL_MIX = np.array([
-    [1.00, 0.00, 0.00],
-    [0.75, 0.25, 0.00],
-    [0.20, 0.60, 0.20],
-    [0.00, 0.20, 0.80],
-    [0.00, 0.00, 1.00],
-])
+POOL_MIX = np.array(
+    [
+        [1.00, 0.00, 0.00],
+        [0.75, 0.25, 0.00],
+        [0.20, 0.60, 0.20],
+        [0.00, 0.20, 0.80],
+        [0.00, 0.00, 1.00],
+    ]
+)
 FILLER_SHARE = 0.12
 
 # Bad values that fail exactly one rule with the default data params (age 13..110).
@@ -168,19 +184,21 @@ def synth_frame(rows: int, seed: int) -> pd.DataFrame:
     for column in (category, department, division):
         column[null_category] = None
 
-    frame = pd.DataFrame({
-        "": np.arange(rows),
-        "Clothing ID": clothing_id,
-        "Age": age,
-        "Title": titles,
-        "Review Text": bodies,
-        "Rating": rating,
-        "Recommended IND": recommended,
-        "Positive Feedback Count": feedback,
-        "Division Name": division,
-        "Department Name": department,
-        "Class Name": category,
-    })
+    frame = pd.DataFrame(
+        {
+            "": np.arange(rows),
+            "Clothing ID": clothing_id,
+            "Age": age,
+            "Title": titles,
+            "Review Text": bodies,
+            "Rating": rating,
+            "Recommended IND": recommended,
+            "Positive Feedback Count": feedback,
+            "Division Name": division,
+            "Department Name": department,
+            "Class Name": category,
+        }
+    )
     assert tuple(frame.columns) == RAW_COLUMNS
     return frame
 
@@ -202,8 +220,13 @@ def _format(template: str, this: str, item: str) -> str:
     return text[0].upper() + text[1:]
 
 
-def _bodies(rng: np.random.Generator, rating: np.ndarray, category_idx: np.ndarray,
-            null_category: np.ndarray, names: list[str]) -> list[str]:
+def _bodies(
+    rng: np.random.Generator,
+    rating: np.ndarray,
+    category_idx: np.ndarray,
+    null_category: np.ndarray,
+    names: list[str],
+) -> list[str]:
     pools = (NEGATIVE, NEUTRAL, POSITIVE, FILLER)
     sentences = [s for pool in pools for s in pool]
     offsets = np.cumsum([0, *(len(p) for p in pools)])
@@ -226,15 +249,16 @@ def _bodies(rng: np.random.Generator, rating: np.ndarray, category_idx: np.ndarr
     own_pool = np.select([rating <= 2, rating == 3], [0, 1], 2)
     first = offsets[own_pool] + (rng.random(rows) * np.diff(offsets)[own_pool]).astype(int)
     flat[:, 0] = phrase_idx * len(sentences) + first
-    newline = np.where(rng.random(rows) < NEWLINE_SHARE,
-                       rng.choice(["\n", "\r\n", "\n\n"], size=rows), " ").astype(object)
+    newline = np.where(
+        rng.random(rows) < NEWLINE_SHARE, rng.choice(["\n", "\r\n", "\n\n"], size=rows), " "
+    ).astype(object)
 
     # Vectorised over rows (5M rows for the benchmark): each later slot is "<separator><sentence>",
     # or "" when past the row's sentence count or a repeat of an earlier slot.
     text = np.array(formatted, dtype=object)
     bodies = text[flat[:, 0]]
     for slot in range(1, slots):
-        repeat = (flat[:, :slot] == flat[:, slot:slot + 1]).any(axis=1)
+        repeat = (flat[:, :slot] == flat[:, slot : slot + 1]).any(axis=1)
         keep = (n_sentences > slot) & ~repeat
         separator = newline if slot == 1 else np.full(rows, " ", dtype=object)
         part = np.where(keep, separator + text[flat[:, slot]], "")
@@ -242,13 +266,25 @@ def _bodies(rng: np.random.Generator, rating: np.ndarray, category_idx: np.ndarr
     return bodies.tolist()
 
 
-def _titles(rng: np.random.Generator, sentiment_pool: np.ndarray, category_idx: np.ndarray,
-            null_category: np.ndarray, names: list[str]) -> list[str | None]:
+def _titles(
+    rng: np.random.Generator,
+    sentiment_pool: np.ndarray,
+    category_idx: np.ndarray,
+    null_category: np.ndarray,
+    names: list[str],
+) -> list[str | None]:
     phrases = _phrases(names)
     width = max(len(t) for t in TITLES)
     # Every title formatted for every class: index (class, sentiment pool, option).
-    formatted = np.array([_format(pool[i % len(pool)], this, item)
-                          for this, item in phrases for pool in TITLES for i in range(width)], dtype=object)
+    formatted = np.array(
+        [
+            _format(pool[i % len(pool)], this, item)
+            for this, item in phrases
+            for pool in TITLES
+            for i in range(width)
+        ],
+        dtype=object,
+    )
     rows = len(sentiment_pool)
     n_options = np.array([len(t) for t in TITLES])[sentiment_pool]
     option = (rng.random(rows) * n_options).astype(int)
@@ -271,7 +307,9 @@ def _bad_counts(bad_rows: int | Mapping[str, int]) -> dict[str, int]:
     return counts
 
 
-def synth_reviews(rows: int, seed: int, bad_rows: int | Mapping[str, int] = 0) -> tuple[bytes, dict[str, int]]:
+def synth_reviews(
+    rows: int, seed: int, bad_rows: int | Mapping[str, int] = 0
+) -> tuple[bytes, dict[str, int]]:
     """CSV bytes (UTF-8 apart from the planted undecodable rows) of `rows` reviews, and the expected
     reject count per reason. `bad_rows` is a count per kind (int) or {kind: count}; bad rows are part
     of `rows` (ingest sees rows_in == rows), each with exactly one defect."""
@@ -313,8 +351,13 @@ def synth_reviews(rows: int, seed: int, bad_rows: int | Mapping[str, int] = 0) -
     return data, {kind: n for kind, n in counts.items() if n}
 
 
-def write_synth(uri: str, rows: int, seed: int, bad_rows: int | Mapping[str, int] = 0,
-                options: StorageOptions | None = None) -> dict[str, int]:
+def write_synth(
+    uri: str,
+    rows: int,
+    seed: int,
+    bad_rows: int | Mapping[str, int] = 0,
+    options: StorageOptions | None = None,
+) -> dict[str, int]:
     """Write synth_reviews to any URI (gzip when it ends in .gz, byte-identical per seed)."""
     data, expected = synth_reviews(rows, seed, bad_rows)
     if uri.endswith(".gz"):
@@ -330,10 +373,12 @@ def write_synth(uri: str, rows: int, seed: int, bad_rows: int | Mapping[str, int
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=2000, help="rows in the file, bad rows included")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
-    parser.add_argument("--output", required=True,
-                        help="where to write: a path or URI (s3://...); gzip when it ends in .gz")
-    parser.add_argument("--bad-rows", type=int, default=0,
-                        help=f"bad rows of each kind to plant: {', '.join(BAD_ROW_KINDS)}")
+    parser.add_argument(
+        "--output", required=True, help="where to write: a path or URI (s3://...); gzip when it ends in .gz"
+    )
+    parser.add_argument(
+        "--bad-rows", type=int, default=0, help=f"bad rows of each kind to plant: {', '.join(BAD_ROW_KINDS)}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,9 +3,11 @@
 Layout under ``{store_uri}/{name}/`` (a local folder or ``s3://bucket/prefix``)::
 
     definition.json                 feature names, types, descriptions (DescribeFeatureGroup-like)
-    data/part-<write time>-<id>.parquet   one file per ingest, never rewritten
+    data/part-<write time>-<content id>.parquet   one file per ingest, never rewritten
 
-Each ingested row also gets ``write_time`` (as the SageMaker offline store adds it). Reads go
+Each ingested row also gets ``write_time`` (as the SageMaker offline store adds it): the time of
+the ingest, or the one the caller gives (a pipeline stage passes one derived from its params, so a
+rerun writes byte-identical files under the same names). Reads go
 through DuckDB over the part files: ``to_df`` and ``query`` see every version of every record
 (like Athena over the offline store, the group is a view named after it); ``get_record`` and
 ``as_of`` resolve versions by ``event_time`` (ties: the later write wins).
@@ -14,10 +16,10 @@ through DuckDB over the part files: ``to_df`` and ``query`` see every version of
 from __future__ import annotations
 
 import datetime as dt
-import os
+import hashlib
+import io
 import posixpath
 import re
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -133,9 +135,11 @@ class FeatureGroup:
     def exists(self) -> bool:
         return self._fs.exists(posixpath.join(self._path, DEFINITION_FILE))
 
-    def create(self, features: Sequence[FeatureDefinition], description: str = "") -> FeatureGroup:
-        """Write the definition. Re-creating with the same features is a no-op; different features
-        on an existing group are an error (delete it first)."""
+    def create(
+        self, features: Sequence[FeatureDefinition], description: str = "", creation_time: Any = None
+    ) -> FeatureGroup:
+        """Write the definition (`CreationTime`: `creation_time`, default now). Re-creating with the
+        same features is a no-op; different features on an existing group are an error (delete it first)."""
         features = list(features)
         self._check_features(features)
         if self.exists():
@@ -156,9 +160,10 @@ class FeatureGroup:
                 "S3StorageConfig": {"S3Uri": storage.join(self.uri, "data")},
                 "TableFormat": "Parquet",
             },
-            "CreationTime": dt.datetime.now(dt.UTC).isoformat(),
+            "CreationTime": utc_timestamp(
+                creation_time if creation_time is not None else dt.datetime.now(dt.UTC)
+            ).isoformat(),
         }
-        self._fs.makedirs(posixpath.join(self._path, "data"), exist_ok=True)
         storage.write_json(self.definition_uri, definition, self.options)
         self._definition = definition
         return self
@@ -215,24 +220,22 @@ class FeatureGroup:
         self._definition = None
 
     # ---- writing ----------------------------------------------------------------------------
-    def ingest(self, df: pd.DataFrame) -> str:
-        """Append df as one new part file; returns its URI. The frame must have exactly the
-        defined features, convertible to their types; otherwise nothing is written."""
-        table = self._to_table(df)
-        written = table.column(WRITE_TIME)[0].as_py() if len(table) else dt.datetime.now(dt.UTC)
-        name = f"part-{written:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}.parquet"
-        path = posixpath.join(self._path, "data", name)
-        if storage.is_remote(self.uri):
-            with self._fs.open(path, "wb") as f:  # one object: readers see all of it or nothing
-                pq.write_table(table, f)
-        else:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = posixpath.join(self._path, "data", f".{name}.tmp")
-            pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        return storage.full_uri(self._fs, path)
+    def ingest(self, df: pd.DataFrame, write_time: Any = None) -> str:
+        """Append df as one new part file, published whole; returns its URI. Every row gets
+        `write_time` (default now). The file is named by write time and content, so the same rows
+        written at the same time give the same file. The frame must have exactly the defined
+        features, convertible to their types; otherwise nothing is written."""
+        written = utc_timestamp(write_time if write_time is not None else dt.datetime.now(dt.UTC)).floor("us")
+        table = self._to_table(df, written)
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        data = buffer.getvalue()
+        name = f"part-{written:%Y%m%dT%H%M%S%fZ}-{hashlib.sha256(data).hexdigest()[:16]}.parquet"
+        uri = storage.join(self.uri, "data", name)
+        storage.write_bytes(uri, data, self.options)
+        return storage.full_uri(self._fs, posixpath.join(self._path, "data", name))
 
-    def _to_table(self, df: pd.DataFrame) -> pa.Table:
+    def _to_table(self, df: pd.DataFrame, write_time: pd.Timestamp) -> pa.Table:
         features = self.features
         names = [f.name for f in features]
         missing = [n for n in names if n not in df.columns]
@@ -262,8 +265,7 @@ class FeatureGroup:
             raise ReviewpipeError(
                 f"ingest into feature group {self.name!r}: columns {nulls} may not be null; nothing was written."
             )
-        now = pd.Timestamp.now(tz="UTC").floor("us")
-        arrays.append(pa.array([now] * len(df), type=pa.timestamp("us", tz="UTC")))
+        arrays.append(pa.array([write_time] * len(df), type=pa.timestamp("us", tz="UTC")))
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
     # ---- reading ----------------------------------------------------------------------------
@@ -323,7 +325,8 @@ class FeatureGroup:
         event_time <= timestamp); records whose first version is later are absent."""
         ids = f'SELECT DISTINCT "{self.record_identifier}" FROM {self._view}'
         rows = self._asof(
-            f'SELECT "{self.record_identifier}", ?::TIMESTAMPTZ AS as_of_time FROM ({ids})', [_utc(timestamp)]
+            f'SELECT "{self.record_identifier}", ?::TIMESTAMPTZ AS as_of_time FROM ({ids})',
+            [utc_timestamp(timestamp)],
         )
         return rows.drop(columns="as_of_time")
 
@@ -357,7 +360,7 @@ def _python(value: Any) -> Any:
     return value.item() if hasattr(value, "item") and not isinstance(value, str | bytes) else value
 
 
-def _utc(timestamp: Any) -> pd.Timestamp:
+def utc_timestamp(timestamp: Any) -> pd.Timestamp:
     """Any timestamp-like as a UTC pandas Timestamp (naive values are taken as UTC)."""
     try:
         value = pd.Timestamp(timestamp)

@@ -31,15 +31,18 @@ from typing import Any, Protocol
 import pandas as pd
 
 from reviewpipe import storage
+from reviewpipe.data import lake
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.storage import StorageOptions
 
-INPUT_FORMATS = ("parquet", "csv", "jsonl")
+INPUT_FORMATS = ("parquet", "csv", "jsonl", "lake")
 OUTPUT_FORMATS = ("parquet", "jsonl")
 PROBABILITY_COLUMNS = {"-1": "proba_negative", "0": "proba_neutral", "1": "proba_positive"}
 JOB_FILE = "_job.json"
 MANIFEST_FILE = "_manifest.json"
 REJECTS_FILE = "rejects.jsonl"
+# Set on a row that could not be read (bad bytes, bad JSON): the reason it is rejected with.
+INPUT_ERROR = "_input_error"
 _REJECT_TEXT_CHARS = 200  # enough of a rejected text to recognise it
 
 
@@ -115,8 +118,9 @@ def _model_fingerprint(path: Path, model_dir: Path | None) -> str:
 # ---------------------------------------------------------------- input
 
 
-def input_format(uri: str, explicit: str | None = None) -> str:
-    """parquet | csv | jsonl, from --input-format or the file name (.gz allowed for csv/jsonl)."""
+def input_format(uri: str, explicit: str | None = None, options: StorageOptions | None = None) -> str:
+    """parquet | csv | jsonl | lake, from --input-format, the file name (.gz allowed for csv/jsonl),
+    or a lake table folder (it holds a _manifest.json)."""
     if explicit:
         if explicit not in INPUT_FORMATS:
             raise ReviewpipeError(f"--input-format must be one of {INPUT_FORMATS}, not {explicit!r}")
@@ -132,8 +136,11 @@ def input_format(uri: str, explicit: str | None = None) -> str:
     ):
         if name.endswith(suffix):
             return fmt
+    if storage.exists(storage.join(uri, lake.MANIFEST), options):
+        return "lake"
     raise ReviewpipeError(
-        f"cannot tell the format of {uri}; name it .parquet/.csv/.jsonl or pass --input-format"
+        f"cannot tell the format of {uri}; name it .parquet/.csv/.jsonl, give a lake table folder "
+        "(e.g. data/lake/reviews), or pass --input-format"
     )
 
 
@@ -153,14 +160,52 @@ def _exact_parts(frames: Iterator[pd.DataFrame], rows: int) -> Iterator[pd.DataF
         yield pd.concat(pending, ignore_index=True)
 
 
+def _jsonl_frames(handle: Any, rows: int) -> Iterator[pd.DataFrame]:
+    """JSON Lines in frames of `rows` records. A line that is not UTF-8, not JSON or not an object
+    becomes a row with only `INPUT_ERROR` set (rejected with that reason), never the job's end."""
+    records: list[dict[str, Any]] = []
+    for line in handle:
+        if not line.strip():
+            continue  # blank lines are not records (as pandas reads JSON Lines)
+        try:
+            value = json.loads(line.decode("utf-8"))
+            record = (
+                value
+                if isinstance(value, dict)
+                else {INPUT_ERROR: f"not a JSON object ({type(value).__name__})"}
+            )
+        except UnicodeDecodeError as exc:
+            record = {INPUT_ERROR: f"undecodable bytes (not UTF-8) at byte {exc.start}", "_text": line}
+        except json.JSONDecodeError as exc:
+            record = {INPUT_ERROR: f"not valid JSON ({exc.msg})", "_text": line}
+        records.append(record)
+        if len(records) == rows:
+            yield _records_frame(records)
+            records = []
+    if records:
+        yield _records_frame(records)
+
+
+def _records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(records)
+    if INPUT_ERROR not in frame.columns:
+        frame[INPUT_ERROR] = None
+    return frame
+
+
 def read_parts(
     uri: str, fmt: str, rows: int, columns: list[str], options: StorageOptions | None = None
 ) -> tuple[Iterator[pd.DataFrame], int | None]:
-    """(parts of `rows` rows with `columns`, total rows when the format knows it)."""
+    """(parts of `rows` rows with `columns` (and INPUT_ERROR where a row could not be read), total
+    rows when the format knows it)."""
+    if fmt == "lake":
+        manifest = lake.read_manifest(uri, options)
+        return _exact_parts(lake.iter_current(uri, columns, rows, options), rows), None if manifest[
+            "record_id"
+        ] else int(manifest["rows"])
     fs, path = storage.get_fs(uri, options)
     if not fs.exists(path):
         raise ReviewpipeError(f"--input {uri} not found")
-    compression = "gzip" if uri.lower().endswith(".gz") else None
 
     def check(available: list[str]) -> None:
         missing = [c for c in columns if c not in available]
@@ -187,34 +232,33 @@ def read_parts(
         return _exact_parts(parquet_frames(), rows), parquet.metadata.num_rows
 
     def text_frames() -> Iterator[pd.DataFrame]:
-        with fs.open(path, "rb") as handle:
-            if fmt == "csv":
-                # Everything as text: pandas must not guess per chunk (ids 1.0 vs 1) or turn "" into NaN.
-                reader = pd.read_csv(
-                    handle,
-                    dtype=str,
-                    keep_default_na=False,
-                    na_values=[],
-                    chunksize=rows,
-                    compression=compression,
-                )
-            else:
-                reader = pd.read_json(
-                    handle,
-                    lines=True,
-                    dtype=False,
-                    convert_dates=False,
-                    chunksize=rows,
-                    compression=compression,
-                )
-            first = True
-            for frame in reader:
-                if first:
-                    check(list(frame.columns))
-                    first = False
-                yield frame[columns]
+        if fmt == "csv":
+            # Everything as text, as written (ids 1.0 vs 1, "" and "NA" kept); bytes that are not
+            # UTF-8 kept as lone surrogates, so only their row is rejected.
+            frames = storage.iter_csv(
+                uri, rows, options, text=True, keep_empty=True, encoding_errors="surrogateescape"
+            )
+        else:
+            frames = _jsonl_lines(uri, rows, options)
+        checked = False
+        for frame in frames:
+            unreadable = frame[INPUT_ERROR].notna() if INPUT_ERROR in frame.columns else None
+            if not checked and (unreadable is None or not unreadable.all()):
+                check([c for c in frame.columns if c != INPUT_ERROR])
+                checked = True
+            for column in columns:  # a later JSON chunk whose records all lack a key
+                if column not in frame.columns:
+                    frame[column] = None
+            extra = [c for c in (INPUT_ERROR, "_text") if c in frame.columns]
+            yield frame[[*columns, *extra]]
 
     return _exact_parts(text_frames(), rows), None
+
+
+def _jsonl_lines(uri: str, rows: int, options: StorageOptions | None) -> Iterator[pd.DataFrame]:
+    fs, path = storage.get_fs(uri, options)
+    with fs.open(path, "rb", compression="infer") as handle:
+        yield from _jsonl_frames(handle, rows)
 
 
 # ---------------------------------------------------------------- validation
@@ -234,17 +278,33 @@ def _missing(value: Any) -> bool:
     return _null(value) or (isinstance(value, str) and not value.strip())
 
 
+def _shown(value: Any) -> Any:
+    """A value for rejects.jsonl: undecodable bytes (kept as surrogates, or raw bytes) as \\xNN."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
+    if storage.has_undecodable(value):
+        return value.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+    return value
+
+
 def split_rejects(
     part: pd.DataFrame, first_row: int, text_column: str, id_column: str
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """(rows to predict with their row_number, rejected rows with a reason)."""
     keep, rejects = [], []
-    for offset, (identifier, text) in enumerate(
-        zip(part[id_column].tolist(), part[text_column].tolist(), strict=True)
+    errors = part[INPUT_ERROR].tolist() if INPUT_ERROR in part.columns else [None] * len(part)
+    raw_lines = part["_text"].tolist() if "_text" in part.columns else [None] * len(part)
+    for offset, (identifier, text, error, line) in enumerate(
+        zip(part[id_column].tolist(), part[text_column].tolist(), errors, raw_lines, strict=True)
     ):
         row = first_row + offset
         reason = None
-        if _missing(identifier):
+        if isinstance(error, str):
+            reason, text = error, line if isinstance(line, bytes) else text
+        elif storage.has_undecodable(identifier) or storage.has_undecodable(text):
+            column = id_column if storage.has_undecodable(identifier) else text_column
+            reason = f"undecodable bytes in {column} (not UTF-8)"
+        elif _missing(identifier):
             reason = f"missing {id_column}"
         elif _null(text):
             reason = f"missing {text_column}"
@@ -258,12 +318,13 @@ def split_rejects(
             rejects.append(
                 {
                     "row_number": row,
-                    id_column: None if _missing(identifier) else _plain(identifier),
+                    id_column: None if _missing(identifier) else _shown(_plain(identifier)),
                     "reason": reason,
-                    "text": None if _null(text) else str(text)[:_REJECT_TEXT_CHARS],
+                    "text": None if _null(text) else str(_shown(text))[:_REJECT_TEXT_CHARS],
                 }
             )
-    valid = part.iloc[keep].reset_index(drop=True)
+    valid = part.iloc[keep].drop(columns=[c for c in (INPUT_ERROR, "_text") if c in part.columns])
+    valid = valid.reset_index(drop=True)
     valid.insert(0, "row_number", [first_row + i for i in keep])
     return valid, rejects
 
@@ -344,7 +405,9 @@ class BatchJob:
             raise ReviewpipeError("--text-column and --id-column must differ")
 
 
-def _input_identity(uri: str, options: StorageOptions | None) -> dict[str, Any]:
+def _input_identity(uri: str, fmt: str, options: StorageOptions | None) -> dict[str, Any]:
+    if fmt == "lake":  # a lake table changes only by publishing a new manifest
+        return {"lake_run_id": str(lake.read_manifest(uri, options)["run_id"])}
     fs, path = storage.get_fs(uri, options)
     info = fs.info(path)
     return {k: str(info[k]) for k in ("size", "ETag", "mtime", "LastModified") if info.get(k) is not None}
@@ -363,10 +426,10 @@ def run_batch(
     from tqdm import tqdm
 
     job.validate()
-    fmt = input_format(job.input_uri, job.input_format)
+    fmt = input_format(job.input_uri, job.input_format, options)
     identity = {
         "input_uri": job.input_uri,
-        "input": _input_identity(job.input_uri, options),
+        "input": _input_identity(job.input_uri, fmt, options),
         "input_format": fmt,
         "model": model.fingerprint,
         "part_rows": job.part_rows,
@@ -474,7 +537,10 @@ def _predict_part(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model.tar.gz or its unpacked directory")
     parser.add_argument(
-        "--input", required=True, help="parquet, CSV or JSON Lines file (local path or s3://)"
+        "--input",
+        required=True,
+        help="parquet, CSV or JSON Lines file, or a lake table folder such as data/lake/reviews "
+        "(its current version of each review); local path or s3://",
     )
     parser.add_argument(
         "--output", required=True, help="output directory (local path or s3://); reruns resume"

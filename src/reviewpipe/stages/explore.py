@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from reviewpipe import storage
-from reviewpipe.analytics.explore import load_queries, query_catalog, write_bytes, write_results
+from reviewpipe.analytics.explore import load_queries, query_catalog, write_results
 from reviewpipe.analytics.plots import make_plots
 from reviewpipe.analytics.report import render_report
 from reviewpipe.config import section
@@ -23,7 +23,7 @@ def main(params: DictConfig) -> None:
     files = write_results(results, storage.join(out_dir, "results"), cfg.result_format)
     plots, skipped = make_plots(results)
     for name, (_, png) in plots.items():
-        write_bytes(storage.join(out_dir, "plots", f"{name}.png"), png)
+        storage.write_bytes(storage.join(out_dir, "plots", f"{name}.png"), png)
 
     description_uri = section(params, "catalog").description
     catalog = storage.read_json(description_uri) if storage.exists(description_uri) else None
@@ -35,7 +35,7 @@ def main(params: DictConfig) -> None:
         skipped=skipped,
         result_files={name: f"results/{name}.{cfg.result_format}" for name in results},
     )
-    write_bytes(storage.join(out_dir, "index.html"), html.encode("utf-8"))
+    storage.write_text(storage.join(out_dir, "index.html"), html)
     print(
         f"explore: {len(results)} queries, {len(plots)} plots → {storage.join(out_dir, 'index.html')}"
         f" (results: {len(files)} {cfg.result_format} files)"

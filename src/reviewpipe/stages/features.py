@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 from omegaconf import DictConfig
 
 from reviewpipe import storage
 from reviewpipe.config import section
-from reviewpipe.features.store import FeatureGroup
+from reviewpipe.features.store import FeatureGroup, utc_timestamp
 from reviewpipe.features.tokenize import (
     REVIEW_FEATURES,
     length_statistics,
@@ -32,15 +34,15 @@ def main(params: DictConfig) -> None:
     tokens = tokenize(
         prepared["review_body"].tolist(), tokenizer, int(cfg.max_seq_length), int(cfg.get("batch_size", 1000))
     )
-    event_time = pd.Timestamp(cfg.event_time) if cfg.get("event_time") else pd.Timestamp.now(tz="UTC")
-    event_time = event_time.tz_localize("UTC") if event_time.tzinfo is None else event_time.tz_convert("UTC")
-    rows = review_features(prepared, tokens, event_time.floor("us"))
+    event_time = record_time(cfg.event_time, section(params, "data"))
+    rows = review_features(prepared, tokens, event_time)
 
     group = FeatureGroup(cfg.group_name, cfg.store_uri, options=options)
     if cfg.get("recreate", True):
         group.delete()
-    group.create(REVIEW_FEATURES, cfg.get("description", ""))
-    part = group.ingest(rows)
+    # Written "as of" the event time: the same data and params give byte-identical files.
+    group.create(REVIEW_FEATURES, cfg.get("description", ""), creation_time=event_time)
+    part = group.ingest(rows, write_time=event_time)
 
     counts = group.query(COUNT_SQL.format(group=group.name))
     metrics = {
@@ -66,13 +68,19 @@ def main(params: DictConfig) -> None:
     )
 
 
+def record_time(event_time: Any, data: Any) -> pd.Timestamp:
+    """The records' event time: features.event_time when set, else when the newest raw batch entered
+    the lake (data.ingested_at / data.batches: the data's own time, not the clock)."""
+    if event_time is not None:
+        return utc_timestamp(event_time).floor("us")
+    declared = [data.ingested_at, *(batch["ingested_at"] for batch in data.batches)]
+    return max(utc_timestamp(t) for t in declared).floor("us")
+
+
 def read_prepared(prepared_dir: str, options: StorageOptions | None = None) -> pd.DataFrame:
     """train, validation and test parquet of stage prepare, concatenated."""
     frames = []
     for name in SPLITS:
         uri = storage.join(prepared_dir, f"{name}.parquet")
-        storage.require_exists(uri, f"prepared split {name!r}", "Run `dvc repro prepare` first.", options)
-        fs, path = storage.get_fs(uri, options)
-        with fs.open(path, "rb") as f:
-            frames.append(pd.read_parquet(f))
+        frames.append(storage.read_parquet(uri, options, hint="Run `dvc repro prepare` first."))
     return pd.concat(frames, ignore_index=True)

@@ -1,16 +1,23 @@
-"""Stage ingest: raw CSV (data.raw_uri) -> lake tables `reviews` (Hive-partitioned) and `rejects`,
-plus metrics/ingest.json. Fails unless rows_in == rows_clean + rows_rejected."""
+"""Stage ingest: raw batches -> lake tables `reviews` (Hive-partitioned, versioned) and `rejects`,
+plus metrics/ingest.json. Fails unless rows_in == rows_clean + rows_rejected.
+
+The stage rebuilds the lake from what params declare, so the lake is a function of them: first
+`data.raw_uri` (rows ingested at `data.ingested_at`), then each of `data.batches` in order, each
+appended on top of the ones before (idempotent; changed rows become new versions). To add a batch
+under DVC, list it in `data.batches` and `dvc repro`; `reviewpipe ingest --append URI` appends to a
+lake in place (one outside DVC, e.g. on S3).
+"""
 
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from typing import Any
 
 from omegaconf import DictConfig
 
 from reviewpipe.config import section
 from reviewpipe.data import lake
-from reviewpipe.data.ingest import ingest_params
+from reviewpipe.data.append import AllRejectedError, AppendSettings, Batch, ingest_batches
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.storage import StorageOptions, write_json
 
@@ -20,35 +27,38 @@ METRICS = "metrics/ingest.json"
 TRACKED_LAKE = "data/lake"
 
 
+def declared_batches(data: Any) -> list[Batch]:
+    """data.raw_uri at data.ingested_at, then data.batches ({uri, ingested_at}) in order."""
+    batches = [Batch.of(data.raw_uri, data.ingested_at, "data.ingested_at")]
+    for i, entry in enumerate(data.batches):
+        where = f"data.batches[{i}]"
+        if "uri" not in entry or "ingested_at" not in entry:
+            raise ReviewpipeError(f"{where} needs `uri` and `ingested_at`, got {dict(entry)}")
+        batches.append(Batch.of(entry["uri"], entry["ingested_at"], f"{where}.ingested_at"))
+    return batches
+
+
 def main(params: DictConfig) -> None:
     data = section(params, "data")
     lake_cfg = section(params, "lake")
     options = StorageOptions.from_params(params.get("storage"))
-    now = datetime.now(UTC)
-
-    result = ingest_params(data, options, ingested_at=now)
-    run_id = lake.new_run_id(now)
-    rejects_manifest = lake.publish_table(lake_cfg.uri, "rejects", result.rejects, None, run_id, options)
-    if result.metrics["rows_clean"] == 0:
-        write_json(METRICS, result.metrics)
-        raise ReviewpipeError(
-            f"all {result.metrics['rows_in']} rows of {data.raw_uri} were rejected "
-            f"({ {k: v for k, v in result.metrics['rejected_by_reason'].items() if v} }); "
-            f"see the rejects table under {lake.table_uri(lake_cfg.uri, 'rejects')}"
+    settings = AppendSettings.from_params(data, lake_cfg)
+    try:
+        metrics = ingest_batches(
+            declared_batches(data), lake_cfg.uri, settings, rebuild=True, options=options
         )
-    manifests = {
-        "rejects": rejects_manifest,
-        "reviews": lake.publish_table(
-            lake_cfg.uri, "reviews", result.clean, lake_cfg.get("partition_by"), run_id, options
-        ),
-    }
+    except AllRejectedError as exc:
+        write_json(METRICS, exc.metrics)
+        raise
     if os.path.normpath(lake_cfg.uri) != os.path.normpath(TRACKED_LAKE):
+        manifests = {
+            t: lake.read_manifest(lake.table_uri(lake_cfg.uri, t), options) for t in ("reviews", "rejects")
+        }
         write_json(os.path.join(TRACKED_LAKE, "_pointer.json"), {"uri": lake_cfg.uri, "tables": manifests})
-    write_json(METRICS, result.metrics)
-
-    m = result.metrics
-    reasons = ", ".join(f"{k}={v}" for k, v in m["rejected_by_reason"].items() if v) or "none"
+    write_json(METRICS, metrics)
+    counts = metrics["lake"]
     print(
-        f"ingest: {m['rows_in']} rows in, {m['rows_clean']} clean, {m['rows_rejected']} rejected "
-        f"({reasons}) -> {lake_cfg.uri}"
+        f"ingest: {len(metrics['batches'])} batch(es): {metrics['rows_in']} rows in, {metrics['rows_clean']} clean, "
+        f"{metrics['rows_rejected']} rejected -> {lake_cfg.uri}: {counts['review_ids']} reviews "
+        f"({counts['review_rows']} rows with versions), {counts['reject_rows']} rejects"
     )
