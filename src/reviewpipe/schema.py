@@ -45,13 +45,26 @@ class Section(Settings):
 
 
 # ---- data → lake → catalog → explore ------------------------------------------------------------
+class BatchParams(Settings):
+    """A raw batch the ingest stage appends after data.raw_uri (data.batches)."""
+
+    uri: str
+    ingested_at: str  # ISO 8601; later than the batch before
+
+
 class DataParams(Section):
     section = "data"
     raw_uri: str
+    ingested_at: str  # ISO 8601: raw_uri's rows' version time (declared, so reruns are byte-identical)
+    batches: list[BatchParams]
     compression: str | None  # infer | gzip | none | any fsspec codec
     encoding: str
     min_age: int
     max_age: int
+    chunk_rows: Annotated[int, Field(ge=1)]
+    max_raw_bytes: Annotated[int, Field(ge=1)]
+    max_field_bytes: Annotated[int, Field(ge=1)]
+    duckdb_memory_limit: str
     age_bands: list[int]
 
 
@@ -59,6 +72,7 @@ class LakeParams(Section):
     section = "lake"
     uri: str
     partition_by: str
+    retain_seconds: Annotated[int, Field(ge=0)]
 
 
 class StorageParams(Section):
