@@ -123,6 +123,16 @@ def test_stage_writes_clarify_analyses_plots_and_html(tmp_path: Path, prepared: 
     assert "before" in page and "after" in page and "Dresses" in page
 
 
+def test_stage_reruns_are_byte_identical(tmp_path: Path, prepared: Path) -> None:
+    """analysis.json, plots and index.html derive from the data and params, not the clock."""
+    out = tmp_path / "reports" / "bias"
+    bias_stage.main(_params(tmp_path))
+    first = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    bias_stage.main(_params(tmp_path))
+    second = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert len(first) > 10 and first == second
+
+
 def test_stage_reruns_cleanly_when_facets_change(tmp_path: Path, prepared: Path) -> None:
     params = _params(tmp_path, ["product_category", "division_name"], ["CI"])
     bias_stage.main(params)

@@ -197,3 +197,27 @@ def test_catalog_on_s3_matches_local(lake, tmp_path: Path, s3_bucket: str, moto_
         open_catalog(str(tmp_path / "s3.duckdb"), options).sql(query).df(),
         open_catalog(str(tmp_path / "local.duckdb")).sql(query).df(),
     )
+
+
+def test_the_tracked_script_is_byte_stable_and_the_database_is_rebuilt_from_it(lake, tmp_path: Path) -> None:
+    """catalog.sql (the stage's DVC output) is the same bytes on every rerun; the DuckDB file (random
+    id inside) is derived from it: rebuilt when missing (a fresh clone) or built from another script."""
+    lake_dir, reviews = lake
+    database = tmp_path / "catalog.duckdb"
+    build_catalog(str(lake_dir), str(database))
+    script = (tmp_path / "catalog.sql").read_bytes()
+    build_catalog(str(lake_dir), str(database))
+    assert (tmp_path / "catalog.sql").read_bytes() == script
+    database.unlink()  # `dvc pull` on a fresh clone brings catalog.sql, not the database
+    con = open_catalog(str(database))
+    assert con.sql("SELECT COUNT(*) FROM reviews").fetchall() == [(len(reviews),)]
+    con.close()
+    other = tmp_path / "other"
+    other.mkdir()
+    build_catalog(str(lake_dir), str(other / "catalog.duckdb"))
+    with (other / "catalog.sql").open("a") as f:
+        f.write("CREATE VIEW answer AS SELECT 42 AS answer;\n")
+    con = open_catalog(str(other / "catalog.duckdb"))  # a newer script: the database follows it
+    assert con.sql("SELECT answer FROM answer").fetchall() == [(42,)]
+    con.close()
+    assert not list(tmp_path.rglob("*.tmp-*"))

@@ -55,6 +55,33 @@ def test_ingest_then_read_round_trip(tmp_path: Path) -> None:
     assert fg.to_df()["review_id"].tolist() == [1, 2, 3, 4]
 
 
+def test_same_rows_at_the_same_write_time_give_the_same_files(tmp_path: Path) -> None:
+    """A pipeline stage passes a write time derived from its params: reruns are byte-identical."""
+    files = []
+    for run in ("a", "b"):
+        fg = FeatureGroup("reviews-fg", str(tmp_path / run)).create(FEATURES, "test group", creation_time=T1)
+        part = Path(fg.ingest(rows([1, 2, 3], T1), write_time=T1))
+        definition = (tmp_path / run / "reviews-fg" / "definition.json").read_text()
+        files.append((part.name, part.read_bytes(), definition.replace(str(tmp_path / run), "<store>")))
+        assert (fg.to_df()["write_time"] == T1).all()
+        assert json.loads(files[-1][2])["CreationTime"] == "2024-05-01T12:00:00+00:00"
+    assert files[0] == files[1] and files[0][0].startswith("part-20240501T120000000000Z-")
+    other = FeatureGroup("reviews-fg", str(tmp_path / "a")).ingest(rows([1, 2, 4], T1), write_time=T1)
+    assert Path(other).name != files[0][0]  # other content, another name: nothing overwritten
+
+
+def test_stage_event_time_defaults_to_the_newest_batch() -> None:
+    from omegaconf import OmegaConf
+
+    from reviewpipe.stages.features import record_time
+
+    data = OmegaConf.create({"ingested_at": "2018-01-01T00:00:00Z", "batches": []})
+    assert record_time(None, data) == pd.Timestamp("2018-01-01T00:00:00Z")
+    data.batches = [{"uri": "b.csv", "ingested_at": "2024-06-30T00:00:00Z"}]
+    assert record_time(None, data) == pd.Timestamp("2024-06-30T00:00:00Z")
+    assert record_time("2025-01-02T03:04:05", data) == pd.Timestamp("2025-01-02T03:04:05Z")
+
+
 def test_definition_file_describes_the_group(tmp_path: Path) -> None:
     group(tmp_path)
     definition = json.loads((tmp_path / "reviews-fg" / "definition.json").read_text())

@@ -34,8 +34,9 @@ from fsspec.utils import infer_compression
 from reviewpipe.errors import ReviewpipeError
 
 TMP_MARK = ".tmp-"
-# `<target>.tmp-<writer pid>-<8 hex>`: the pid tells a dead writer's leftover from a live write.
-_TMP_NAME = re.compile(r"^(?P<target>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{8}$")
+# `<target>.tmp-<writer pid>-<8 hex>` (and its side files, e.g. DuckDB's `.wal`): the pid tells a
+# dead writer's leftover from a live write.
+_TMP_NAME = re.compile(r"^(?P<target>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{8}(?:\.\w+)?$")
 # A temporary file this old is stale even if a process with its pid exists (pids get reused).
 STALE_TMP_SECONDS = 24 * 3600
 # Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV injection").
@@ -166,8 +167,9 @@ def remove_stale_temp(folder: str) -> list[str]:
     return sorted(removed)
 
 
-def _remove_stale_siblings(path: str) -> None:
-    """The stale temporary files of earlier writes to `path` (a killed writer's leftovers)."""
+def remove_stale_siblings(path: str) -> None:
+    """Delete the stale temporary files of earlier writes to the local file `path` (a killed
+    writer's leftovers); writers that publish a file their own way call it before they start."""
     folder, name = os.path.split(path)
     try:
         candidates = os.listdir(folder or ".")
@@ -237,7 +239,7 @@ def _open_atomic_binary(uri: str, options: StorageOptions | None, durable: bool)
     path = os.path.abspath(local_path(uri))
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    _remove_stale_siblings(path)
+    remove_stale_siblings(path)
     tmp = temp_name(path)
     try:
         with open(tmp, "wb") as f:
@@ -251,6 +253,18 @@ def _open_atomic_binary(uri: str, options: StorageOptions | None, durable: bool)
         raise
     if durable:
         _fsync_dir(folder)
+
+
+def publish_local(tmp: str, path: str) -> None:
+    """Publish a finished local temporary file (see `temp_name`) at `path`: fsync it, rename it
+    over `path`, fsync the folder. For writers that must produce the file themselves (a database)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def write_bytes(uri: str, data: bytes, options: StorageOptions | None = None) -> None:

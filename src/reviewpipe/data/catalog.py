@@ -1,7 +1,8 @@
 """The local Glue crawler + Data Catalog: DuckDB views over the lake, and a JSON description.
 
 `build_catalog` reads each lake table's manifest (only the files it lists), infers the schema and
-partitions, and writes a DuckDB database with one view per table; a versioned table (`reviews`,
+partitions, and writes the SQL script of a DuckDB database with one view per table (data/catalog.sql,
+DVC-tracked and byte-stable) and the database built from it (data/catalog.duckdb); a versioned table (`reviews`,
 whose manifest names a record id and version column) gets two: `reviews`, the current version of
 each review (what prepare, explore and monitor read), and `reviews_history`, every version.
 `connect` opens it for every reader (explore, prepare, `reviewpipe query`), registering the S3
@@ -17,6 +18,7 @@ holding the database). An absolute lake URI gives absolute paths.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from typing import Any
@@ -43,54 +45,96 @@ ALLOWED_STATEMENTS = ("SELECT", "EXPLAIN")
 _TIMESTAMP = re.compile(r"timestamp\[(\w+)(?:, tz=(.+))?\]")
 
 
+def sql_path(database: str) -> str:
+    """The catalog's SQL script beside its database: data/catalog.duckdb -> data/catalog.sql."""
+    return os.path.splitext(database)[0] + ".sql"
+
+
 def build_catalog(lake_uri: str, database: str, options: StorageOptions | None = None) -> dict[str, Any]:
-    """Crawl the lake and (re)write `database` atomically; return the catalog description."""
+    """Crawl the lake into the catalog: the SQL script that defines it (`sql_path(database)`, the
+    stage's tracked output: it derives from the manifests only, so reruns are byte-identical) and the
+    DuckDB database built from it (a DuckDB file carries a random id, so it is rebuilt from the
+    script whenever it is missing or stale, see `open_catalog`). Returns the catalog description."""
     options = options or StorageOptions()
+    database_dir = os.path.dirname(os.path.abspath(database))
+    relative = not storage.is_remote(lake_uri) and not os.path.isabs(storage.local_path(lake_uri))
+    statements = [
+        f"CREATE TABLE {INFO_TABLE} (key VARCHAR, value VARCHAR)",
+        f"INSERT INTO {INFO_TABLE} VALUES ('lake_uri', '{lake.sql_string(lake_uri)}'), "
+        f"('local_paths', '{'relative_to_database_dir' if relative else 'absolute'}')",
+        f"CREATE TABLE {FILES_TABLE} (path VARCHAR)",
+    ]
+    con = duckdb.connect()  # the views are checked and described in memory, then scripted
+    try:
+        _prepare_connection(con, lake_uri, database_dir, options)
+        tables = {}
+        for statement in statements:
+            con.execute(statement)
+        for table in TABLES:
+            table_uri = storage.join(lake_uri, table)
+            manifest = lake.read_manifest(table_uri, options)
+            files = [_view_path(uri, database_dir, relative) for uri in lake.table_files(table_uri, options)]
+            views = []
+            if files:
+                views.append(
+                    f"INSERT INTO {FILES_TABLE} VALUES "
+                    + ", ".join(f"('{lake.sql_string(f)}')" for f in files)
+                )
+            source = f"({_select_sql(con, manifest, files)})"
+            if manifest.get("record_id") and manifest.get("version_column"):
+                views.append(f"CREATE VIEW {table}{HISTORY_SUFFIX} AS SELECT * FROM {source}")
+                views.append(f"CREATE VIEW {table} AS {lake.current_sql(manifest, table + HISTORY_SUFFIX)}")
+            else:
+                views.append(f"CREATE VIEW {table} AS SELECT * FROM {source}")
+            for statement in views:
+                con.execute(statement)
+            statements += views
+            tables[table] = describe_table(con, table, table_uri, manifest)
+    finally:
+        con.close()
+    script = (
+        "-- reviewpipe catalog: views over the lake's manifest-listed files (written by `reviewpipe stage"
+        " catalog`).\n-- Run it in DuckDB with file_search_path set to this folder; reviewpipe builds "
+        f"{os.path.basename(database)} from it.\n" + "".join(f"{s};\n" for s in statements)
+    )
+    storage.write_text(sql_path(database), script)
+    materialize(database, script, options)
+    return {"lake": lake_uri, "tables": tables}
+
+
+def materialize(database: str, script: str, options: StorageOptions | None = None) -> None:
+    """Build the DuckDB database `database` from the catalog script, atomically (it records the
+    script's hash, so `open_catalog` can tell when it is stale). The views bind to the lake files as
+    they are created, so the lake's filesystem is registered first (from the script's info rows)."""
     database = os.path.abspath(database)
     os.makedirs(os.path.dirname(database), exist_ok=True)
+    storage.remove_stale_siblings(database)  # a killed build's leftovers
     tmp = storage.temp_name(database)
-    relative = not storage.is_remote(lake_uri) and not os.path.isabs(storage.local_path(lake_uri))
     try:
         con = duckdb.connect(tmp)
         try:
-            _prepare_connection(con, lake_uri, os.path.dirname(database), options)
-            con.execute(f"CREATE TABLE {INFO_TABLE} (key VARCHAR, value VARCHAR)")
-            con.executemany(
-                f"INSERT INTO {INFO_TABLE} VALUES (?, ?)",
-                [
-                    ("lake_uri", lake_uri),
-                    ("local_paths", "relative_to_database_dir" if relative else "absolute"),
-                ],
-            )
-            con.execute(f"CREATE TABLE {FILES_TABLE} (path VARCHAR)")
-            tables = {}
-            for table in TABLES:
-                table_uri = storage.join(lake_uri, table)
-                manifest = lake.read_manifest(table_uri, options)
-                files = [
-                    _view_path(uri, os.path.dirname(database), relative)
-                    for uri in lake.table_files(table_uri, options)
-                ]
-                if files:
-                    con.executemany(f"INSERT INTO {FILES_TABLE} VALUES (?)", [(f,) for f in files])
-                source = f"({_select_sql(con, manifest, files)})"
-                if manifest.get("record_id") and manifest.get("version_column"):
-                    con.execute(f"CREATE VIEW {table}{HISTORY_SUFFIX} AS SELECT * FROM {source}")
-                    con.execute(
-                        f"CREATE VIEW {table} AS {lake.current_sql(manifest, table + HISTORY_SUFFIX)}"
+            prepared = False
+            for statement in con.extract_statements(script):
+                if not prepared and statement.type.name == "CREATE" and FILES_TABLE in statement.query:
+                    info = dict(con.execute(f"SELECT key, value FROM {INFO_TABLE}").fetchall())
+                    _prepare_connection(
+                        con, info["lake_uri"], os.path.dirname(database), options or StorageOptions()
                     )
-                else:
-                    con.execute(f"CREATE VIEW {table} AS SELECT * FROM {source}")
-                tables[table] = describe_table(con, table, table_uri, manifest)
+                    prepared = True
+                con.execute(statement)
+            con.execute(f"INSERT INTO {INFO_TABLE} VALUES ('script_sha256', ?)", [_sha256(script)])
             con.execute("CHECKPOINT")
         finally:
             con.close()
-        os.replace(tmp, database)
+        storage.publish_local(tmp, database)
     finally:
         for leftover in (tmp, f"{tmp}.wal"):
             if os.path.exists(leftover):
                 os.remove(leftover)
-    return {"lake": lake_uri, "tables": tables}
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def publish_catalog(params: Any) -> dict[str, Any]:
@@ -189,10 +233,10 @@ def connect(params: Any, read_only: bool = True, sandboxed: bool = False) -> duc
 def open_catalog(
     database: str, options: StorageOptions | None = None, read_only: bool = True, sandboxed: bool = False
 ) -> duckdb.DuckDBPyConnection:
-    """Open a catalog database file: registers S3 and the base folder its views need.
-    `sandboxed`: file access limited to the lake files the views read (see the module doc)."""
-    if not os.path.exists(database):
-        raise ReviewpipeError(f"catalog database not found at {database}: {MISSING_HINT}.")
+    """Open a catalog database file (built first from its script when missing or stale): registers
+    S3 and the base folder its views need. `sandboxed`: file access limited to the lake files the
+    views read (see the module doc)."""
+    _ensure_built(database, options)
     try:
         con = duckdb.connect(database, read_only=read_only)
     except duckdb.Error as exc:
@@ -210,6 +254,29 @@ def open_catalog(
     if sandboxed:
         _sandbox(con, files, database_dir)
     return con
+
+
+def _ensure_built(database: str, options: StorageOptions | None) -> None:
+    """(Re)build `database` from its script when it is missing or was built from another script
+    (a fresh clone or `dvc pull` brings the script, the DVC-tracked output, not the database)."""
+    script_file = sql_path(database)
+    if not os.path.exists(script_file):
+        if not os.path.exists(database):
+            raise ReviewpipeError(f"catalog database not found at {database}: {MISSING_HINT}.")
+        return  # a database without its script (built by an older reviewpipe): use it as it is
+    script = storage.read_bytes(script_file).decode("utf-8")
+    if os.path.exists(database):
+        try:
+            con = duckdb.connect(database, read_only=True)
+            try:
+                row = con.execute(f"SELECT value FROM {INFO_TABLE} WHERE key = 'script_sha256'").fetchone()
+            finally:
+                con.close()
+        except duckdb.Error:
+            row = None
+        if row is not None and row[0] == _sha256(script):
+            return
+    materialize(database, script, options)
 
 
 def _sandbox(con: duckdb.DuckDBPyConnection, files: list[str], database_dir: str) -> None:
