@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import subprocess
 import sys
@@ -35,34 +36,31 @@ INGESTED_AT = "2024-01-01T00:00:00Z"
 
 
 def write_raw(path: Path, rows: int, seed: int, chunk: int = 50_000) -> int:
-    """`rows` synthetic Kaggle-schema reviews (unique ids, a few bad rows per chunk) as a gzip CSV,
-    written chunk by chunk; returns the uncompressed size."""
+    """`rows` synthetic Kaggle-schema reviews as a gzip CSV: one synthetic chunk (with a few bad
+    rows) repeated with its ids shifted, so ids stay unique; returns the uncompressed size."""
     from reviewpipe.data.synth import synth_reviews
 
-    size = 0
+    data, _ = synth_reviews(min(chunk, rows), seed, bad_rows=2 if min(chunk, rows) > 100 else 0)
+    header, body = data.split(b"\n", 1)
+    size = len(header) + 1
     with gzip.open(path, "wb", compresslevel=1) as out:
-        for i, start in enumerate(range(0, rows, chunk)):
-            n = min(chunk, rows - start)
-            data, _ = synth_reviews(n, seed + i, bad_rows=2 if n > 100 else 0)
-            header, body = data.split(b"\n", 1)
-            body = _shift_ids(body, start)  # ids stay unique across chunks
-            if i == 0:
-                out.write(header + b"\n")
-                size += len(header) + 1
-            out.write(body)
-            size += len(body)
+        out.write(header + b"\n")
+        for start in range(0, rows, chunk):
+            part = _shift_ids(body, start, min(chunk, rows - start))
+            out.write(part)
+            size += len(part)
     return size
 
 
-def _shift_ids(body: bytes, offset: int) -> bytes:
-    """Add `offset` to the id at the start of each record (records may hold quoted newlines)."""
+def _shift_ids(body: bytes, offset: int, rows: int) -> bytes:
+    """The first `rows` records with `offset` added to each id (records may hold quoted newlines)."""
     import csv
     import io
 
     text = body.decode("latin-1")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    for record in csv.reader(io.StringIO(text, newline="")):
+    for record in itertools.islice(filter(None, csv.reader(io.StringIO(text, newline=""))), rows):
         if record:
             if record[0].strip().isdigit():
                 record[0] = str(int(record[0]) + offset)

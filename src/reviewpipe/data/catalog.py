@@ -137,31 +137,6 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def publish_catalog(params: Any) -> dict[str, Any]:
-    """Build the catalog `params` name (catalog.database) over lake.uri and write its description
-    (catalog.description); with catalog.engine=athena also register the S3 lake in the Glue Data
-    Catalog (reviewpipe.aws.glue). Returns the description."""
-    cfg = section(params, "catalog")
-    engine = check_engine(cfg.engine)
-    lake_uri = section(params, "lake").uri
-    options = StorageOptions.from_params(params.get("storage"))
-    if engine == "athena":
-        from reviewpipe.aws.glue import s3_location
-
-        s3_location(lake_uri)  # fails early, before the local catalog is built, when the lake is local
-    description = build_catalog(lake_uri, cfg.database, options)
-    description["database"] = cfg.database
-    description["engine"] = engine
-    if engine == "athena":
-        from reviewpipe.aws.clients import Aws, AwsSettings
-        from reviewpipe.aws.glue import sync_lake
-
-        glue = Aws(AwsSettings.from_params(section(params, "aws"))).client("glue")
-        description["glue"] = sync_lake(glue, cfg.athena.database, lake_uri, options)
-    storage.write_json(cfg.description, description)
-    return description
-
-
 def describe_table(
     con: duckdb.DuckDBPyConnection, table: str, location: str, manifest: dict[str, Any]
 ) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from reviewpipe import storage
 from reviewpipe.config import load_params, section
 from reviewpipe.data.append import AppendSettings, Batch, ingest_batches
-from reviewpipe.data.catalog import publish_catalog
+from reviewpipe.stages.catalog import publish_catalog
 from reviewpipe.stages.ingest import TRACKED_LAKE
 
 

@@ -32,6 +32,7 @@ import csv
 import gzip
 import hashlib
 import io
+import itertools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -322,18 +323,24 @@ def _raw_frame(
         else (r + [""] * (width - len(r)) if len(r) < width else [*r[: width - 1], ",".join(r[width - 1 :])])
         for r in body
     ]
-    too_large = [any(len(v) > max_field_bytes for v in r) for r in fields]
-    if any(too_large):
+    # Per-row checks at C speed for the common case: no field over the limit, every byte ASCII.
+    if max(map(len, itertools.chain.from_iterable(fields)), default=0) > max_field_bytes:
+        too_large = [max(map(len, r)) > max_field_bytes for r in fields]
         fields = [
             [_cut(v, max_field_bytes) for v in r] if big else r
             for r, big in zip(fields, too_large, strict=True)
         ]
+    else:
+        too_large = [False] * len(fields)
+    joined = ["".join(r) for r in fields]
+    non_ascii = [not text.isascii() for text in joined]
     columns = list(zip(*fields, strict=True))
     raw = pd.DataFrame({name: pd.Series(columns[position[name]], dtype=object) for name in SOURCE_COLUMNS})
     raw = raw.where(raw != "", None)
     raw["source_row"] = np.arange(first_row, first_row + len(raw), dtype="int64")
     raw["wrong_field_count"] = np.array(wrong, dtype=bool)
     raw["field_too_large"] = np.array(too_large, dtype=bool)
+    raw["non_ascii"] = np.array(non_ascii, dtype=bool)
     return raw
 
 
@@ -386,8 +393,9 @@ def _decode_fields(raw: pd.DataFrame, codec: str | None) -> tuple[pd.DataFrame, 
     bad = pd.Series(False, index=raw.index)
     if codec is None or codec in ("latin-1", "iso8859-1"):
         return decoded, bad
+    rows = raw.index[raw["non_ascii"]] if "non_ascii" in raw else raw.index  # flagged by the parser
     for column in SOURCE_COLUMNS:
-        values = raw[column]
+        values = raw.loc[rows, column]
         non_ascii = values.map(lambda v: v is not None and not v.isascii())
         for idx in values.index[non_ascii]:
             as_bytes = values[idx].encode("latin-1")
@@ -404,6 +412,16 @@ def _whole_numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     not floats, so 18-digit ids stay exact."""
     present = values.notna()
     text = values.where(present, "").astype(str)
+    plain = text.str.isdigit() & (text.str.len() <= 18)
+    if bool((plain | ~present).all()):  # the common case: plain digits, parsed by numpy
+        try:
+            numbers = np.where(present.to_numpy(), text.to_numpy(), "0").astype(np.int64)
+        except ValueError:  # digits numpy does not read (e.g. superscripts): the careful path below
+            numbers = None
+        if numbers is not None:
+            parsed = pd.array(numbers, dtype="Int64")
+            parsed[~present.to_numpy()] = pd.NA
+            return pd.Series(parsed, index=values.index), pd.Series(False, index=values.index)
     ok = text.str.fullmatch(_WHOLE_NUMBER.pattern) & present
     digits = text.str.strip().str.replace(r"\.0*$", "", regex=True)
     parsed = [int(v) if good else None for v, good in zip(digits.tolist(), ok.tolist(), strict=True)]
@@ -412,14 +430,20 @@ def _whole_numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def content_hashes(clean: pd.DataFrame) -> pd.Series:
     """Per row, a 16-hex-digit hash of its content (every source column but the id, as typed
-    values): equal rows, equal hashes; a changed field, a new hash."""
+    values): equal rows, equal hashes; a changed field, a new hash. md5 of the values joined by a
+    separator (NULL as a NUL character), computed by DuckDB: a standard hash, stable across versions."""
     if clean.empty:
         return pd.Series([], dtype="string", index=clean.index)
-    parts = [clean[c].astype("string").fillna("\x00") for c in CONTENT_COLUMNS]
-    joined = parts[0].str.cat(parts[1:], sep="\x1f")
-    return joined.map(lambda s: hashlib.blake2b(s.encode("utf-8"), digest_size=8).hexdigest()).astype(
-        "string"
-    )
+    import duckdb
+
+    parts = ", ".join(f'coalesce(CAST("{c}" AS VARCHAR), chr(0))' for c in CONTENT_COLUMNS)
+    con = duckdb.connect()
+    try:
+        con.register("content", clean[list(CONTENT_COLUMNS)].reset_index(drop=True))
+        hashes = con.execute(f"SELECT left(md5(concat_ws(chr(31), {parts})), 16) FROM content").fetchnumpy()
+    finally:
+        con.close()
+    return pd.Series(next(iter(hashes.values())), index=clean.index, dtype="string")
 
 
 def _utc(moment: datetime | None) -> pd.Timestamp:
@@ -465,7 +489,8 @@ def validate(
     reject(invalid["rating"], "invalid_rating")
     rating = numbers["rating"]
     reject(rating.notna() & ((rating < 1) | (rating > 5)).fillna(False), "rating_out_of_range")
-    body_blank = rows["review_body"].map(lambda v: v is None or not str(v).strip())
+    body = rows["review_body"]
+    body_blank = body.isna() | body.fillna("").astype(str).str.strip().eq("")
     reject(body_blank, "missing_review_body")
     reject(invalid["age"], "invalid_age")
     age = numbers["age"]
