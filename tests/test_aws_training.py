@@ -198,6 +198,8 @@ def test_bert_stage_as_a_training_job_under_the_real_toolkit(
 
     assert BertPredictor(out).predict_proba(["lovely soft", "itchy"]).shape == (2, 3)
     assert f"training job {job}: Completed" in capsys.readouterr().out
+    record = json.loads((tmp_path / "models" / "ckpt" / "sagemaker_job.json").read_text())
+    assert record["training_job"] == job and record["checkpoint_s3_uri"].endswith(f"/checkpoints/{job}")
 
     # Rerunning the unchanged stage reuses the finished job: no new job, the same model.
     sagemaker_calls.log.clear()

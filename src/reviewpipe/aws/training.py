@@ -64,6 +64,7 @@ REQUIREMENTS = (
 )
 DONE = ("Completed", "Failed", "Stopped")
 HYPERPARAMETER_VALUE_LIMIT = 2500  # SageMaker's limit per value
+SAGEMAKER_RECORD = "sagemaker_job.json"  # in bert.ckpt_dir: the job, its checkpoints and model on S3
 RUN_NAME_LIMIT = 59  # training job names: 63 characters, less an attempt suffix (-a2)
 SKIPPED_BERT_KEYS = ("launcher", "sagemaker", "out_dir", "ckpt_dir", "live_dir", "class_weights_uri")
 
@@ -339,4 +340,13 @@ def train_on_sagemaker(params: Any, session: Any = None) -> dict[str, Any]:
     job = launcher.submit(run, lambda name: launcher.request(name, hps, channels, run))
     described = launcher.wait(job)
     launcher.fetch(described, bert["out_dir"], bert["live_dir"])
+    # The local checkpoint dir (a DVC output) says where this run's checkpoints are: on S3.
+    ckpt_dir = Path(bert["ckpt_dir"])
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "training_job": job,
+        "checkpoint_s3_uri": described["CheckpointConfig"]["S3Uri"],
+        "model_artifacts": described["ModelArtifacts"]["S3ModelArtifacts"],
+    }
+    (ckpt_dir / SAGEMAKER_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return described
