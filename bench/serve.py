@@ -6,8 +6,9 @@ HTTP server. Same model, same reviews, same loopback load, one run; prints the r
 Reports, for each server: single-review latency (sequential requests, p50/p99), throughput and
 latency under `--clients` concurrent keep-alive clients, server CPU seconds. For reviewpipe also:
 whether the served probabilities depend on batch composition (each review alone vs inside one
-32-review request vs merged with concurrent requests), and throughput with data capture on
-(100% sampling, local files) vs off.
+32-review request vs merged with concurrent requests), the latency of one review sent while two
+big requests are served (fairness), and throughput with data capture on (100% sampling, local
+files) vs off.
 
 Model: `--model` (a save_pretrained dir), else models/bert when trained, else the packaged MiniLM
 with the project's mean-pooling head, untrained (speed does not depend on the head's weights; the
@@ -258,6 +259,30 @@ def batch_independence(port: int, texts: list[str], n: int = 32) -> dict[str, An
     }
 
 
+def small_behind_big(port: int, texts: list[str], big: int) -> dict[str, float]:
+    """Latency of a one-review request sent while two `big`-review requests are being served
+    (issue 13: two 4,000-text requests made a 1-text request wait 26 s)."""
+    finished: dict[str, float] = {}
+
+    def send(name: str, inputs: list[str]) -> None:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        finished[name] = post(c, inputs)[0]
+        c.close()
+
+    bigs = [threading.Thread(target=send, args=(f"big{i}", texts[i * big : (i + 1) * big])) for i in range(2)]
+    for t in bigs:
+        t.start()
+    time.sleep(0.5)  # both are in the server
+    send("small", [texts[-1]])
+    for t in bigs:
+        t.join()
+    return {
+        "big_reviews": big,
+        "small_ms": 1000 * finished["small"],
+        "big_ms": 1000 * max(finished["big0"], finished["big1"]),
+    }
+
+
 def stop(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -318,6 +343,9 @@ def main() -> int:
     parser.add_argument("--quantize", help="override serve.quantize")
     parser.add_argument("--backend", help="override serve.backend")
     parser.add_argument("--skip-capture", action="store_true", help="skip the capture-on run")
+    parser.add_argument(
+        "--fairness", type=int, default=200, help="reviews per big request in the small-behind-big check"
+    )
     parser.add_argument("--out", help="also write the figures as JSON here")
     parser.add_argument("--pipeline-server", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -375,12 +403,14 @@ def main() -> int:
         servers["reviewpipe_capture"] = reviewpipe(True)
     results: dict[str, dict[str, float]] = {}
     independence: dict[str, Any] = {}
+    fairness: dict[str, float] = {}
     for name, cmd in servers.items():
         proc, port = start(cmd)
         try:
             results[name] = measure(port, proc.pid, texts, args.clients, args.seconds, args.single)
             if name == "reviewpipe":
                 independence = batch_independence(port, texts)
+                fairness = small_behind_big(port, texts, args.fairness)
         finally:
             stop(proc)
         print(name, json.dumps({k: round(v, 2) for k, v in results[name].items()}), flush=True)
@@ -409,6 +439,10 @@ def main() -> int:
         f"{independence['max_abs_diff']:.2g} over {independence['reviews']} reviews, "
         f"{independence['labels_changed']} labels changed)"
     )
+    print(
+        f"one review sent while two {fairness['big_reviews']}-review requests were served: "
+        f"{fairness['small_ms']:.0f} ms (the big ones: {fairness['big_ms']:.0f} ms)"
+    )
     if "capture_on_vs_off_throughput" in ratios:
         print(f"data capture on / off throughput: {ratios['capture_on_vs_off_throughput']:.2f}")
     print(f"load average at end {load_average()}")
@@ -420,6 +454,7 @@ def main() -> int:
                     "results": results,
                     "ratios": ratios,
                     "batch_independence": independence,
+                    "small_behind_big": fairness,
                     "model": model_dir,
                     "model_note": model_note,
                     "settings": vars(args),
