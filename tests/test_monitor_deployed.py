@@ -153,7 +153,7 @@ def test_baseline_scores_the_natural_mix_with_the_deployed_champion(shop: dict) 
         "champion",
         "champion-v1",
     )
-    assert model["sha256"] == package.file_sha256(shop["packages"]["champion"])
+    assert model["sha256"] == package.file_sha256(shop["packages"]["champion"]) and model["registry"] is None
     predicted = predicted_counts(stats)
     direct = pd.Series(shop["models"]["champion"].predict(train_rows["review_body"])).value_counts()
     assert predicted == {str(k): int(v) for k, v in direct.items()}
@@ -207,6 +207,7 @@ def test_the_baseline_monitors_the_labels_the_package_serves(shop: dict, tmp_pat
         model_name="champion",
         model_version="champion-cal",
         calibration=calibration,
+        registry={"uri": "models/registry", "version": 7, "status": "Approved"},
     )
     state = {
         "target": "local",
@@ -232,6 +233,7 @@ def test_the_baseline_monitors_the_labels_the_package_serves(shop: dict, tmp_pat
         .to_dict()
     )
     assert monitored == served and served != top  # the decision rule moved some answers to neutral
+    assert stats["model"]["registry"] == {"uri": "models/registry", "version": 7, "status": "Approved"}
 
 
 def write_traffic(shop: dict) -> dict[str, dict[str, int]]:

@@ -77,6 +77,17 @@ def choose_variant(variants: Sequence[DeployedModel], name: str | None, setting:
     )
 
 
+def package_registry_entry(package: str) -> dict[str, Any] | None:
+    """The registry version a package was built from (its model_info.json), if any."""
+    import json
+    import tarfile
+
+    with tarfile.open(package, "r:*") as tar:
+        member = tar.extractfile("model_info.json")
+        info = json.load(member) if member is not None else {}
+    return info.get("registry")
+
+
 class PackagePredictor:
     """A model package scored through its own code/inference.py with the serving settings (the
     loader `reviewpipe serve` and `reviewpipe predict` use), behind predict_proba(texts)."""
@@ -143,7 +154,12 @@ def monitored_model(params: Any, section_name: str) -> Monitored | None:
             setting,
         )
         predictor = PackagePredictor(chosen.package, section(params, "serve"), chosen.sha256)
-        return Monitored(predictor, {**chosen.describe(), "served_model_version": predictor.version})
+        description = {
+            **chosen.describe(),
+            "served_model_version": predictor.version,
+            "registry": package_registry_entry(chosen.package),
+        }
+        return Monitored(predictor, description)
     if source != "path":
         raise ReviewpipeError(f"{setting}.source must be deployed, path or none, not {source!r}")
     if model.path is None:
