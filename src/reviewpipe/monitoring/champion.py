@@ -45,9 +45,9 @@ class DeployedModel:
         }
 
 
-def deployed_variants(state_path: str) -> list[DeployedModel]:
+def deployed_variants(state_path: str, setting: str) -> list[DeployedModel]:
     """Every variant in the deployment record, in its order."""
-    hint = "Deploy first (`dvc repro deploy`), or set monitor.model.source=path with a kind and path."
+    hint = f"Deploy first (`dvc repro deploy`), or set {setting}.source=path with a kind and path."
     storage.require_exists(state_path, "the deployment record (deploy.state_path)", hint)
     state = storage.read_json(state_path)
     variants = state["variants"] if isinstance(state, dict) and "variants" in state else []
@@ -149,7 +149,7 @@ def monitored_model(params: Any, section_name: str) -> Monitored | None:
         return None
     if source == "deployed":
         chosen = choose_variant(
-            deployed_variants(str(section(params, "deploy").state_path)),
+            deployed_variants(str(section(params, "deploy").state_path), setting),
             None if model.variant is None else str(model.variant),
             setting,
         )
