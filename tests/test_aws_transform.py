@@ -92,6 +92,7 @@ def test_batch_transform_writes_what_local_predict_writes(
         "10",
         "--params",
         str(params_path),
+        "--trust",
     ]
     assert cli.main([*common, "--output", str(tmp_path / "local"), "--no-progress"]) == 0
     assert cli.main([*common, "--output", str(tmp_path / "sm"), "--engine", "sagemaker"]) == 0
@@ -161,7 +162,16 @@ def test_batch_transform_scores_a_lake(tmp_path: Path, s3_bucket: str, transform
     )
     lake.publish_table(f"s3://{s3_bucket}/lake", "reviews", frame, "product_category")
     out = tmp_path / "scored"
-    args = ["predict", "--model", str(package), "--input", f"s3://{s3_bucket}/lake", "--output", str(out)]
+    args = [
+        "predict",
+        "--model",
+        str(package),
+        "--input",
+        f"s3://{s3_bucket}/lake",
+        "--output",
+        str(out),
+        "--trust",
+    ]
     assert cli.main([*args, "--engine", "sagemaker", "--params", str(params_path), "--part-rows", "100"]) == 0
     scored = batch.read_output(str(out))
     assert scored["review_id"].tolist() == list(range(30)) and scored["row_number"].tolist() == list(

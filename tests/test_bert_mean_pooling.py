@@ -153,5 +153,5 @@ def test_onnx_and_int8_backends_serve_the_mean_pooling_head(
     assert reference.shape == (3, 3)
     monkeypatch.setenv("REVIEWPIPE_BACKEND", "onnx")
     np.testing.assert_allclose(inference.model_fn(str(model_dir)).predict_proba(texts), reference, atol=1e-4)
-    monkeypatch.setenv("REVIEWPIPE_QUANTIZE", "int8")
+    monkeypatch.setenv("REVIEWPIPE_QUANTIZE", "int8-dynamic")
     np.testing.assert_allclose(inference.model_fn(str(model_dir)).predict_proba(texts), reference, atol=0.05)

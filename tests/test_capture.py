@@ -255,7 +255,7 @@ def test_sigterm_flushes_the_capture_buffer(tmp_path: Path) -> None:
         )
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reviewpipe.cli", "serve", "--model", str(package), "--port", "0"]
+        [sys.executable, "-m", "reviewpipe.cli", "serve", "--model", str(package), "--port", "0", "--trust"]
         + ["--params", str(params), "--endpoint-name", "my-endpoint"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -228,6 +228,29 @@ def test_deploy_makes_exactly_the_expected_calls(
     assert not {op for op in calls.operations() if op.startswith(("Create", "Update", "Put", "Delete"))}
 
 
+def test_upload_skips_only_when_the_object_holds_the_same_bytes(
+    session: boto3.Session, s3_bucket: str, tarballs: dict[str, Path]
+) -> None:
+    """An object whose metadata claims the tarball's sha256 but holds other bytes is replaced; an
+    object with the same bytes is kept (no second PutObject)."""
+    calls = Calls(session)
+    deployer = SageMakerDeployer(settings(s3_bucket), session=session)
+    info = package_info(tarballs["champion"])
+    key = f"reviewpipe/models/{info['sha256'][:16]}/model.tar.gz"
+    s3 = boto3.client("s3", region_name=REGION)
+    forged = tarballs["challenger"].read_bytes()  # other bytes...
+    forged = forged[: info["bytes"]].ljust(info["bytes"], b"\0")  # ...of the very same length
+    s3.put_object(Bucket=s3_bucket, Key=key, Body=forged, Metadata={"sha256": info["sha256"]})
+
+    uri = deployer.upload(tarballs["champion"], info)
+    assert uri == f"s3://{s3_bucket}/{key}" and len(calls.named("PutObject")) == 1
+    assert s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read() == tarballs["champion"].read_bytes()
+
+    calls.clear()
+    assert deployer.upload(tarballs["champion"], info) == uri
+    assert calls.named("PutObject") == [] and len(calls.named("GetObject")) == 1  # hashed, kept
+
+
 def test_weight_change_shift_and_model_replacement(
     session: boto3.Session, s3_bucket: str, endpoint_name: str, tarballs: dict[str, Path]
 ) -> None:

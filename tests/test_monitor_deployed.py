@@ -240,7 +240,9 @@ def write_traffic(shop: dict) -> dict[str, dict[str, int]]:
     """Two days of traffic through both packages: day 1 like training; day 2 longer, more negative
     reviews whose ratings no longer follow the words (concept drift). Returns ground truth per key."""
     loaded = {
-        name: inference.model_fn(str(package.unpack_package(path, shop["root"] / "unpacked" / name)))
+        name: inference.model_fn(
+            str(package.unpack_package(path, shop["root"] / "unpacked" / name, max_unpacked_bytes=1 << 30))
+        )
         for name, path in shop["packages"].items()
     }
     day1 = shop["reviews"][shop["reviews"]["split_type"] == "test"].reset_index(drop=True)

@@ -24,6 +24,7 @@ from reviewpipe.serving import inference, package
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_TEXTS = ["love this dress, great fit", "awful fabric, terrible fit", "it is okay, nothing special"] * 10
 TRAIN_LABELS = [1, -1, 0] * 10
+MAX_BYTES = 1 << 30
 
 
 @functools.cache
@@ -141,6 +142,8 @@ def test_inference_code_imports_nothing_from_reviewpipe() -> None:
         "threading",
         "logging",
         "warnings",
+        "pandas",
+        "autogluon",
     }
 
 
@@ -197,8 +200,8 @@ def test_input_fn_contract() -> None:
 
 def test_predict_and_output_for_both_kinds(tmp_path: Path) -> None:
     art = tiny_artifacts()
-    baseline_dir = package.unpack_package(art["baseline_tar"], tmp_path / "b")
-    bert_dir = package.unpack_package(art["bert_tar"], tmp_path / "h")
+    baseline_dir = package.unpack_package(art["baseline_tar"], tmp_path / "b", max_unpacked_bytes=MAX_BYTES)
+    bert_dir = package.unpack_package(art["bert_tar"], tmp_path / "h", max_unpacked_bytes=MAX_BYTES)
     for model_dir, version in ((baseline_dir, "baseline-"), (bert_dir, "bert-v7")):
         model = inference.model_fn(str(model_dir))
         prediction = inference.predict_fn({"texts": ["love this dress", "awful fabric", "okay"]}, model)
@@ -231,7 +234,9 @@ def test_sklearn_pipelines_fit_on_class_ids_map_to_labels(tmp_path: Path) -> Non
         make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(TRAIN_TEXTS, ids), tmp_path / "m.joblib"
     )
     package.build_package(tmp_path / "m.joblib", tmp_path / "b.tar.gz", model_name="baseline")
-    model = inference.model_fn(str(package.unpack_package(tmp_path / "b.tar.gz", tmp_path / "u")))
+    model = inference.model_fn(
+        str(package.unpack_package(tmp_path / "b.tar.gz", tmp_path / "u", max_unpacked_bytes=MAX_BYTES))
+    )
     assert [
         r["label"] for r in inference.predict_fn({"texts": TRAIN_TEXTS[:3]}, model)["predictions"]
     ] == TRAIN_LABELS[:3]
@@ -247,7 +252,9 @@ def test_sklearn_pipelines_fit_on_class_ids_map_to_labels(tmp_path: Path) -> Non
 
 def test_long_texts_are_truncated_not_rejected(tmp_path: Path) -> None:
     art = tiny_artifacts()
-    model = inference.model_fn(str(package.unpack_package(art["bert_tar"], tmp_path / "h")))
+    model = inference.model_fn(
+        str(package.unpack_package(art["bert_tar"], tmp_path / "h", max_unpacked_bytes=MAX_BYTES))
+    )
     assert model.max_length == 64  # the tiny model's position embeddings
     long_text = "this dress is lovely " * 2000
     probs = model.predict_proba([long_text, long_text[:400]])
@@ -256,7 +263,9 @@ def test_long_texts_are_truncated_not_rejected(tmp_path: Path) -> None:
 
 def test_forward_passes_group_similar_lengths(tmp_path: Path) -> None:
     art = tiny_artifacts()
-    model = inference.model_fn(str(package.unpack_package(art["bert_tar"], tmp_path / "h")))
+    model = inference.model_fn(
+        str(package.unpack_package(art["bert_tar"], tmp_path / "h", max_unpacked_bytes=MAX_BYTES))
+    )
     model.batch_size = 4
     lengths = [10, 11, 12, 50, 52, 9, 10, 10, 10, 10, 200]
     chunks = model.chunks(lengths)
@@ -276,10 +285,10 @@ def test_int8_quantisation_replaces_linear_layers_and_stays_close(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     art = tiny_artifacts()
-    model_dir = str(package.unpack_package(art["bert_tar"], tmp_path / "h"))
+    model_dir = str(package.unpack_package(art["bert_tar"], tmp_path / "h", max_unpacked_bytes=MAX_BYTES))
     texts = ["love this dress", "awful fabric, returned it", "it is fine I guess"] * 4
     reference = inference.model_fn(model_dir).predict_proba(texts)
-    monkeypatch.setenv("REVIEWPIPE_QUANTIZE", "int8")
+    monkeypatch.setenv("REVIEWPIPE_QUANTIZE", "int8-dynamic")
     quantized = inference.model_fn(model_dir)
     assert any("quantized" in type(m).__module__ for m in quantized.model.modules())
     np.testing.assert_allclose(quantized.predict_proba(texts), reference, atol=0.05)
@@ -288,24 +297,24 @@ def test_int8_quantisation_replaces_linear_layers_and_stays_close(
 def test_onnx_backend_matches_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("onnxruntime")
     art = tiny_artifacts()
-    model_dir = str(package.unpack_package(art["bert_tar"], tmp_path / "h"))
+    model_dir = str(package.unpack_package(art["bert_tar"], tmp_path / "h", max_unpacked_bytes=MAX_BYTES))
     texts = ["love this dress", "awful fabric, returned it", "fine " * 200]
     reference = inference.model_fn(model_dir).predict_proba(texts)
     monkeypatch.setenv("REVIEWPIPE_BACKEND", "onnx")
     onnx_model = inference.model_fn(model_dir)
     assert (tmp_path / "h" / "onnx" / "model.onnx").exists()  # exported once, cached beside the model
     np.testing.assert_allclose(onnx_model.predict_proba(texts), reference, atol=1e-4)
-    monkeypatch.setenv("REVIEWPIPE_QUANTIZE", "int8")
+    monkeypatch.setenv("REVIEWPIPE_QUANTIZE", "int8-dynamic")
     np.testing.assert_allclose(inference.model_fn(model_dir).predict_proba(texts), reference, atol=0.05)
 
 
 def test_unpack_rejects_what_is_not_a_package(tmp_path: Path) -> None:
     (tmp_path / "plain").mkdir()
     with pytest.raises(ReviewpipeError, match="no code/inference.py"):
-        package.unpack_package(tmp_path / "plain")
+        package.unpack_package(tmp_path / "plain", max_unpacked_bytes=MAX_BYTES)
     (tmp_path / "x.tar.gz").write_bytes(b"not a tarball")
     with pytest.raises(ReviewpipeError, match="not a model.tar.gz"):
-        package.unpack_package(tmp_path / "x.tar.gz")
+        package.unpack_package(tmp_path / "x.tar.gz", max_unpacked_bytes=MAX_BYTES)
     with pytest.raises(ReviewpipeError, match="neither a .joblib"):
         package.model_kind(tmp_path / "plain")
 
@@ -330,18 +339,15 @@ def test_package_stage_stamps_registry_version(tmp_path: Path) -> None:
         model_hash=registry.hash_paths([art["bert"]]),
     )
     reg.register("baseline", str(art["baseline"]), status=registry.PENDING, metrics={}, model_hash="stale")
-    params = OmegaConf.create(
-        {
-            "storage": {},
-            "package": {
-                "out_dir": str(tmp_path / "out"),
-                "registry_uri": str(tmp_path / "registry"),
-                "max_length": None,
-                "models": {"model": str(art["bert"]), "baseline": str(art["baseline"])},
-                "calibration_uri": None,  # calibrated tarballs: tests/test_serving_calibration.py
-            },
-        }
-    )
+    import pandas as pd
+
+    pd.DataFrame({"review_body": TRAIN_TEXTS}).to_parquet(tmp_path / "validation.parquet")
+    conf = OmegaConf.load(ROOT / "conf" / "package" / "default.yaml")
+    conf.onnx.calibration_uri, conf.onnx.calibration_rows = str(tmp_path / "validation.parquet"), 8
+    conf.out_dir, conf.registry_uri = str(tmp_path / "out"), str(tmp_path / "registry")
+    conf.models = {"model": str(art["bert"]), "baseline": str(art["baseline"])}
+    conf.calibration_uri = None  # calibrated tarballs: tests/test_serving_calibration.py
+    params = OmegaConf.create({"storage": {}, "package": conf})
     package_stage.main(params)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["model"]["model_version"] == "bert-v2"
@@ -356,3 +362,12 @@ def test_package_stage_stamps_registry_version(tmp_path: Path) -> None:
     )
     tarball = tmp_path / "out" / "model.tar.gz"
     assert manifest["model"]["sha256"] == hashlib.sha256(tarball.read_bytes()).hexdigest()
+
+    with tarfile.open(tarball) as tar:
+        names = set(tar.getnames())
+        info = json.load(tar.extractfile("model_info.json"))  # type: ignore[arg-type]
+    assert {"onnx/model.onnx", "onnx/model.int8.onnx"} <= names and info["onnx"]["calibration_rows"] == 8
+    # the image has torch + transformers: nothing to pip install at container start
+    assert "code/requirements.txt" not in names and info["sagemaker"]["python"] == "3.12"
+    with tarfile.open(tmp_path / "out" / "baseline.tar.gz") as tar:
+        assert "scikit-learn==" in tar.extractfile("code/requirements.txt").read().decode()  # type: ignore[union-attr]

@@ -260,6 +260,7 @@ def test_cli_runs_and_reports_user_mistakes(tmp_path: Path, capsys: pytest.Captu
                 "--no-progress",
                 "--params",
                 str(tmp_path / "none.yaml"),
+                "--trust",
                 *extra,
             ]
         )

@@ -82,7 +82,7 @@ def invoke(url: str, payload: Any, content_type: str = JSON, **headers: str) -> 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ModelServer]:
     art = tiny_artifacts()
-    settings = ServeSettings(port=0, max_wait_ms=10, max_batch_size=16, quantize="int8")
+    settings = ServeSettings(port=0, max_wait_ms=10, max_batch_size=16, quantize="int8-dynamic")
     srv = ModelServer(
         [
             VariantSpec("champion", str(art["bert_tar"]), 1.0),
@@ -458,6 +458,7 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(tmp_path: Path) -> Non
             str(tmp_path / "pkg"),
             "--port",
             "0",
+            "--trust",
             "--params",
             str(tmp_path / "none.yaml"),
         ],

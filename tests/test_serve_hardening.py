@@ -260,7 +260,7 @@ def test_a_non_loopback_bind_with_an_open_admin_endpoint_is_refused(tmp_path: Pa
     token_file.write_text("a-long-random-token\n")
     params = tmp_path / "none.yaml"
     code = cli.main(
-        ["serve", "--model", package, "--host", "0.0.0.0", "--port", "0", "--params", str(params)]
+        ["serve", "--model", package, "--host", "0.0.0.0", "--port", "0", "--params", str(params), "--trust"]
     )
     assert code == 2 and "refusing to listen on 0.0.0.0" in capsys.readouterr().err
     srv = ModelServer(  # with a token (from a file, never params) it may listen everywhere

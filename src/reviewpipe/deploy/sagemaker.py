@@ -6,7 +6,8 @@ role); nothing here reads, logs or writes them. `endpoint_url` / `s3_endpoint_ur
 clients at S3-/SageMaker-compatible services (moto, LocalStack) instead of AWS.
 
 Deploying is a reconciliation, so repeating it (`dvc repro`) is cheap and safe:
-  * tarballs are content-addressed in S3 (`<s3_uri>/<sha256[:16]>/model.tar.gz`) and uploaded once;
+  * tarballs are content-addressed in S3 (`<s3_uri>/<sha256[:16]>/model.tar.gz`) and uploaded once: an
+    existing object is kept only when its bytes hash to the tarball's sha256;
   * model and endpoint-config names carry a digest of what they contain, so they are created once;
   * no endpoint yet -> create_endpoint; same models, other weights -> update_endpoint_weights_and_capacities;
     other models or instances -> update_endpoint to a new config (SageMaker's blue/green), then the
@@ -142,7 +143,8 @@ class SageMakerDeployer:
     # ------------------------------------------------------------ S3
 
     def upload(self, tarball: str | Path, info: dict[str, Any] | None = None) -> str:
-        """Upload a model.tar.gz to `<s3_uri>/<sha256[:16]>/model.tar.gz` unless it is there; its URI."""
+        """Upload a model.tar.gz to `<s3_uri>/<sha256[:16]>/model.tar.gz` unless the object there
+        already holds exactly these bytes (its content is hashed: metadata can say anything); its URI."""
         info = info or package_info(tarball)
         bucket, prefix = split_s3_uri(self.settings.s3_uri)
         key = "/".join(p for p in (prefix, info["sha256"][:16], "model.tar.gz") if p)
@@ -150,9 +152,13 @@ class SageMakerDeployer:
         with _aws(f"checking {uri}"):
             try:
                 head = self.s3.head_object(Bucket=bucket, Key=key)
-                if head.get("Metadata", {}).get("sha256") == info["sha256"]:
+                if (
+                    head["ContentLength"] == info["bytes"]
+                    and self.object_sha256(bucket, key) == info["sha256"]
+                ):
                     print(f"deploy: {tarball} already at {uri}")
                     return uri
+                print(f"deploy: {uri} holds other bytes; replacing it")
             except Exception as exc:
                 if not _not_found(exc):
                     raise
@@ -172,6 +178,15 @@ class SageMakerDeployer:
             )
         print(f"deploy: uploaded {tarball} ({info['bytes']} bytes) to {uri}")
         return uri
+
+    def object_sha256(self, bucket: str, key: str) -> str:
+        """sha256 of an S3 object's bytes, streamed (S3's own checksums are per part for multipart
+        uploads, so they cannot be compared with a file's sha256)."""
+        digest = hashlib.sha256()
+        body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+        for chunk in iter(lambda: body.read(1 << 20), b""):
+            digest.update(chunk)
+        return digest.hexdigest()
 
     # ------------------------------------------------------------ describe helpers
 

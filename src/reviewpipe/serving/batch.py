@@ -33,6 +33,8 @@ import pandas as pd
 from reviewpipe import storage
 from reviewpipe.data import lake
 from reviewpipe.errors import ReviewpipeError
+from reviewpipe.serving.inference import QUANTIZE_MODES
+from reviewpipe.serving.loader import add_trust_arguments, check_trusted
 from reviewpipe.storage import StorageOptions
 
 INPUT_FORMATS = ("parquet", "csv", "jsonl", "lake")
@@ -564,7 +566,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input-format", choices=INPUT_FORMATS, help="override the format from the file name"
     )
-    parser.add_argument("--quantize", choices=["none", "int8"], help="override serve.quantize")
+    parser.add_argument("--quantize", choices=QUANTIZE_MODES, help="override serve.quantize")
     parser.add_argument(
         "--params",
         default="params.yaml",
@@ -578,6 +580,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="local: this machine; sagemaker: a Batch Transform job on the package (`transform` params); "
         "--input may then also be a lake (its reviews table)",
     )
+    add_trust_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -600,6 +603,7 @@ def run(args: argparse.Namespace) -> int:
         args.input_format,
     )
     job.validate()
+    check_trusted([args.model], args, to_dict(params) if params else {}, options)
     if args.engine == "sagemaker":
         from reviewpipe.aws.transform import run_transform
 

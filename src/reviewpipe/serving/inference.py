@@ -21,7 +21,7 @@ decision weights) serves calibrated probabilities, p ∝ exp(log p_model / T + s
 argmax(weights · p); so a review threshold such as 0.90 means 90 % on real traffic.
 
 Settings come from the environment, as a SageMaker endpoint's Environment would set them:
-  REVIEWPIPE_QUANTIZE=none|int8   REVIEWPIPE_BACKEND=torch|onnx   REVIEWPIPE_NUM_THREADS=N
+  REVIEWPIPE_QUANTIZE=none|int8|int8-dynamic   REVIEWPIPE_BACKEND=torch|onnx   REVIEWPIPE_NUM_THREADS=N
   REVIEWPIPE_BATCH_SIZE=N (rows per forward pass)   REVIEWPIPE_MAX_LENGTH=N (token limit)
   REVIEWPIPE_MODEL_VERSION (overrides model_info.json)
 """
@@ -51,10 +51,17 @@ _CONTENT_TYPES = {
 MODEL_INFO = "model_info.json"
 CALIBRATION_FILE = "calibration.json"
 SKLEARN_FILE = "model.joblib"
+AUTOGLUON_DIR = "autogluon"
+AUTOGLUON_TEXT, AUTOGLUON_CATEGORY = "review_body", "product_category"  # = models.automl.TEXT, CATEGORY
 # Characters kept before tokenising: far more than any token limit needs (a word piece spans at
 # most ~100 characters), but it bounds tokenizer time for a multi-megabyte "review".
 _CHARS_PER_TOKEN_BOUND = 100
 MAX_PADDING_WASTE = 0.15  # share of padded tokens a forward pass may carry
+# none: fp32. int8: static int8, activation scales calibrated when packaging (ONNX Runtime only), so a
+# review's result does not depend on its batch. int8-dynamic: scales from each batch (batch-dependent).
+QUANTIZE_MODES = ("none", "int8", "int8-dynamic")
+ONNX_DIR = "onnx"  # graphs shipped in the package (or cached there by older packages)
+ONNX_FILES = {"none": "model.onnx", "int8": "model.int8.onnx", "int8-dynamic": "model.int8-dynamic.onnx"}
 
 
 class RequestError(ValueError):
@@ -105,26 +112,38 @@ class SklearnModel(_Model):
 
 
 class HFModel(_Model):
-    """An AutoModelForSequenceClassification save_pretrained directory (torch or ONNX Runtime)."""
+    """An AutoModelForSequenceClassification save_pretrained directory (torch or ONNX Runtime).
+
+    ONNX Runtime runs the graphs the package ships in onnx/ (built and, for int8, calibrated by
+    `reviewpipe package`), so the endpoint serves the bytes that were scored before shipping."""
 
     kind = "huggingface"
 
     def __init__(self, model_dir: str, info: dict[str, Any]) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         threads = int(_env("REVIEWPIPE_NUM_THREADS", "0") or 0)
         if threads > 0:
             torch.set_num_threads(threads)
         self.torch = torch
+        self.quantize = _env("REVIEWPIPE_QUANTIZE", "none").lower() or "none"
+        self.backend = _env("REVIEWPIPE_BACKEND", "torch").lower() or "torch"
+        if self.quantize not in QUANTIZE_MODES:
+            raise ValueError(f"REVIEWPIPE_QUANTIZE must be one of {QUANTIZE_MODES}, not {self.quantize!r}")
+        if self.backend not in ("torch", "onnx"):
+            raise ValueError(f"REVIEWPIPE_BACKEND must be torch or onnx, not {self.backend!r}")
+        if self.backend == "torch" and self.quantize == "int8":
+            raise ValueError(
+                "REVIEWPIPE_QUANTIZE=int8 (static, calibrated) runs on REVIEWPIPE_BACKEND=onnx; torch has "
+                "int8-dynamic only, whose results depend on the batch"
+            )
         # trust_remote_code: a mean-pooling model ships its modeling file inside the package (config.json
         # auto_map, which the tokenizer reads too); standard architectures ignore the flag.
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
         # A fast tokenizer's padding/truncation state is mutated per call: one caller at a time.
         self.tokenizer_lock = threading.Lock()
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True)
-        model.eval()
-        config = model.config
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
         self.labels = tuple(int(config.id2label[i]) for i in range(config.num_labels))
         limits = [
             int(v)
@@ -137,16 +156,21 @@ class HFModel(_Model):
         ]
         self.max_length = min(limits) if limits else 512
         self.batch_size = int(_env("REVIEWPIPE_BATCH_SIZE", "32") or 32)
-        self.quantize = _env("REVIEWPIPE_QUANTIZE", "none").lower() or "none"
-        self.backend = _env("REVIEWPIPE_BACKEND", "torch").lower() or "torch"
-        if self.quantize not in ("none", "int8"):
-            raise ValueError(f"REVIEWPIPE_QUANTIZE must be none or int8, not {self.quantize!r}")
-        if self.backend not in ("torch", "onnx"):
-            raise ValueError(f"REVIEWPIPE_BACKEND must be torch or onnx, not {self.backend!r}")
         self.onnx_session = None
+        self.model = None
+        shipped = os.path.join(model_dir, ONNX_DIR, ONNX_FILES[self.quantize])
+        if self.backend == "onnx" and os.path.exists(shipped):
+            self.onnx_session = _onnx_session(shipped)
+            return
+        if self.quantize == "int8":
+            raise FileNotFoundError(
+                f"{model_dir} has no {ONNX_DIR}/{ONNX_FILES['int8']} (the calibrated int8 graph); package "
+                "the model with package.onnx.export true, or serve with REVIEWPIPE_QUANTIZE=none"
+            )
+        model = load_torch_model(model_dir)
         if self.backend == "onnx":
-            self.onnx_session = _onnx_session(model, self.tokenizer, model_dir, self.quantize == "int8")
-        elif self.quantize == "int8":
+            self.onnx_session = _onnx_session(_exported(model, self.tokenizer, model_dir, self.quantize))
+        elif self.quantize == "int8-dynamic":
             from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
             # Per-channel scales: per-tensor int8 cost the mean-pooling MiniLM 1.1 points of test accuracy
@@ -210,64 +234,84 @@ class HFModel(_Model):
         return out
 
 
-def _onnx_session(model: Any, tokenizer: Any, model_dir: str, int8: bool) -> Any:
-    """Export once to ONNX (cached next to the model, or in a temp dir when read-only) and open it."""
-    import tempfile
+def load_torch_model(model_dir: str) -> Any:
+    """The fp32 torch model of a save_pretrained directory, in eval mode."""
+    from transformers import AutoModelForSequenceClassification
 
-    import onnxruntime as ort
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True)
+    model.eval()
+    return model
+
+
+def export_onnx(model: Any, tokenizer: Any, path: str) -> None:
+    """torch -> ONNX (opset 17, dynamic batch and sequence axes, one output: logits), atomically."""
     import torch
 
-    cache = os.path.join(model_dir, "onnx")
+    sample = tokenizer(
+        ["a short review", "and a second, slightly longer one"], padding=True, return_tensors="pt"
+    )
+    names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
+    axes = {k: {0: "batch", 1: "sequence"} for k in names}
+    axes["logits"] = {0: "batch"}
+
+    class _Logits(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args: Any) -> Any:
+            return self.inner(**dict(zip(names, args, strict=True))).logits
+
+    tmp_path = path + ".tmp"
+    with warnings.catch_warnings():  # tracer warnings about Python control flow: expected here
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _Logits(model),
+            tuple(sample[k] for k in names),
+            tmp_path,
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
+    os.replace(tmp_path, path)
+
+
+def _exported(model: Any, tokenizer: Any, model_dir: str, quantize: str) -> str:
+    """A package without shipped graphs (built before they were): export once to a cache beside the
+    model (or a temp dir when read-only); int8-dynamic quantizes that export."""
+    import tempfile
+
+    cache = os.path.join(model_dir, ONNX_DIR)
     try:
         os.makedirs(cache, exist_ok=True)
     except OSError:
         cache = tempfile.mkdtemp(prefix="reviewpipe-onnx-")
-    fp32_path = os.path.join(cache, "model.onnx")
+    fp32_path = os.path.join(cache, ONNX_FILES["none"])
     if not os.path.exists(fp32_path):
-        sample = tokenizer(
-            ["a short review", "and a second, slightly longer one"], padding=True, return_tensors="pt"
-        )
-        names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
-        axes = {k: {0: "batch", 1: "sequence"} for k in names}
-        axes["logits"] = {0: "batch"}
-        tmp_path = fp32_path + ".tmp"
+        export_onnx(model, tokenizer, fp32_path)
+    if quantize == "none":
+        return fp32_path
+    path = os.path.join(cache, ONNX_FILES[quantize])
+    if not os.path.exists(path):
+        from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        class _Logits(torch.nn.Module):
-            def __init__(self, inner: Any) -> None:
-                super().__init__()
-                self.inner = inner
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(max(level, logging.WARNING))  # the quantizer logs every tensor at INFO
+        try:
+            # per_channel: per-tensor cost 2.5 points of test accuracy on the real data, per-channel 0.6.
+            quantize_dynamic(fp32_path, path + ".tmp", weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.setLevel(level)
+        os.replace(path + ".tmp", path)
+    return path
 
-            def forward(self, *args: Any) -> Any:
-                return self.inner(**dict(zip(names, args, strict=True))).logits
 
-        with warnings.catch_warnings():  # tracer warnings about Python control flow: expected here
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _Logits(model),
-                tuple(sample[k] for k in names),
-                tmp_path,
-                input_names=names,
-                output_names=["logits"],
-                dynamic_axes=axes,
-                opset_version=17,
-                dynamo=False,
-            )
-        os.replace(tmp_path, fp32_path)
-    path = fp32_path
-    if int8:
-        path = os.path.join(cache, "model.int8.onnx")
-        if not os.path.exists(path):
-            from onnxruntime.quantization import QuantType, quantize_dynamic
+def _onnx_session(path: str) -> Any:
+    import onnxruntime as ort
 
-            root = logging.getLogger()
-            level = root.level
-            root.setLevel(max(level, logging.WARNING))  # the quantizer logs every tensor at INFO
-            try:
-                # per_channel: per-tensor cost 2.5 points of test accuracy on the real data, per-channel 0.6.
-                quantize_dynamic(fp32_path, path + ".tmp", weight_type=QuantType.QInt8, per_channel=True)
-            finally:
-                root.setLevel(level)
-            os.replace(path + ".tmp", path)
     options = ort.SessionOptions()
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-waiting on shared CPUs
@@ -277,6 +321,57 @@ def _onnx_session(model: Any, tokenizer: Any, model_dir: str, int8: bool) -> Any
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
+class AutoGluonModel(_Model):
+    """An AutoGluon TabularPredictor (under autogluon/) over the review text and product category.
+
+    Requests carry text only: the category is unknown (missing), as it is for a new review."""
+
+    kind = "autogluon"
+
+    def __init__(self, model_dir: str, info: dict[str, Any]) -> None:
+        from autogluon.tabular import TabularPredictor
+
+        logging.getLogger("autogluon").setLevel(logging.WARNING)
+        self.predictor = TabularPredictor.load(
+            os.path.join(model_dir, AUTOGLUON_DIR), verbosity=0, require_py_version_match=False
+        )
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        import pandas as pd
+
+        frame = pd.DataFrame({AUTOGLUON_TEXT: pd.Series(texts, dtype="object")})
+        frame[AUTOGLUON_CATEGORY] = pd.Series([None] * len(texts), dtype="object").astype("category")
+        raw = self.predictor.predict_proba(frame, as_pandas=True)
+        columns = {int(c): c for c in raw.columns}
+        return np.column_stack(
+            [raw[columns[s]].to_numpy(np.float64) if s in columns else np.zeros(len(raw)) for s in LABELS]
+        )
+
+
+def _sklearn(model_dir: str, info: dict[str, Any]) -> _Model:
+    return SklearnModel(os.path.join(model_dir, SKLEARN_FILE))
+
+
+# model_info.json `kind` -> its loader (model_dir, info). A new kind (an ensemble of these, say)
+# adds one entry; packages without a kind (older builds) are recognised by their files.
+MODEL_KINDS: dict[str, Any] = {"sklearn": _sklearn, "huggingface": HFModel, "autogluon": AutoGluonModel}
+
+
+def _kind_of(model_dir: str, info: dict[str, Any]) -> str:
+    if info.get("kind") in MODEL_KINDS:
+        return str(info["kind"])
+    for kind, marker in (
+        ("sklearn", SKLEARN_FILE),
+        ("autogluon", AUTOGLUON_DIR),
+        ("huggingface", "config.json"),
+    ):
+        if os.path.exists(os.path.join(model_dir, marker)):
+            return kind
+    raise FileNotFoundError(
+        f"{model_dir} has neither {SKLEARN_FILE}, {AUTOGLUON_DIR}/ nor a Hugging Face config.json"
+    )
+
+
 def model_fn(model_dir: str, context: Any = None) -> _Model:
     """Load the model in `model_dir` (the unpacked tarball root)."""
     info_path = os.path.join(model_dir, MODEL_INFO)
@@ -284,12 +379,7 @@ def model_fn(model_dir: str, context: Any = None) -> _Model:
     if os.path.exists(info_path):
         with open(info_path) as f:
             info = json.load(f)
-    if os.path.exists(os.path.join(model_dir, SKLEARN_FILE)):
-        model: _Model = SklearnModel(os.path.join(model_dir, SKLEARN_FILE))
-    elif os.path.exists(os.path.join(model_dir, "config.json")):
-        model = HFModel(model_dir, info)
-    else:
-        raise FileNotFoundError(f"{model_dir} has neither {SKLEARN_FILE} nor a Hugging Face config.json")
+    model: _Model = MODEL_KINDS[_kind_of(model_dir, info)](model_dir, info)
     model.version = _env("REVIEWPIPE_MODEL_VERSION") or str(info.get("model_version") or "unversioned")
     model.calibration = load_calibration(model_dir)  # type: ignore[attr-defined]
     return model

@@ -1,14 +1,21 @@
 """SageMaker model packages: build (model.tar.gz in the inference-toolkit layout) and unpack.
 
-Layout of every tarball:
-    <save_pretrained files> or model.joblib     at the root (SageMaker's /opt/ml/model)
-    model_info.json                              name, version, kind, labels, token limit
-    code/inference.py                            model_fn, input_fn, predict_fn, output_fn
-    code/requirements.txt                        what the container must pip install
-    calibration.json                             (optional) evaluate's calibration of this model: served
-                                                 probabilities and labels use it (see inference.py)
-Tarballs are byte-for-byte reproducible (sorted entries, zero mtimes), so DVC sees a change
-only when the model, the handler or the stamped version changes.
+Layout of every tarball (one `code/inference.py` serves every model kind):
+    model_info.json           name, version, kind, labels, token limit, the SageMaker target
+    code/inference.py         model_fn, input_fn, predict_fn, output_fn (self-contained)
+    code/requirements.txt     only what the target image lacks (absent when it lacks nothing)
+  kind huggingface: the save_pretrained files at the root (SageMaker's /opt/ml/model), remote code
+                    included, plus onnx/model.onnx (fp32) and onnx/model.int8.onnx (static int8,
+                    calibrated on validation reviews) when package.onnx.export is true
+  kind sklearn:     model.joblib at the root
+  kind autogluon:   the AutoGluon predictor directory under autogluon/
+  calibration.json  (optional) evaluate's calibration of this model: served probabilities and labels
+                    use it (see inference.py)
+A new kind (e.g. an ensemble: member models in sub-directories + a meta-learner) adds a Packager
+here and a model class in inference.py's MODEL_KINDS; nothing else changes.
+
+Tarballs are byte-for-byte reproducible (sorted entries, zero mtimes, gzip mtime 0, no build-machine
+paths inside), so the same model and params give the same sha256.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -31,36 +40,90 @@ from reviewpipe.errors import ReviewpipeError
 INFERENCE_SOURCE = Path(__file__).with_name("inference.py")
 SKIP_DIRS = {"onnx", "checkpoints", "__pycache__"}  # caches and training state never ship
 SKIP_SUFFIXES = (".ckpt", ".tmp")
+PATH_KEYS = ("_name_or_path", "name_or_path")  # config keys transformers fills with the load path
+
+
+@dataclass(frozen=True)
+class SageMakerTarget:
+    """The `package.sagemaker` section: the serving image the packages are built for and what it
+    already has installed (exact versions). A package needs nothing else at container start."""
+
+    image: str
+    python: str
+    provides: dict[str, str]
+
+    @classmethod
+    def from_mapping(cls, values: Any) -> SageMakerTarget:
+        return cls(
+            str(values["image"]),
+            str(values["python"]),
+            {str(k): str(v) for k, v in values["provides"].items()},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image": self.image, "python": self.python, "provides": dict(sorted(self.provides.items()))}
+
+
+@dataclass(frozen=True)
+class Packager:
+    """How one model kind goes into a tarball."""
+
+    kind: str
+    detect: Callable[[Path], bool]
+    files: Callable[[Path], list[tuple[str, Path]]]  # (name in the tarball, file on disk)
+    needs: tuple[str, ...]  # distributions its model class imports (beyond numpy)
+
+
+def _walk(root: Path, prefix: str = "") -> list[tuple[str, Path]]:
+    files = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if not path.is_file() or set(rel.parts[:-1]) & SKIP_DIRS or path.name.endswith(SKIP_SUFFIXES):
+            continue
+        if not prefix and rel.parts[0] in ("code", "model_info.json", "onnx", "calibration.json"):
+            continue  # we write our own
+        files.append((prefix + rel.as_posix(), path))
+    return files
+
+
+def _joblib_file(path: Path) -> Path:
+    return path / "model.joblib" if path.is_dir() else path
+
+
+PACKAGERS: dict[str, Packager] = {
+    "sklearn": Packager(
+        "sklearn",
+        lambda p: (p.is_file() and p.suffix == ".joblib") or (p.is_dir() and (p / "model.joblib").exists()),
+        lambda p: [("model.joblib", _joblib_file(p))],
+        ("scikit-learn", "joblib"),
+    ),
+    "autogluon": Packager(
+        "autogluon",
+        lambda p: p.is_dir() and (p / "predictor.pkl").exists(),
+        lambda p: _walk(p, "autogluon/"),
+        ("autogluon.tabular",),
+    ),
+    "huggingface": Packager(
+        "huggingface",
+        lambda p: p.is_dir() and (p / "config.json").exists(),
+        lambda p: _walk(p),
+        ("torch", "transformers", "tokenizers"),
+    ),
+}
 
 
 def model_kind(model_path: str | Path) -> str:
-    """`sklearn` for a .joblib file, `huggingface` for a save_pretrained directory."""
+    """The packager kind of a model: a .joblib pipeline, an AutoGluon predictor directory or a
+    Hugging Face save_pretrained directory."""
     path = Path(model_path)
-    if path.is_file() and path.suffix == ".joblib":
-        return "sklearn"
-    if path.is_dir() and (path / "model.joblib").exists():
-        return "sklearn"
-    if path.is_dir() and (path / "config.json").exists():
-        return "huggingface"
+    for kind, packager in PACKAGERS.items():
+        if packager.detect(path):
+            return kind
     raise ReviewpipeError(
-        f"{model_path} is neither a .joblib pipeline nor a Hugging Face save_pretrained directory "
-        "(config.json); train the model first (`dvc repro baseline` / `dvc repro bert`)."
+        f"{model_path} is neither a .joblib pipeline, an AutoGluon predictor directory (predictor.pkl) "
+        "nor a Hugging Face save_pretrained directory (config.json); train the model first "
+        "(`dvc repro baseline` / `dvc repro automl` / `dvc repro bert`)."
     )
-
-
-def _model_files(model_path: Path) -> list[tuple[str, Path]]:
-    """(name in the tarball, file on disk) for the model's own files."""
-    if model_path.is_file():
-        return [("model.joblib", model_path)]
-    files = []
-    for path in sorted(model_path.rglob("*")):
-        rel = path.relative_to(model_path)
-        if not path.is_file() or set(rel.parts[:-1]) & SKIP_DIRS or path.name.endswith(SKIP_SUFFIXES):
-            continue
-        if rel.parts[0] in ("code", "model_info.json"):
-            continue  # we write our own
-        files.append((rel.as_posix(), path))
-    return files
 
 
 def _version_of(dist: str) -> str | None:
@@ -70,10 +133,12 @@ def _version_of(dist: str) -> str | None:
         return None
 
 
-def requirements_for(kind: str) -> list[str]:
-    """Pinned extras for the container (torch and numpy come with SageMaker's framework images)."""
-    dists = ["transformers", "tokenizers"] if kind == "huggingface" else ["scikit-learn", "joblib"]
-    return [f"{d}=={v}" for d in dists if (v := _version_of(d))]
+def requirements_for(kind: str, target: SageMakerTarget | None = None) -> list[str]:
+    """Pinned distributions the container must install: what the model kind imports, at the versions
+    it was built with, minus what the target image provides (at any version: the model files are
+    written to load with the image's own versions)."""
+    provided = set(target.provides) if target else set()
+    return [f"{d}=={v}" for d in PACKAGERS[kind].needs if d not in provided and (v := _version_of(d))]
 
 
 def content_hash(files: list[tuple[str, Path]]) -> str:
@@ -81,6 +146,24 @@ def content_hash(files: list[tuple[str, Path]]) -> str:
     for name, path in files:
         digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
+
+
+def _portable_json(data: bytes, model_name: str) -> bytes:
+    """A Hugging Face JSON file without the build machine's paths (transformers writes the directory
+    it loaded from into `_name_or_path`, also inside nested encoder configs)."""
+
+    def scrub(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: (model_name if k in PATH_KEYS and isinstance(v, str) else scrub(v))
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [scrub(v) for v in node]
+        return node
+
+    obj = json.loads(data)
+    return (json.dumps(scrub(obj), indent=2, sort_keys=True) + "\n").encode()
 
 
 def build_package(
@@ -92,16 +175,19 @@ def build_package(
     registry: dict[str, Any] | None = None,
     max_length: int | None = None,
     calibration: dict[str, Any] | None = None,
+    target: SageMakerTarget | None = None,
+    onnx: Any = None,
+    calibration_texts: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write a SageMaker model.tar.gz for `model_path` at `out_path`; returns its model_info.
 
     `model_version` defaults to `<model_name>-<first 12 hex of the model's content hash>`.
+    `onnx` (an onnx_build.OnnxSettings) with `export` true adds the fp32 and static int8 ONNX graphs
+    of a Hugging Face model, the int8 one calibrated on `calibration_texts`.
     """
     model_path = Path(model_path)
     kind = model_kind(model_path)
-    if kind == "sklearn" and model_path.is_dir():
-        model_path = model_path / "model.joblib"
-    files = _model_files(model_path)
+    files = PACKAGERS[kind].files(model_path)
     source_hash = content_hash(files)
     info: dict[str, Any] = {
         "model_name": model_name,
@@ -113,18 +199,73 @@ def build_package(
         "registry": registry or None,
         "packaged_by": f"reviewpipe {__version__}",
         "calibrated": calibration is not None,
+        "sagemaker": target.to_dict() if target else None,
     }
-    extra = {
-        "model_info.json": json.dumps(info, indent=2, sort_keys=True).encode() + b"\n",
-        "code/inference.py": INFERENCE_SOURCE.read_bytes(),
-        "code/requirements.txt": "".join(f"{r}\n" for r in requirements_for(kind)).encode(),
+    requirements = requirements_for(kind, target)
+    entries: dict[str, Callable[[], bytes]] = {name: path.read_bytes for name, path in files}
+    if kind == "huggingface":
+        for name, path in files:
+            if name.endswith(".json") and "/" not in name and b"name_or_path" in path.read_bytes():
+                entries[name] = lambda path=path: _portable_json(path.read_bytes(), model_name)
+    with tempfile.TemporaryDirectory(prefix="reviewpipe-package-") as scratch:
+        if kind == "huggingface" and onnx is not None and onnx.export:
+            from reviewpipe.serving.onnx_build import build_onnx
+
+            graphs = build_onnx(model_path, Path(scratch) / "onnx", calibration_texts, onnx)
+            info["onnx"] = {
+                "files": sorted(f"onnx/{p.name}" for p in graphs.values()),
+                "calibration_rows": min(len(calibration_texts), onnx.calibration_rows),
+                "quant_format": onnx.quant_format,
+            }
+            for graph in graphs.values():
+                entries[f"onnx/{graph.name}"] = graph.read_bytes
+        extra = {
+            "model_info.json": json.dumps(info, indent=2, sort_keys=True).encode() + b"\n",
+            "code/inference.py": INFERENCE_SOURCE.read_bytes(),
+            "code/requirements.txt": "".join(f"{r}\n" for r in requirements).encode(),
+        }
+        if calibration is not None:
+            keys = ("temperature", "log_prior_shift", "decision_weights", "fitted_on")
+            extra["calibration.json"] = json.dumps(
+                {k: calibration[k] for k in keys}, indent=2, sort_keys=True
+            ).encode()
+        for name, data in extra.items():
+            entries[name] = lambda data=data: data
+        if not requirements:
+            del entries["code/requirements.txt"]  # the image has everything: the toolkit installs nothing
+        _write_tarball(Path(out_path), entries)
+    return info
+
+
+def build_options(section: Any, options: Any = None) -> dict[str, Any]:
+    """build_package's keyword settings from the `package` params section: the SageMaker target,
+    the ONNX graphs and their calibration reviews (read here), the token limit."""
+    import pandas as pd
+
+    from reviewpipe import storage
+    from reviewpipe.serving.onnx_build import OnnxSettings
+
+    onnx = OnnxSettings.from_mapping(section["onnx"])
+    calibration: list[str] = []
+    if onnx.export:
+        uri = section["onnx"]["calibration_uri"]
+        storage.require_exists(
+            uri, "the calibration reviews (package.onnx.calibration_uri)", "Run `dvc repro prepare`.", options
+        )
+        fs, path = storage.get_fs(uri, options)
+        with fs.open(path, "rb") as f:
+            frame = pd.read_parquet(f, columns=["review_body"])
+        calibration = frame["review_body"].astype(str).head(onnx.calibration_rows).tolist()
+    return {
+        "target": SageMakerTarget.from_mapping(section["sagemaker"]),
+        "onnx": onnx,
+        "calibration_texts": calibration,
+        "max_length": section["max_length"],
     }
-    if calibration is not None:
-        keys = ("temperature", "log_prior_shift", "decision_weights", "fitted_on")
-        extra["calibration.json"] = json.dumps(
-            {k: calibration[k] for k in keys}, indent=2, sort_keys=True
-        ).encode()
-    out_path = Path(out_path)
+
+
+def _write_tarball(out_path: Path, entries: dict[str, Callable[[], bytes]]) -> None:
+    """A gzip'd tar with sorted members, mode 0644, mtime 0 and no owner names; published atomically."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     with (
@@ -132,15 +273,12 @@ def build_package(
         gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
-        entries = [(name, path.read_bytes) for name, path in files]
-        entries += [(name, (lambda data=data: data)) for name, data in extra.items()]
-        for name, read in sorted(entries, key=lambda e: e[0]):
-            data = read()
+        for name in sorted(entries):
+            data = entries[name]()
             member = tarfile.TarInfo(name)
             member.size, member.mode, member.mtime = len(data), 0o644, 0
             tar.addfile(member, io.BytesIO(data))
     os.replace(tmp, out_path)
-    return info
 
 
 def file_sha256(path: str | Path) -> str:
@@ -151,9 +289,10 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def unpack_package(path: str | Path, into: str | Path | None = None) -> Path:
+def unpack_package(path: str | Path, into: str | Path | None = None, *, max_unpacked_bytes: int) -> Path:
     """A model directory for `path`: a tarball is extracted (safely) into `into` or a new temp dir;
-    a directory is returned as is. Raises ReviewpipeError when it is neither."""
+    a directory is returned as is. Raises ReviewpipeError when it is neither, or when its files
+    would take more than `max_unpacked_bytes` (serve.max_package_bytes) on disk."""
     path = Path(path)
     if path.is_dir():
         if not (path / "code" / "inference.py").exists():
@@ -166,12 +305,26 @@ def unpack_package(path: str | Path, into: str | Path | None = None) -> Path:
         raise ReviewpipeError(
             f"{path} is not a model.tar.gz or a model directory; build one with `dvc repro package`"
         )
+    with tarfile.open(path, "r:*") as tar:
+        total = 0
+        for member in tar:  # headers only: sizes are known before anything is written
+            total += max(member.size, 0)
+            if total > max_unpacked_bytes:
+                raise ReviewpipeError(
+                    f"{path} unpacks to more than {max_unpacked_bytes} bytes (serve.max_package_bytes); "
+                    "raise that limit if this package is really that large"
+                )
     target = Path(into) if into else Path(tempfile.mkdtemp(prefix="reviewpipe-model-"))
     target.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "r:*") as tar:
-        tar.extractall(target, filter="data")  # refuses absolute paths, .., links out of the dir
-    if not (target / "code" / "inference.py").exists():
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            tar.extractall(target, filter="data")  # refuses absolute paths, .., links out of the dir
+        if not (target / "code" / "inference.py").exists():
+            raise ReviewpipeError(
+                f"{path} has no code/inference.py; it is not a reviewpipe/SageMaker package"
+            )
+    except BaseException:
         if into is None:
             shutil.rmtree(target, ignore_errors=True)
-        raise ReviewpipeError(f"{path} has no code/inference.py; it is not a reviewpipe/SageMaker package")
+        raise
     return target

@@ -21,12 +21,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import importlib.util
-import itertools
 import logging
 import os
 import re
 import shutil
-import sys
 import threading
 import time
 from dataclasses import dataclass, field, fields
@@ -44,8 +42,9 @@ from starlette.routing import Route
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.serving.batching import MicroBatcher, Piece
 from reviewpipe.serving.capture import CaptureSettings, DataCapture
+from reviewpipe.serving.inference import QUANTIZE_MODES
+from reviewpipe.serving.loader import load_package
 from reviewpipe.serving.metrics import ServerMetrics
-from reviewpipe.serving.package import unpack_package
 from reviewpipe.serving.router import INVOKED_VARIANT_HEADER, TARGET_VARIANT_HEADER, VariantRouter
 from reviewpipe.serving.web import (
     BackgroundServer,
@@ -63,7 +62,6 @@ from reviewpipe.serving.web import (
 from reviewpipe.storage import StorageOptions
 
 log = logging.getLogger("reviewpipe.serve")
-_module_ids = itertools.count()
 INFERENCE_ID_HEADER = "X-Amzn-SageMaker-Inference-Id"
 ADMIN_TOKEN_ENV = "REVIEWPIPE_ADMIN_TOKEN"
 ADMIN_MAX_BODY = 64 * 1024
@@ -99,6 +97,7 @@ class ServeSettings:
     body_timeout_s: float = 30.0
     idle_timeout_s: float = 5.0
     drain_timeout_s: float = 30.0
+    max_package_bytes: int = 4 * 1024**3  # a model.tar.gz that unpacks to more is refused
     allowed_hosts: tuple[str, ...] = ()
     admin: AdminSettings = field(default_factory=AdminSettings)
     capture: CaptureSettings = field(default_factory=CaptureSettings)
@@ -123,10 +122,17 @@ class ServeSettings:
             merged["capture"] = CaptureSettings.from_mapping(merged["capture"])
         merged["allowed_hosts"] = tuple(merged.get("allowed_hosts") or ())
         settings = cls(**merged)
-        if settings.quantize not in ("none", "int8"):
-            raise ReviewpipeError(f"serve.quantize must be none or int8, not {settings.quantize!r}")
+        if settings.quantize not in QUANTIZE_MODES:
+            raise ReviewpipeError(
+                f"serve.quantize must be one of {QUANTIZE_MODES}, not {settings.quantize!r}"
+            )
         if settings.backend not in ("torch", "onnx"):
             raise ReviewpipeError(f"serve.backend must be torch or onnx, not {settings.backend!r}")
+        if settings.backend == "torch" and settings.quantize == "int8":
+            raise ReviewpipeError(
+                "serve.quantize=int8 (static, calibrated) runs on serve.backend=onnx; with torch use "
+                "quantize none (or int8-dynamic, whose results depend on the batch)"
+            )
         if settings.backend == "onnx" and importlib.util.find_spec("onnxruntime") is None:
             raise ReviewpipeError("serve.backend=onnx needs onnxruntime: pip install onnxruntime onnx")
         if settings.max_inputs_per_request < 1 or settings.max_payload_bytes < 1:
@@ -209,25 +215,12 @@ class Variant:
 
     def load(self) -> None:
         """Unpack (if a tarball), import code/inference.py, model_fn(model_dir), start the batcher."""
-        source = Path(self.spec.path)
-        self.model_dir = unpack_package(source)
-        if self.model_dir != source:
-            self._temp_dir = self.model_dir
-        code_dir = self.model_dir / "code"
-        # SageMaker puts code/ on sys.path so inference.py may import its siblings.
-        if str(code_dir) not in sys.path:
-            sys.path.insert(0, str(code_dir))
-        spec = importlib.util.spec_from_file_location(
-            f"reviewpipe_inference_{self.name}_{next(_module_ids)}", code_dir / "inference.py"
+        loaded = load_package(
+            self.spec.path, max_unpacked_bytes=self.settings.max_package_bytes, name=self.name
         )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        for fn in ("model_fn", "input_fn", "predict_fn", "output_fn"):
-            if not callable(getattr(module, fn, None)):
-                raise ReviewpipeError(f"the package's code/inference.py does not define {fn}()")
-        self.module = module
-        self.model = module.model_fn(str(self.model_dir))
+        self.model_dir, self._temp_dir = loaded.model_dir, loaded.temp_dir
+        self.module, self.model = loaded.module, loaded.model
+        module = loaded.module
         self.splittable = callable(getattr(module, "merge_inputs", None)) and callable(
             getattr(module, "split_predictions", None)
         )

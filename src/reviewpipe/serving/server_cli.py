@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 
 from reviewpipe.config import load_params, to_dict
+from reviewpipe.serving.inference import QUANTIZE_MODES
+from reviewpipe.serving.loader import add_trust_arguments, check_trusted
 from reviewpipe.serving.router import parse_variant
 from reviewpipe.serving.server import ModelServer, ServeSettings, VariantSpec, admin_token
 from reviewpipe.storage import StorageOptions
@@ -39,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-size", type=int, help="reviews per model call (serve.max_batch_size)")
     parser.add_argument("--max-wait-ms", type=float, help="micro-batch wait (serve.max_wait_ms)")
     parser.add_argument("--max-payload-bytes", type=int, help="request size limit (serve.max_payload_bytes)")
-    parser.add_argument("--quantize", choices=["none", "int8"], help="dynamic int8 on CPU (serve.quantize)")
+    parser.add_argument("--quantize", choices=QUANTIZE_MODES, help="int8: static int8 graph (serve.quantize)")
     parser.add_argument("--backend", choices=["torch", "onnx"], help="torch or ONNX Runtime (serve.backend)")
     parser.add_argument(
         "--num-threads", type=int, help="threads per model call (serve.num_threads; 0: default)"
@@ -56,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--params", default="params.yaml", help="params file with a `serve` section, if present"
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG logs every request)")
+    add_trust_arguments(parser)
 
 
 def _params(path: str) -> dict:
@@ -92,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         else [VariantSpec(*parse_variant(v)) for v in args.variant]
     )
     settings = settings_from(args)
+    params = _params(args.params)
+    check_trusted([s.path for s in specs], args, params, StorageOptions.from_params(params.get("storage")))
     server = ModelServer(
         specs,
         settings,

@@ -37,6 +37,7 @@ def main(params: DictConfig) -> None:
     options = StorageOptions.from_params(params.get("storage"))
     reg = registry.Registry(cfg.registry_uri, options)
     calibrated = calibrations(cfg.calibration_uri, options)
+    build = package.build_options(to_dict(cfg), options)
     manifest = {}
     for tarball, model_path in to_dict(cfg.models).items():
         entry = registered_version(reg, model_path)
@@ -55,8 +56,8 @@ def main(params: DictConfig) -> None:
             registry={"uri": cfg.registry_uri, "version": entry.version, "status": entry.status}
             if entry
             else None,
-            max_length=cfg.max_length,
             calibration=calibrated.get(name),
+            **build,
         )
         manifest[tarball] = {
             "tarball": str(out),
