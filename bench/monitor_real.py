@@ -62,16 +62,14 @@ def build(work: Path, params_path: Path) -> None:
     from reviewpipe.deploy import VariantConfig, variant_records
     from reviewpipe.models.baseline import save_model, train_baseline
     from reviewpipe.models.splits import read_split
+    from reviewpipe.schema import BaselineParams
     from reviewpipe.serving.package import build_package
     from reviewpipe.stages import baseline, catalog, ingest, prepare
 
     params = load_params(params_path)
     for stage in (ingest, catalog, prepare, baseline):
         stage.main(params)
-    word_only = {
-        **OmegaConf.to_container(params.baseline),
-        "char": {**params.baseline.char, "enabled": False},
-    }
+    word_only = BaselineParams.from_params(load_params(params_path, ["baseline.char.enabled=false"]))
     save_model(
         train_baseline(read_split("data/prepared", "train"), word_only), "models/challenger/model.joblib"
     )

@@ -12,9 +12,10 @@ from omegaconf import OmegaConf
 
 from reviewpipe.models.baseline import save_model, train_baseline
 from reviewpipe.models.predictors import load_predictor
+from tests.helpers.params import WORD_ONLY_BASELINE, baseline_settings
 from tests.test_evaluation_served import natural_mix, params
 
-CFG = {"word": {"ngram_range": [1, 2], "min_df": 1}, "char": {"enabled": False}, "classifier": {"C": 1.0}}
+CFG = baseline_settings(*WORD_ONLY_BASELINE)
 
 
 def prepare_like(prepared: Path, human: dict[int, int]) -> pd.DataFrame:

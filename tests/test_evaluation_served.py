@@ -20,6 +20,7 @@ from reviewpipe.evaluation.metrics import bootstrap_intervals
 from reviewpipe.models.baseline import save_model, train_baseline
 from reviewpipe.models.predictors import load_predictor
 from tests.conftest import REPO_ROOT, make_prepared_frame
+from tests.helpers.params import WORD_ONLY_BASELINE, baseline_settings
 
 PROBA = ["baseline_p_negative", "baseline_p_neutral", "baseline_p_positive"]
 
@@ -76,7 +77,7 @@ def test_both_distributions_with_intervals_calibration_and_the_ensemble(
 
     monkeypatch.chdir(prepared_splits)
     natural_mix(Path("data/prepared")).to_parquet("data/prepared/unbalanced.parquet", index=False)
-    cfg = {"word": {"ngram_range": [1, 2], "min_df": 1}, "char": {"enabled": False}, "classifier": {"C": 1.0}}
+    cfg = baseline_settings(*WORD_ONLY_BASELINE)
     save_model(
         train_baseline(pd.read_parquet("data/prepared/train.parquet"), cfg), "models/baseline/model.joblib"
     )
@@ -170,7 +171,7 @@ def test_each_review_is_scored_once(prepared_splits: Path, monkeypatch: pytest.M
     from reviewpipe.stages import evaluate
 
     monkeypatch.chdir(prepared_splits)
-    cfg = {"word": {"ngram_range": [1, 2], "min_df": 1}, "char": {"enabled": False}, "classifier": {"C": 1.0}}
+    cfg = baseline_settings(*WORD_ONLY_BASELINE)
     save_model(
         train_baseline(pd.read_parquet("data/prepared/train.parquet"), cfg), "models/baseline/model.joblib"
     )

@@ -19,12 +19,9 @@ from reviewpipe.errors import ReviewpipeError
 from reviewpipe.models.baseline import save_model, train_baseline
 from reviewpipe.models.predictors import load_predictor
 from tests.conftest import REPO_ROOT, make_prepared_frame
+from tests.helpers.params import TINY_BASELINE, baseline_settings
 
-CFG = {
-    "word": {"ngram_range": [1, 2], "min_df": 1},
-    "char": {"ngram_range": [2, 4], "min_df": 1},
-    "classifier": {"C": 1.0},
-}
+CFG = baseline_settings(*TINY_BASELINE)
 
 
 def _params(models: list[str]) -> dict:

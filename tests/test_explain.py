@@ -22,13 +22,9 @@ from reviewpipe.evaluation.explain import (
 from reviewpipe.models.baseline import predict_proba, save_model, train_baseline
 from tests.conftest import make_prepared_frame
 from tests.helpers.bert import save_tiny_checkpoint
-from tests.helpers.params import real_params
+from tests.helpers.params import TINY_BASELINE, baseline_settings, real_params
 
-CFG = {
-    "word": {"ngram_range": [1, 2], "min_df": 1},
-    "char": {"ngram_range": [2, 4], "min_df": 1},
-    "classifier": {"C": 1.0},
-}
+CFG = baseline_settings(*TINY_BASELINE)
 
 
 @pytest.fixture(scope="module")

@@ -8,24 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 from sklearn.metrics import accuracy_score
 
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.models.baseline import build_pipeline, load_model, predict_proba, save_model, train_baseline
 from reviewpipe.models.predictors import load_predictor, predict_labels
 from tests.conftest import make_prepared_frame
+from tests.helpers.params import TINY_BASELINE, baseline_settings, real_params
 
-CFG = {
-    "word": {"ngram_range": [1, 2], "min_df": 1, "sublinear_tf": True},
-    "char": {"enabled": True, "ngram_range": [2, 4], "min_df": 1},
-    "classifier": {"C": 1.0, "max_iter": 500},
-}
+CFG = baseline_settings(*TINY_BASELINE, "classifier.max_iter=500")
 
 
 def test_build_pipeline_follows_config() -> None:
     pipe = build_pipeline(
-        {**CFG, "char": {"enabled": False}, "classifier": {"C": 0.25}}, {0: 1.0, 1: 2.0, 2: 1.0}
+        baseline_settings("char.enabled=false", "classifier.C=0.25"), {0: 1.0, 1: 2.0, 2: 1.0}
     )
     union = pipe.named_steps["features"]
     assert [name for name, _ in union.transformer_list] == ["word"]
@@ -73,18 +69,7 @@ def test_stage_writes_model_and_validation_metrics(
     from reviewpipe.stages.baseline import main
 
     monkeypatch.chdir(prepared_splits)
-    params = OmegaConf.create(
-        {
-            "prepare": {"out_dir": "data/prepared"},
-            "baseline": {
-                **CFG,
-                "model_path": "models/baseline/model.joblib",
-                "metrics_path": "metrics/baseline.json",
-                "classifier": {"C": 1.0, "class_weight": "prepared"},
-            },
-        }
-    )
-    main(params)
+    main(real_params(*(f"baseline.{o}" for o in TINY_BASELINE), "baseline.classifier.class_weight=prepared"))
     metrics = json.loads(Path("metrics/baseline.json").read_text())
     assert metrics["validation"]["rows"] == 60
     assert metrics["validation"]["accuracy"] > 0.8
@@ -99,33 +84,18 @@ def test_stage_rejects_unknown_class_weight(prepared_splits: Path, monkeypatch: 
     from reviewpipe.stages.baseline import main
 
     monkeypatch.chdir(prepared_splits)
-    params = OmegaConf.create(
-        {
-            "prepare": {"out_dir": "data/prepared"},
-            "baseline": {
-                **CFG,
-                "model_path": "m.joblib",
-                "metrics_path": "m.json",
-                "classifier": {"class_weight": "heavy"},
-            },
-        }
-    )
-    with pytest.raises(ReviewpipeError, match="class_weight must be one of"):
-        main(params)
+    with pytest.raises(
+        ReviewpipeError, match=r"baseline.classifier.class_weight: Input should be 'prepared'"
+    ):
+        main(real_params("baseline.classifier.class_weight=heavy"))
 
 
 def test_missing_split_says_run_prepare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from reviewpipe.stages.baseline import main
 
     monkeypatch.chdir(tmp_path)
-    params = OmegaConf.create(
-        {
-            "prepare": {"out_dir": "data/prepared"},
-            "baseline": {**CFG, "model_path": "m.joblib", "metrics_path": "m.json"},
-        }
-    )
     with pytest.raises(ReviewpipeError, match="stage prepare"):
-        main(params)
+        main(real_params())
 
 
 def test_stage_outputs_are_byte_identical_across_processes(prepared_splits: Path) -> None:

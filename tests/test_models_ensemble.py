@@ -23,6 +23,7 @@ from reviewpipe.models.ensemble import (
 )
 from reviewpipe.models.predictors import load_predictor
 from tests.conftest import make_prepared_frame
+from tests.helpers.params import WORD_ONLY_BASELINE, baseline_settings
 
 
 def members_on(truth: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
@@ -73,7 +74,7 @@ def test_stage_fits_on_natural_validation_rows_and_the_predictor_applies_the_sta
     from reviewpipe.stages.ensemble import main
 
     monkeypatch.chdir(prepared_splits)
-    cfg = {"word": {"ngram_range": [1, 2], "min_df": 1}, "char": {"enabled": False}, "classifier": {"C": 1.0}}
+    cfg = baseline_settings(*WORD_ONLY_BASELINE)
     save_model(
         train_baseline(make_prepared_frame(300, seed=5, signal=0.3), cfg), "models/baseline/model.joblib"
     )

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Mapping
-from typing import Any
-
 import joblib
 import numpy as np
 import pandas as pd
@@ -22,37 +19,32 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 
 from reviewpipe import SENTIMENTS
 from reviewpipe.errors import ReviewpipeError
+from reviewpipe.schema import BaselineParams, NgramParams
 
 CLASS_IDS: list[int] = list(range(len(SENTIMENTS)))
 
 
-def _vectorizer(cfg: Mapping[str, Any], analyzer: str) -> TfidfVectorizer:
+def _vectorizer(cfg: NgramParams, analyzer: str) -> TfidfVectorizer:
     return TfidfVectorizer(
         analyzer=analyzer,
-        ngram_range=tuple(cfg.get("ngram_range", (1, 1))),
-        min_df=cfg.get("min_df", 1),
-        max_features=cfg.get("max_features"),
-        sublinear_tf=bool(cfg.get("sublinear_tf", True)),
+        ngram_range=tuple(cfg.ngram_range),
+        min_df=cfg.min_df,
+        max_features=cfg.max_features,
+        sublinear_tf=cfg.sublinear_tf,
         lowercase=True,
         dtype=np.float32,
     )
 
 
-def build_pipeline(cfg: Mapping[str, Any], class_weight: dict[int, float] | str | None = None) -> Pipeline:
+def build_pipeline(cfg: BaselineParams, class_weight: dict[int, float] | str | None = None) -> Pipeline:
     """An untrained pipeline from the `baseline` params section (word/char/classifier blocks).
 
     `class_weight` ({label_id: weight}, "balanced" or None) is the resolved
     `baseline.classifier.class_weight` (the stage turns `prepared` into prepare's weights)."""
-    parts: list[tuple[str, TfidfVectorizer]] = [("word", _vectorizer(cfg.get("word", {}), "word"))]
-    char = cfg.get("char", {})
-    if char.get("enabled", True):
-        parts.append(("char", _vectorizer(char, "char_wb")))
-    clf = cfg.get("classifier", {})
-    classifier = LogisticRegression(
-        C=float(clf.get("C", 1.0)),
-        class_weight=class_weight,
-        max_iter=int(clf.get("max_iter", 2000)),
-    )
+    parts: list[tuple[str, TfidfVectorizer]] = [("word", _vectorizer(cfg.word, "word"))]
+    if cfg.char.enabled:
+        parts.append(("char", _vectorizer(cfg.char, "char_wb")))
+    classifier = LogisticRegression(C=cfg.classifier.C, class_weight=class_weight, max_iter=cfg.classifier.max_iter)
     return Pipeline([("features", FeatureUnion(parts)), ("classifier", classifier)])
 
 
@@ -66,14 +58,14 @@ def texts_of(frame: pd.DataFrame, text_column: str = "review_body") -> pd.Series
     return frame[text_column].fillna("").astype(str)
 
 
-def train_baseline(train: pd.DataFrame, cfg: Mapping[str, Any],
-                   class_weight: dict[int, float] | str | None = None) -> Pipeline:
-    """Fit the pipeline on `train` (text column + `label_id` 0/1/2)."""
-    text_column = cfg.get("text_column", "review_body")
+def train_baseline(
+    train: pd.DataFrame, cfg: BaselineParams, class_weight: dict[int, float] | str | None = None
+) -> Pipeline:
+    """Fit the pipeline on `train` (`baseline.text_column` + `label_id` 0/1/2)."""
     labels = train["label_id"].astype(int)
     if labels.nunique() < 2:
         raise ReviewpipeError("the training split holds fewer than two classes; cannot train the baseline.")
-    return build_pipeline(cfg, class_weight).fit(texts_of(train, text_column), labels)
+    return build_pipeline(cfg, class_weight).fit(texts_of(train, cfg.text_column), labels)
 
 
 def predict_proba(model: Pipeline, texts: list[str] | pd.Series) -> np.ndarray:

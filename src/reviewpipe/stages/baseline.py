@@ -11,10 +11,10 @@ import time
 from omegaconf import DictConfig
 
 from reviewpipe import storage
-from reviewpipe.config import section, to_dict
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.models.baseline import save_model, score, train_baseline
 from reviewpipe.models.splits import prepared_dir, read_class_weights, read_split
+from reviewpipe.schema import BaselineParams
 from reviewpipe.storage import StorageOptions
 
 CLASS_WEIGHT_CHOICES = ("prepared", "balanced", None)
@@ -32,28 +32,27 @@ def resolve_class_weight(
 
 
 def main(params: DictConfig) -> None:
-    cfg = to_dict(section(params, "baseline"))
+    cfg = BaselineParams.from_params(params)
     options = StorageOptions.from_params(params.get("storage"))
     data_dir = prepared_dir(params)
     train = read_split(data_dir, "train", options)
     validation = read_split(data_dir, "validation", options)
-    class_weight = resolve_class_weight(cfg.get("classifier", {}).get("class_weight"), data_dir, options)
+    class_weight = resolve_class_weight(cfg.classifier.class_weight, data_dir, options)
 
     started = time.perf_counter()
     model = train_baseline(train, cfg, class_weight)
     seconds = time.perf_counter() - started
-    save_model(model, cfg["model_path"])
+    save_model(model, cfg.model_path)
 
-    text_column = cfg.get("text_column", "review_body")
     # Training time is printed, not recorded: outputs derive from data and params, never the clock.
     metrics = {
-        "validation": score(model, validation, text_column),
-        "train": score(model, train, text_column),
+        "validation": score(model, validation, cfg.text_column),
+        "train": score(model, train, cfg.text_column),
         "features": int(sum(len(v.vocabulary_) for _, v in model.named_steps["features"].transformer_list)),
     }
-    storage.write_json(cfg["metrics_path"], metrics)
+    storage.write_json(cfg.metrics_path, metrics)
     v = metrics["validation"]
     print(
         f"baseline: {len(train)} training rows, {metrics['features']} n-gram features, {seconds:.1f}s; "
-        f"validation accuracy {v['accuracy']:.4f}, macro-F1 {v['macro_f1']:.4f} -> {cfg['model_path']}"
+        f"validation accuracy {v['accuracy']:.4f}, macro-F1 {v['macro_f1']:.4f} -> {cfg.model_path}"
     )

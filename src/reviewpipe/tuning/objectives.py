@@ -192,6 +192,7 @@ def baseline_objective(
     `objective_cfg.fractions` (e.g. [0.25, 0.5, 1.0]) are the learning-curve steps reported to the
     pruner; the last must be 1.0 so the value is the full-data score. `max_train_rows` samples."""
     from reviewpipe.models.baseline import score, train_baseline
+    from reviewpipe.schema import BaselineParams
     from reviewpipe.stages.baseline import resolve_class_weight
 
     fractions = [float(f) for f in objective_cfg.get("fractions") or [1.0]]
@@ -206,15 +207,15 @@ def baseline_objective(
     weights: dict[Any, Any] = {}
 
     def objective(trial: optuna.Trial, cfg: dict[str, Any]) -> float:
-        choice = (cfg.get("classifier") or {}).get("class_weight")
+        settings = BaselineParams.model_validate(cfg)  # the baseline section with this trial's values
+        choice = settings.classifier.class_weight
         if choice not in weights:
             weights[choice] = resolve_class_weight(choice, data_dir, options)
-        text_column = cfg.get("text_column", "review_body")
         value = float("nan")
         for step, fraction in enumerate(fractions):
             rows = train.iloc[np.sort(order[: max(3, round(fraction * len(train)))])]
-            model = train_baseline(rows, cfg, weights[choice])
-            value = score(model, validation, text_column)["macro_f1"]
+            model = train_baseline(rows, settings, weights[choice])
+            value = score(model, validation, settings.text_column)["macro_f1"]
             trial.report(value, step)
             # After the full-data fit the trial is done: a complete result is never thrown away.
             if fraction < 1.0 and trial.should_prune():
