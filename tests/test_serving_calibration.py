@@ -80,3 +80,38 @@ def test_the_package_stage_ships_each_models_calibration_and_serving_applies_it(
     np.testing.assert_allclose(
         [[p["probabilities"][k] for k in ("-1", "0", "1")] for p in served], raw, atol=1e-6
     )
+
+
+def test_the_ensemble_packages_its_members_and_serves_what_the_ensemble_predictor_computes(
+    tmp_path: Path,
+) -> None:
+    from reviewpipe.models.baseline import save_model, train_baseline
+    from reviewpipe.models.ensemble import Stacker
+    from reviewpipe.models.predictors import load_predictor
+    from tests.conftest import make_prepared_frame
+
+    art = dict(tiny_artifacts())
+    art["baseline"] = tmp_path / "models" / "baseline" / "model.joblib"  # the project's baseline (class ids)
+    cfg = {"word": {"ngram_range": [1, 1], "min_df": 1}, "char": {"enabled": False}, "classifier": {"C": 1.0}}
+    save_model(train_baseline(make_prepared_frame(120, seed=1), cfg), str(art["baseline"]))
+    rng = np.random.default_rng(0)
+    stacker = Stacker(("baseline", "bert"), rng.normal(0, 0.7, (3, 6)), rng.normal(0, 0.3, 3), 1.0)
+    ensemble = tmp_path / "models" / "ensemble"
+    ensemble.mkdir(parents=True)
+    spec = {
+        "stacker": stacker.to_json(),
+        "member_paths": {"baseline": str(art["baseline"]), "bert": str(art["bert"])},
+    }
+    (ensemble / "stacker.json").write_text(json.dumps(spec))
+    info = package.build_package(ensemble, tmp_path / "ensemble.tar.gz", model_name="ensemble")
+    assert info["kind"] == "ensemble"
+    with tarfile.open(tmp_path / "ensemble.tar.gz") as tar:
+        names = tar.getnames()
+        shipped = json.loads(tar.extractfile("stacker.json").read())
+    assert "members/baseline/model.joblib" in names and "members/bert/config.json" in names
+    assert shipped == {"stacker": json.loads(json.dumps(stacker.to_json()))}  # no build-machine paths
+    module, model = handler(tmp_path / "ensemble.tar.gz", tmp_path / "served")
+    expected = load_predictor("ensemble", ensemble).predict_proba(TEXTS)
+    np.testing.assert_allclose(model.predict_proba(TEXTS), expected, atol=1e-5)
+    served = module.predict_fn({"texts": TEXTS}, model)["predictions"]
+    assert [p["label"] for p in served] == [[-1, 0, 1][i] for i in expected.argmax(1)]

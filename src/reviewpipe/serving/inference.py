@@ -357,10 +357,39 @@ def _sklearn(model_dir: str, info: dict[str, Any]) -> _Model:
 MODEL_KINDS: dict[str, Any] = {"sklearn": _sklearn, "huggingface": HFModel, "autogluon": AutoGluonModel}
 
 
+class EnsembleModel(_Model):
+    """The stacked ensemble: members (each in its own kind's layout under members/<name>/) and
+    stacker.json, softmax(coef · [log p_member ...] + intercept) — reviewpipe.models.ensemble.Stacker."""
+
+    kind = "ensemble"
+
+    def __init__(self, model_dir: str, info: dict[str, Any]) -> None:
+        with open(os.path.join(model_dir, STACKER_FILE)) as f:
+            spec = json.load(f)["stacker"]
+        self.members = []
+        for name in spec["members"]:
+            member_dir = os.path.join(model_dir, "members", name)
+            self.members.append(MODEL_KINDS[_kind_of(member_dir, {})](member_dir, {}))
+        self.coef = np.asarray(spec["coef"], dtype=np.float64)
+        self.intercept = np.asarray(spec["intercept"], dtype=np.float64)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        x = np.hstack([np.log(np.clip(m.predict_proba(texts), 1e-6, 1.0)) for m in self.members])
+        z = x @ self.coef.T + self.intercept
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
+
+
+MODEL_KINDS["ensemble"] = EnsembleModel
+STACKER_FILE = "stacker.json"
+
+
 def _kind_of(model_dir: str, info: dict[str, Any]) -> str:
     if info.get("kind") in MODEL_KINDS:
         return str(info["kind"])
     for kind, marker in (
+        ("ensemble", STACKER_FILE),
         ("sklearn", SKLEARN_FILE),
         ("autogluon", AUTOGLUON_DIR),
         ("huggingface", "config.json"),

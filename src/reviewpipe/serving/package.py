@@ -112,6 +112,27 @@ PACKAGERS: dict[str, Packager] = {
 }
 
 
+def _ensemble_files(path: Path) -> list[tuple[str, Path]]:
+    """The stacker and each member in its own kind's layout under members/<name>/ (stacker.json
+    itself is written without the build machine's member paths, in build_package)."""
+    spec = json.loads((path / "stacker.json").read_text())
+    files = [("stacker.json", path / "stacker.json")]
+    for name in spec["stacker"]["members"]:
+        member = Path(spec["member_paths"][name])
+        kind = model_kind(member)
+        files += [(f"members/{name}/{n}", p) for n, p in PACKAGERS[kind].files(member)]
+    return files
+
+
+# The stacked ensemble (models/ensemble.py): its members' kinds, in sub-directories.
+PACKAGERS["ensemble"] = Packager(
+    "ensemble",
+    lambda p: p.is_dir() and (p / "stacker.json").exists(),
+    _ensemble_files,
+    tuple(dict.fromkeys(d for packager in PACKAGERS.values() for d in packager.needs)),
+)
+
+
 def model_kind(model_path: str | Path) -> str:
     """The packager kind of a model: a .joblib pipeline, an AutoGluon predictor directory or a
     Hugging Face save_pretrained directory."""
@@ -203,10 +224,14 @@ def build_package(
     }
     requirements = requirements_for(kind, target)
     entries: dict[str, Callable[[], bytes]] = {name: path.read_bytes for name, path in files}
-    if kind == "huggingface":
+    if kind in ("huggingface", "ensemble"):
         for name, path in files:
-            if name.endswith(".json") and "/" not in name and b"name_or_path" in path.read_bytes():
+            top = "/" not in name or (kind == "ensemble" and name.count("/") == 2)  # an HF member's root
+            if name.endswith(".json") and top and b"name_or_path" in path.read_bytes():
                 entries[name] = lambda path=path: _portable_json(path.read_bytes(), model_name)
+    if kind == "ensemble":  # the stacker only: member paths are the build machine's
+        stacker = json.loads((model_path / "stacker.json").read_text())["stacker"]
+        entries["stacker.json"] = lambda: json.dumps({"stacker": stacker}, indent=2, sort_keys=True).encode()
     with tempfile.TemporaryDirectory(prefix="reviewpipe-package-") as scratch:
         if kind == "huggingface" and onnx is not None and onnx.export:
             from reviewpipe.serving.onnx_build import build_onnx
