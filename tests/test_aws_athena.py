@@ -16,6 +16,7 @@ without Athena: it is transpiled back to DuckDB, run, and compared with the pand
 from __future__ import annotations
 
 import filecmp
+import json
 import uuid
 from contextlib import chdir
 from pathlib import Path
@@ -31,7 +32,7 @@ from sqlglot import exp
 from reviewpipe import cli
 from reviewpipe.analytics import pandas_reference
 from reviewpipe.analytics.explore import load_queries, prepare_connection, query_catalog, run_query
-from reviewpipe.aws.athena import results_frame, to_athena
+from reviewpipe.aws.athena import current_views, results_frame, to_athena
 from reviewpipe.config import load_params
 from reviewpipe.data.catalog import connect
 from reviewpipe.data.synth import write_synth
@@ -67,6 +68,22 @@ def test_every_sql_file_transpiles_to_athena(path: Path) -> None:
         assert r"regexp_count(review_body, '\s+')" in lowered
 
 
+def local_glue_view(table_dir: Path, con: Any) -> dict[str, Any]:
+    """What sync_lake records for the versioned reviews table, from the local lake's manifest."""
+    manifest = json.loads((table_dir / "_manifest.json").read_text())
+    columns = [c for c, *_ in con.execute("DESCRIBE reviews_history").fetchall()]
+    info = {"glue_table": "reviews_history", "columns": columns}
+    return {
+        "tables": {
+            "reviews": {
+                **info,
+                "record_id": manifest["record_id"],
+                "version_column": manifest["version_column"],
+            }
+        }
+    }
+
+
 def test_transpiled_sql_computes_what_the_pandas_oracle_computes(synthetic_catalog: Path) -> None:
     """Athena's SQL transpiled back to DuckDB and run on the synthetic lake equals the pandas twin
     of each query (the approximate percentiles within one word)."""
@@ -78,8 +95,10 @@ def test_transpiled_sql_computes_what_the_pandas_oracle_computes(synthetic_catal
         expected = pandas_reference.run_all(
             read_lake_table(lake / "reviews"), read_lake_table(lake / "rejects"), EDGES
         )
+        views = current_views(local_glue_view(lake / "reviews", con))
+        assert set(views) == {"reviews"}  # the lake's reviews table is versioned: Glue holds reviews_history
         for name, sql in load_queries(REPO_ROOT / "sql").items():
-            back = sqlglot.transpile(to_athena(sql, EDGES, name), read="athena", write="duckdb")[0]
+            back = sqlglot.transpile(to_athena(sql, EDGES, name, views), read="athena", write="duckdb")[0]
             got = pandas_reference.comparable(run_query(con, back, name))
             want = pandas_reference.comparable(expected[name])
             approx = APPROXIMATE.get(name, [])
@@ -212,7 +231,7 @@ def test_catalog_registers_the_lake_in_glue(athena_lake: tuple[Path, str]) -> No
         params = load_params("params.yaml")
         con = connect(params)
         duck = {
-            t: con.execute(f"DESCRIBE {t}").fetchall() for t in ("reviews", "rejects")
+            t: con.execute(f"DESCRIBE {t}").fetchall() for t in ("reviews_history", "rejects")
         }  # the local catalog over the same files
         categories = [r[0] for r in con.execute("SELECT DISTINCT product_category FROM reviews").fetchall()]
         con.close()
@@ -222,19 +241,19 @@ def test_catalog_registers_the_lake_in_glue(athena_lake: tuple[Path, str]) -> No
         "TIMESTAMP WITH TIME ZONE": "timestamp",
         "INTEGER": "int",
     }
-    for name in ("reviews", "rejects"):
-        table = glue.get_table(DatabaseName=database, Name=name)["Table"]
+    for name, glue_name in (("reviews", "reviews_history"), ("rejects", "rejects")):
+        table = glue.get_table(DatabaseName=database, Name=glue_name)["Table"]
         sd = table["StorageDescriptor"]
         assert sd["Location"] == f"s3://{s3_bucket}/lake/{name}/"
         assert sd["SerdeInfo"]["SerializationLibrary"].endswith("ParquetHiveSerDe")
         assert table["TableType"] == "EXTERNAL_TABLE" and table["Parameters"]["classification"] == "parquet"
         keys = table.get("PartitionKeys", [])
         # Same columns, same order and types as DuckDB reads from the files; the partition key last.
-        expected = [(c, hive[t]) for c, t, *_ in duck[name]]
+        expected = [(c, hive[t]) for c, t, *_ in duck[glue_name]]
         assert [(c["Name"], c["Type"]) for c in sd["Columns"] + keys] == expected
-    keys = glue.get_table(DatabaseName=database, Name="reviews")["Table"]["PartitionKeys"]
+    keys = glue.get_table(DatabaseName=database, Name="reviews_history")["Table"]["PartitionKeys"]
     assert keys == [{"Name": "product_category", "Type": "string"}]
-    partitions = glue_partitions(glue, database, "reviews")
+    partitions = glue_partitions(glue, database, "reviews_history")
     assert {v[0] for v in partitions} == {
         "__HIVE_DEFAULT_PARTITION__" if c is None else c for c in categories
     }
@@ -254,8 +273,8 @@ def test_catalog_follows_the_lake_when_it_changes(tmp_path: Path, s3_bucket: str
     others point at the same folders; an unchanged lake makes no Glue writes."""
     workdir, database = make_athena_lake(tmp_path, s3_bucket)
     glue = boto3.client("glue", region_name="us-east-1")
-    before = glue_partitions(glue, database, "reviews")
-    run_before = glue.get_table(DatabaseName=database, Name="reviews")["Table"]["Parameters"]
+    before = glue_partitions(glue, database, "reviews_history")
+    run_before = glue.get_table(DatabaseName=database, Name="reviews_history")["Table"]["Parameters"]
     with chdir(workdir):
         params = load_params("params.yaml")
         raw = pd.read_csv(params.data.raw_uri, encoding="latin-1", dtype=str, keep_default_na=False)
@@ -268,9 +287,9 @@ def test_catalog_follows_the_lake_when_it_changes(tmp_path: Path, s3_bucket: str
         writes = [op for op, _ in calls.log if not op.startswith("Get")]
         assert writes == ["UpdateTable", "BatchDeletePartition", "UpdateTable"]  # reviews; rejects' run
         assert calls.named("BatchDeletePartition")[0]["PartitionsToDelete"] == [{"Values": [dropped]}]
-        after = glue_partitions(glue, database, "reviews")
+        after = glue_partitions(glue, database, "reviews_history")
         assert after == {k: v for k, v in before.items() if k != (dropped,)}
-        run_after = glue.get_table(DatabaseName=database, Name="reviews")["Table"]["Parameters"]
+        run_after = glue.get_table(DatabaseName=database, Name="reviews_history")["Table"]["Parameters"]
         assert run_after["reviewpipe.run_id"] != run_before["reviewpipe.run_id"]
         assert int(run_after["reviewpipe.rows"]) < int(run_before["reviewpipe.rows"])
         calls.log.clear()
@@ -297,7 +316,11 @@ def test_explore_on_athena_writes_what_duckdb_writes(
         Path(params.explore.out_dir).rename(athena_dir)
         explore_stage.main(load_params("params.yaml", ["catalog.engine=duckdb"]))
     started = calls.named("StartQueryExecution")
-    assert [c["QueryString"] for c in started] == [to_athena(sql, EDGES, n) for n, sql in queries.items()]
+    views = current_views(json.loads((workdir / "data/catalog.json").read_text())["glue"])
+    assert [c["QueryString"] for c in started] == [
+        to_athena(sql, EDGES, n, views) for n, sql in queries.items()
+    ]
+    assert "FROM reviews_history" in started[0]["QueryString"]  # reviews = each record's newest version
     for call in started:
         assert call["WorkGroup"] == params.catalog.athena.workgroup
         assert call["QueryExecutionContext"] == {"Database": database, "Catalog": "AwsDataCatalog"}

@@ -167,7 +167,7 @@ def test_batch_transform_scores_a_lake(tmp_path: Path, s3_bucket: str, transform
         "--model",
         str(package),
         "--input",
-        f"s3://{s3_bucket}/lake",
+        f"s3://{s3_bucket}/lake/reviews",
         "--output",
         str(out),
         "--trust",

@@ -4,6 +4,8 @@ One SQL source: the files are DuckDB SQL; `to_athena` transpiles them with sqlgl
 v3 dialect (Trino), rewriting the two things reviewpipe adds to DuckDB's connection:
   * `word_count(text)` (a DuckDB macro) -> `regexp_count(text, '\\S+')` (runs of non-whitespace);
   * the `age_bands` lookup table (registered from data.age_bands) -> a VALUES CTE of the same rows;
+  * a versioned lake table (`reviews`: Glue holds every version as `reviews_history`) -> a CTE of
+    each record's newest version, as the DuckDB catalog's `reviews` view;
 and one DuckDB function Trino lacks: `quantile_cont` (exact) -> `approx_percentile` (Trino's only
 percentile; approximate, so medians on Athena can differ slightly from DuckDB's).
 
@@ -23,6 +25,7 @@ import pandas as pd
 import sqlglot
 from sqlglot import exp
 
+from reviewpipe import storage
 from reviewpipe.aws.clients import aws_call, poll
 from reviewpipe.errors import ReviewpipeError
 
@@ -45,6 +48,27 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
     return node
 
 
+def _cte(name: str, select_sql: str) -> exp.CTE:
+    return exp.CTE(
+        this=sqlglot.parse_one(select_sql, read=DIALECT), alias=exp.TableAlias(this=exp.to_identifier(name))
+    )
+
+
+def current_views(glue: dict[str, Any]) -> dict[str, str]:
+    """{table: its current versions} for the versioned lake tables the catalog registered in Glue
+    (as `<table>_history`): the newest row per record id, as the DuckDB catalog's view selects."""
+    views = {}
+    for table, info in glue["tables"].items():
+        if info["record_id"]:
+            columns = ", ".join(f'"{c}"' for c in info["columns"])
+            views[table] = (
+                f'SELECT {columns} FROM (SELECT *, row_number() OVER (PARTITION BY "{info["record_id"]}" '
+                f'ORDER BY "{info["version_column"]}" DESC) AS reviewpipe_rank FROM {info["glue_table"]}) '
+                "WHERE reviewpipe_rank = 1"
+            )
+    return views
+
+
 def _age_bands_cte(edges: Sequence[int]) -> exp.CTE:
     from reviewpipe.analytics.explore import age_bands_frame
 
@@ -64,9 +88,12 @@ def _age_bands_cte(edges: Sequence[int]) -> exp.CTE:
     return exp.CTE(this=select, alias=exp.TableAlias(this=exp.to_identifier(AGE_BANDS)))
 
 
-def to_athena(sql: str, age_band_edges: Sequence[int], name: str = "query") -> str:
+def to_athena(
+    sql: str, age_band_edges: Sequence[int], name: str = "query", views: dict[str, str] | None = None
+) -> str:
     """DuckDB SQL (one statement, as in sql/*.sql) -> Athena (Trino) SQL; a ReviewpipeError naming
-    `name` when sqlglot cannot parse it or cannot express something in Athena's dialect."""
+    `name` when sqlglot cannot parse it or cannot express something in Athena's dialect. `views`
+    ({table: SELECT in Athena's dialect}) become CTEs of the queries that read those tables."""
     try:
         statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
     except sqlglot.errors.ParseError as exc:
@@ -74,16 +101,16 @@ def to_athena(sql: str, age_band_edges: Sequence[int], name: str = "query") -> s
     if len(statements) != 1:
         raise ReviewpipeError(f"{name}: one SQL statement per query, found {len(statements)}")
     tree = statements[0].transform(_rewrite)
-    uses_bands = any(t.name.lower() == AGE_BANDS and not t.db for t in tree.find_all(exp.Table)) and not any(
-        c.alias_or_name.lower() == AGE_BANDS for c in tree.find_all(exp.CTE)
-    )
-    if uses_bands:
-        with_ = tree.args.get("with_") or tree.args.get("with")
-        cte = _age_bands_cte(age_band_edges)
+    ctes = {AGE_BANDS: lambda: _age_bands_cte(age_band_edges)}
+    ctes.update({name: (lambda sql=sql, name=name: _cte(name, sql)) for name, sql in (views or {}).items()})
+    defined = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
+    used = {t.name.lower() for t in tree.find_all(exp.Table) if not t.db}
+    for name in sorted(used & set(ctes) - defined, reverse=True):
+        with_ = tree.args.get("with_")
         if with_ is None:
-            tree.set("with_" if "with_" in type(tree).arg_types else "with", exp.With(expressions=[cte]))
+            tree.set("with_", exp.With(expressions=[ctes[name]()]))
         else:
-            with_.set("expressions", [cte, *with_.expressions])
+            with_.set("expressions", [ctes[name](), *with_.expressions])
     try:
         return tree.sql(dialect=DIALECT, pretty=True, unsupported_level=sqlglot.ErrorLevel.RAISE)
     except sqlglot.errors.UnsupportedError as exc:
@@ -235,7 +262,16 @@ def query_athena(
     from reviewpipe.config import section
 
     edges = section(params, "data").age_bands
-    settings = AthenaSettings.from_params(section(params, "catalog").athena)
-    transpiled = {name: to_athena(sql, edges, label.format(name=name)) for name, sql in queries.items()}
+    catalog = section(params, "catalog")
+    settings = AthenaSettings.from_params(catalog.athena)
+    description = storage.read_json(catalog.description) if storage.exists(catalog.description) else {}
+    if "glue" not in description:
+        raise ReviewpipeError(
+            f"{catalog.description} has no Glue registration; run `dvc repro catalog` with catalog.engine=athena"
+        )
+    views = current_views(description["glue"])
+    transpiled = {
+        name: to_athena(sql, edges, label.format(name=name), views) for name, sql in queries.items()
+    }
     athena = Aws(AwsSettings.from_params(section(params, "aws"))).client("athena")
     return AthenaRunner(athena, settings).run_all(transpiled, label)

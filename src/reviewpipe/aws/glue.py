@@ -6,8 +6,9 @@ partition directory the manifest lists. `sync_lake` reconciles: it creates what 
 a table whose columns/location/run changed, adds new partitions and drops partitions the lake no
 longer has, so Athena sees exactly the manifest's version of the lake after each `catalog` run.
 
-Athena reads every object under a partition's location, not the manifest: during an ingest (between
-writing the new files and removing the old ones, lake.py's steps 1-3) a query can see both versions.
+Athena reads every object under a partition's location, not the manifest: files an ingest wrote but
+has not published yet, and files a new version retired but still keeps (lake.retain_seconds), are
+read too until they are removed, so Athena can count rows DuckDB's catalog does not.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from reviewpipe.errors import ReviewpipeError
 from reviewpipe.storage import StorageOptions
 
 TABLES: tuple[str, ...] = ("reviews", "rejects")
+HISTORY_SUFFIX = "_history"  # as reviewpipe.data.catalog names a versioned table's every-version view
 PARQUET_SERDE = {
     "SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
     "Parameters": {"serialization.format": "1"},
@@ -258,14 +260,28 @@ def sync_lake(
         table_uri = storage.join(lake_uri, table)
         manifest = lake.read_manifest(table_uri, options)
         location = s3_location(table_uri)
-        wanted = table_input(table, location, manifest, file_column_order(table_uri, manifest, options))
+        # A versioned table (every version of each record, as the lake stores it) is registered as
+        # <table>_history, like the DuckDB catalog's view; Athena queries get <table> as its current
+        # versions (reviewpipe.aws.athena.current_views).
+        versioned = bool(manifest.get("record_id") and manifest.get("version_column"))
+        name = f"{table}{HISTORY_SUFFIX}" if versioned else table
+        order = file_column_order(table_uri, manifest, options)
+        wanted = table_input(name, location, manifest, order)
         change = catalog.ensure_table(wanted)
         parts = catalog.sync_partitions(
-            table, partition_values(manifest, location), wanted["StorageDescriptor"]["Columns"]
+            name, partition_values(manifest, location), wanted["StorageDescriptor"]["Columns"]
         )
-        out["tables"][table] = {"table": change, "location": location, **parts}
+        out["tables"][table] = {
+            "glue_table": name,
+            "table": change,
+            "location": location,
+            "columns": order + ([manifest["partition_by"]] if manifest["partition_by"] else []),
+            "record_id": manifest["record_id"] if versioned else None,
+            "version_column": manifest["version_column"] if versioned else None,
+            **parts,
+        }
         print(
-            f"catalog: Glue table {database}.{table} {change}; partitions: {parts['partitions']} "
+            f"catalog: Glue table {database}.{name} {change}; partitions: {parts['partitions']} "
             f"(+{parts['added']} -{parts['dropped']})"
         )
     return out

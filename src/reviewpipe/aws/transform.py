@@ -1,8 +1,8 @@
 """`reviewpipe predict --engine sagemaker`: SageMaker Batch Transform on a model package.
 
 Same input, same output layout and rejects as the local `predict` (reviewpipe.serving.batch):
-  1. the input (a parquet/CSV/JSONL file, local or s3://, or a lake: its `reviews` table) is read in
-     parts of `--part-rows` rows; bad rows are rejected by the same rules; the valid texts go to S3 as
+  1. the input (a parquet/CSV/JSONL file or a lake table folder, local or s3://) is read in parts
+     of `--part-rows` rows as the local predict reads it; bad rows are rejected by the same rules; the valid texts go to S3 as
      one JSON Lines object per part ({"inputs": text} per line: code/inference.py's contract);
   2. the package (model.tar.gz) goes to S3 content-addressed; CreateModel with the inference image,
      the package and the `serve` settings as Environment (as an endpoint would get them);
@@ -66,29 +66,10 @@ def _digest(obj: Any, length: int = 12) -> str:
 
 
 def input_parts(job: batch.BatchJob, options: StorageOptions | None) -> tuple[Iterator[pd.DataFrame], str]:
-    """(parts of the input, its identity): a lake URI reads its `reviews` table, else a file as
-    the local predict reads it."""
-    from reviewpipe.data import lake
-
-    columns = [job.id_column, job.text_column]
-    reviews = storage.join(job.input_uri, "reviews")
-    if storage.exists(storage.join(reviews, lake.MANIFEST), options):
-        manifest = lake.read_manifest(reviews, options)
-        frame = lake.read_table(reviews, options).sort_values(job.id_column, kind="stable")
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise ReviewpipeError(
-                f"lake {job.input_uri} has no column(s) {missing}; use --text-column/--id-column"
-            )
-        frame = frame[columns].reset_index(drop=True)
-        parts = (
-            frame.iloc[i : i + job.part_rows].reset_index(drop=True)
-            for i in range(0, len(frame), job.part_rows)
-        )
-        return parts, f"lake:{manifest['run_id']}"
-    fmt = batch.input_format(job.input_uri, job.input_format)
-    parts, _ = batch.read_parts(job.input_uri, fmt, job.part_rows, columns, options)
-    return parts, json.dumps(batch._input_identity(job.input_uri, options), sort_keys=True)
+    """(parts of the input, its identity), read exactly as the local predict reads it (a file or a lake)."""
+    fmt = batch.input_format(job.input_uri, job.input_format, options)
+    parts, _ = batch.read_parts(job.input_uri, fmt, job.part_rows, [job.id_column, job.text_column], options)
+    return parts, json.dumps(batch._input_identity(job.input_uri, fmt, options), sort_keys=True)
 
 
 class BatchTransform(SageMakerJobs):

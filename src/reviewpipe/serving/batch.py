@@ -578,7 +578,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["local", "sagemaker"],
         default="local",
         help="local: this machine; sagemaker: a Batch Transform job on the package (`transform` params); "
-        "--input may then also be a lake (its reviews table)",
+        "see README 'From a laptop to AWS'",
     )
     add_trust_arguments(parser)
 
