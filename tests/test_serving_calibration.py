@@ -89,10 +89,11 @@ def test_the_ensemble_packages_its_members_and_serves_what_the_ensemble_predicto
     from reviewpipe.models.ensemble import Stacker
     from reviewpipe.models.predictors import load_predictor
     from tests.conftest import make_prepared_frame
+    from tests.helpers.params import WORD_ONLY_BASELINE, baseline_settings
 
     art = dict(tiny_artifacts())
     art["baseline"] = tmp_path / "models" / "baseline" / "model.joblib"  # the project's baseline (class ids)
-    cfg = {"word": {"ngram_range": [1, 1], "min_df": 1}, "char": {"enabled": False}, "classifier": {"C": 1.0}}
+    cfg = baseline_settings(*WORD_ONLY_BASELINE)
     save_model(train_baseline(make_prepared_frame(120, seed=1), cfg), str(art["baseline"]))
     rng = np.random.default_rng(0)
     stacker = Stacker(("baseline", "bert"), rng.normal(0, 0.7, (3, 6)), rng.normal(0, 0.3, 3), 1.0)
