@@ -52,9 +52,9 @@ INDEPENDENCE_TOLERANCE = 1e-4  # fp32 reordering noise is ~1e-7; per-batch activ
 
 def run_pipeline_server(model_dir: str, port: int, threads: int) -> None:
     """The plain way: one pipeline, one call per request, a threaded stdlib HTTP server.
-    torch gets the same intra-op threads as reviewpipe (serve.num_threads): with torch's default
-    (one per core) a lone request on a busy 2-core machine measured 300 ms instead of 35 ms
-    (threads spin-waiting for each other), which would flatter reviewpipe."""
+    `threads` > 0 sets torch's intra-op threads (--peer-threads match: serve.num_threads); 0 keeps
+    torch's default, one per core, which is what a plain deployment gets; on a busy 2-core machine
+    a lone request then measured 300 ms instead of 35 ms (threads spin-waiting for each other)."""
     import torch
     from transformers import pipeline
 
@@ -344,6 +344,12 @@ def main() -> int:
     parser.add_argument("--backend", help="override serve.backend")
     parser.add_argument("--skip-capture", action="store_true", help="skip the capture-on run")
     parser.add_argument(
+        "--peer-threads",
+        choices=["default", "match"],
+        default="default",
+        help="the HF pipeline's torch threads: torch's default (the plain way) or serve.num_threads",
+    )
+    parser.add_argument(
         "--fairness", type=int, default=200, help="reviews per big request in the small-behind-big check"
     )
     parser.add_argument("--out", help="also write the figures as JSON here")
@@ -371,14 +377,16 @@ def main() -> int:
     tarball = work / "model.tar.gz"
     texts, source = reviews()
     # the package as `dvc repro package` builds it: with the static int8 ONNX graph, calibrated on
-    # validation reviews (here: the benchmark's own reviews when the prepared split is absent)
+    # validation reviews (when the prepared split is absent: raw reviews the benchmark does not send)
     onnx = OnnxSettings.from_mapping(yaml.safe_load((ROOT / "params.yaml").read_text())["package"]["onnx"])
     calibration = ROOT / "data" / "prepared" / "validation.parquet"
-    calibration_texts = (
-        pd.read_parquet(calibration, columns=["review_body"])["review_body"].tolist()
-        if calibration.exists()
-        else texts
-    )
+    if calibration.exists():
+        calibration_texts = pd.read_parquet(calibration, columns=["review_body"])["review_body"].tolist()
+    else:
+        raw = ROOT / "data" / "raw" / "womens_clothing_ecommerce_reviews.csv.gz"
+        sent = set(texts)
+        pool = pd.read_csv(raw, usecols=["Review Text"])["Review Text"].dropna().astype(str)
+        calibration_texts = [t for t in pool.sample(frac=1.0, random_state=1) if t not in sent]
     build_package(model_dir, tarball, model_name="bench", onnx=onnx, calibration_texts=calibration_texts)
     overrides = []
     if args.quantize:
@@ -388,7 +396,8 @@ def main() -> int:
     print(
         f"model {model_dir} ({model_note}); {len(texts)} reviews from {source}, mean "
         f"{statistics.mean(len(t) for t in texts):.0f} chars; {args.clients} clients x {args.seconds:.0f} s; "
-        f"{os.cpu_count()} CPUs, load average {load_average()} at start",
+        f"{os.cpu_count()} CPUs, load average {load_average()} at start; HF pipeline torch threads: "
+        f"{args.peer_threads}",
         flush=True,
     )
 
@@ -409,7 +418,7 @@ def main() -> int:
             "--port",
             str(free_port()),
             "--threads",
-            str(serve_threads()),
+            str(serve_threads() if args.peer_threads == "match" else 0),
         ],  # fmt: skip
     }
     if not args.skip_capture:

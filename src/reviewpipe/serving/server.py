@@ -379,6 +379,7 @@ class ModelServer:
         self._loaded = threading.Event()
         self._stopped = False
         self._in_flight = 0
+        self._cut_off = 0
         self.app = Starlette(
             routes=[
                 Route("/ping", self._ping, methods=["GET"]),
@@ -537,6 +538,9 @@ class ModelServer:
         except Problem as problem:
             status = problem.status
             return problem_response(problem, {INVOKED_VARIANT_HEADER: name} if name else None)
+        except asyncio.CancelledError:
+            self._cut_off += 1  # the drain timed out on this request
+            raise
         finally:
             if announced is not None and announced.batcher is not None:
                 announced.batcher.withdraw()
@@ -556,7 +560,7 @@ class ModelServer:
         timeout = self.settings.drain_timeout_s if drain_timeout is None else drain_timeout
         self.http.server.config.timeout_graceful_shutdown = max(1, round(timeout))
         self.http.stop(timeout + 10)
-        drained = self._in_flight == 0
+        drained = self._in_flight == 0 and self._cut_off == 0
         for variant in self.variants.values():
             variant.close(timeout=max(1.0, timeout))
         if self.capture is not None:
