@@ -137,6 +137,6 @@ def test_from_params_gives_typed_settings() -> None:
     bert = BertParams.from_params(params)
     assert isinstance(bert.learning_rate, float) and bert.learning_rate == params.bert.learning_rate
     assert bert.pooling in ("mean", "cls")
-    assert [v.name for v in LocalDeployParams.from_params(params).variants] == ["champion", "challenger"]
+    assert [v.name for v in LocalDeployParams.from_params(params).variants] == ["champion"]
     with pytest.raises(ReviewpipeError, match=r"lake.partition_by: missing"):
         LakeParams.from_params(OmegaConf.create({"lake": {"uri": "lake"}}))

@@ -13,10 +13,12 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from reviewpipe import registry
 from reviewpipe.deploy.local import _alive
 from tests.conftest import REPO_ROOT
 from tests.test_deploy_sagemaker import baseline_packages
 from tests.test_pipeline_dvc import _run, _venv_env
+from tests.test_registry import register_package
 from tests.test_serve import invoke, request
 
 
@@ -32,12 +34,21 @@ def test_dvc_repro_deploys_once_and_leaves_the_server_running(tmp_path: Path) ->
         elif src.is_file():
             (repo / dep).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / dep)
-    packages = baseline_packages(repo / "models" / "package", ("model", "baseline"))
+    packages = baseline_packages(repo / "models" / "package", ("model",))
+    reg = registry.Registry(str(repo / "models" / "registry"))  # deploy serves Approved versions only
+    register_package(reg, packages["model"], "baseline", registry.APPROVED)
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"deploy": stage}}, sort_keys=False))
     deploy = OmegaConf.load(REPO_ROOT / "conf" / "deploy" / "local.yaml")
     deploy.local.port = 0
     OmegaConf.save(
-        OmegaConf.create({"deploy": deploy, "serve": {"quantize": "none", "max_wait_ms": 2}, "storage": {}}),
+        OmegaConf.create(
+            {
+                "deploy": deploy,
+                "serve": {"quantize": "none", "max_wait_ms": 2},
+                "register": {"registry_uri": "models/registry"},
+                "storage": {},
+            }
+        ),
         repo / "params.yaml",
     )
     assert [v.package for v in deploy.variants] == [str(p.relative_to(repo)) for p in packages.values()]
@@ -49,6 +60,7 @@ def test_dvc_repro_deploys_once_and_leaves_the_server_running(tmp_path: Path) ->
         assert "local server at http://127.0.0.1:" in first
         state = json.loads((repo / "models" / "deploy" / "deployment.json").read_text())
         pid, url = state["pid"], state["url"]
+        assert state["registry_versions"]["champion"]["version"] == 1
         assert _alive(pid) and request(url)[0] == 200
         assert invoke(url, {"inputs": "love it"})[0] == 200
         lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["deploy"]

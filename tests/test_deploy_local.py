@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from reviewpipe import cli
+from reviewpipe import cli, registry
 from reviewpipe.deploy import VariantConfig
 from reviewpipe.deploy.local import LocalEndpoint, LocalSettings, _alive
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.serving import package
 from tests.test_deploy_sagemaker import baseline_packages
+from tests.test_registry import register_package
 from tests.test_serve import invoke, request
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,16 +31,21 @@ ROOT = Path(__file__).resolve().parents[1]
 def write_params(workdir: Path, champion: float = 0.9, challenger: float = 0.1) -> Path:
     """params.yaml for two tiny baseline variants (quick to load; the BERT path is test_serve's)."""
     art = baseline_packages(workdir / "packages", ("champion", "challenger"))
+    reg = registry.Registry(str(workdir / "registry"))  # deploy serves Approved registry versions only
+    for name in ("champion", "challenger"):
+        if reg.find_by_sha256(registry.file_sha256(str(art[name])), status=registry.APPROVED) is None:
+            register_package(reg, art[name], name, registry.APPROVED)
     deploy = OmegaConf.load(ROOT / "conf" / "deploy" / "local.yaml")
-    deploy.variants[0].package = str(art["champion"])
-    deploy.variants[0].weight = champion
-    deploy.variants[1].package = str(art["challenger"])
-    deploy.variants[1].weight = challenger
+    deploy.variants = [
+        {"name": "champion", "package": str(art["champion"]), "weight": champion},
+        {"name": "challenger", "package": str(art["challenger"]), "weight": challenger},
+    ]
     deploy.local.port = 0  # the server picks a free port and prints it
     deploy.local.start_timeout_s = 240
     params = OmegaConf.create(
         {
             "deploy": deploy,
+            "register": {"registry_uri": str(workdir / "registry")},
             "storage": {},
             "serve": {
                 "quantize": "none",

@@ -16,12 +16,13 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from omegaconf import OmegaConf
 
-from reviewpipe import cli
+from reviewpipe import cli, registry
 from reviewpipe.deploy import VariantConfig, package_info
 from reviewpipe.deploy.sagemaker import SageMakerDeployer, SageMakerSettings, resource_name
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.serving import package
 from reviewpipe.serving.server import ServeSettings
+from tests.test_registry import register_package
 
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/ReviewpipeSageMaker"
@@ -406,8 +407,15 @@ def sagemaker_params(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "reviewpipe-secret-must-not-leak")
     composed = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "deploy" / "sagemaker.yaml")
     composed.endpoint_name = endpoint_name
-    composed.variants[0].package = str(tarballs["champion"])
-    composed.variants[1].package = str(tarballs["challenger"])
+    composed.variants = [
+        {"name": "champion", "package": str(tarballs["champion"]), "weight": 0.9},
+        {"name": "challenger", "package": str(tarballs["challenger"]), "weight": 0.1},
+    ]
+    # deploy ships Approved registry versions only; the registry lives outside the scanned working dir
+    registry_uri = str(tarballs["champion"].parent / f"registry-{uuid.uuid4().hex[:8]}")
+    reg = registry.Registry(registry_uri)
+    for name in ("champion", "challenger"):
+        register_package(reg, tarballs[name], name, registry.APPROVED)
     composed.sagemaker.s3_uri = f"s3://{s3_bucket}/models"
     composed.sagemaker.role_arn = ROLE
     composed.sagemaker.region = REGION
@@ -415,6 +423,7 @@ def sagemaker_params(
     params = OmegaConf.create(
         {
             "deploy": composed,
+            "register": {"registry_uri": registry_uri},
             "storage": {},
             "serve": {"quantize": "none", "backend": "torch", "max_batch_size": 16, "num_threads": 2},
         }
@@ -439,6 +448,10 @@ def test_stage_and_cli_round_trip_without_leaking_credentials(
     endpoint = sm.describe_endpoint(EndpointName=endpoint_name)
     assert state["target"] == "sagemaker" and state["endpoint_arn"] == endpoint["EndpointArn"]
     assert {v["name"]: v["weight"] for v in state["variants"]} == {"champion": 0.9, "challenger": 0.1}
+    assert {n: r["version"] for n, r in state["registry_versions"].items()} == {
+        "champion": 1,
+        "challenger": 2,
+    }
     model = sm.describe_model(ModelName=state["variants"][0]["model_name"])
     environment = model["PrimaryContainer"]["Environment"]  # the endpoint gets the local server's settings
     assert environment == ServeSettings.from_mapping(params.serve).environment()

@@ -10,7 +10,6 @@ from sklearn.metrics import accuracy_score
 
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.evaluation.fairness import fairness_report, group_report
-from reviewpipe.registry import largest_gap
 
 # Group A: 4 rows, 3 right; group B: 4 rows, 1 right; group C: 1 row, right (a tiny group).
 TRUTH = np.array([0, 1, 2, 2, 0, 1, 2, 2, 1])
@@ -62,14 +61,12 @@ def test_missing_group_values_form_their_own_group_and_one_group_has_no_gap() ->
     assert group_report([0, 1], [0, 0], ["A", "A"])["largest_gap"] is None
 
 
-def test_report_picks_the_largest_gap_across_features_and_register_reads_it() -> None:
+def test_report_picks_the_largest_gap_across_features() -> None:
     frame = pd.DataFrame({"y": TRUTH, "p": PRED, "category": GROUP, "band": ["x", "y"] * 4 + ["x"]})
     report = fairness_report(frame, "y", "p", ["category", "band"], min_group_rows=2)
     assert report["largest_gap"]["feature"] == "category"
     assert report["largest_gap"]["value"] == pytest.approx(5 / 9)
     assert report["band"]["largest_gap"]["value"] < 5 / 9
-    fairness_json = {"features": ["category", "band"], "min_group_rows": 2, "models": {"baseline": report}}
-    assert largest_gap(fairness_json, "baseline") == pytest.approx(5 / 9)
 
 
 def test_missing_feature_column_is_a_user_error() -> None:

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from reviewpipe import registry
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.serving import inference, package
+from tests.test_registry import evaluated, register_params  # noqa: F401  (evaluated is a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_TEXTS = ["love this dress, great fit", "awful fabric, terrible fit", "it is okay, nothing special"] * 10
@@ -319,55 +320,74 @@ def test_unpack_rejects_what_is_not_a_package(tmp_path: Path) -> None:
         package.model_kind(tmp_path / "plain")
 
 
-def test_package_stage_stamps_registry_version(tmp_path: Path) -> None:
+def test_package_stage_ships_the_deployable_registry_version(tmp_path: Path) -> None:
+    """package copies the newest Approved version's stored tarball (not the model path), sha256-checked."""
     from reviewpipe.stages import package as package_stage
+    from tests.test_registry import register_package
 
     art = tiny_artifacts()
     reg = registry.Registry(str(tmp_path / "registry"))
-    reg.register(
-        "bert",
-        str(art["bert"]),
-        status=registry.PENDING,
-        metrics={},
-        model_hash=registry.hash_paths([art["bert"]]),
-    )
-    reg.register(
-        "bert",
-        str(art["bert"]),
-        status=registry.APPROVED,
-        metrics={},
-        model_hash=registry.hash_paths([art["bert"]]),
-    )
-    reg.register("baseline", str(art["baseline"]), status=registry.PENDING, metrics={}, model_hash="stale")
-    import pandas as pd
-
-    pd.DataFrame({"review_body": TRAIN_TEXTS}).to_parquet(tmp_path / "validation.parquet")
+    for name, kind, status in (
+        ("bert", "huggingface", registry.APPROVED),
+        ("baseline", "sklearn", registry.APPROVED),
+        ("bert", "huggingface", registry.REJECTED),
+    ):
+        built = tmp_path / "build" / f"{name}.tar.gz"
+        package.build_package(art[name], built, model_name=name)
+        register_package(reg, built, name, status, kind)
     conf = OmegaConf.load(ROOT / "conf" / "package" / "default.yaml")
-    conf.onnx.calibration_uri, conf.onnx.calibration_rows = str(tmp_path / "validation.parquet"), 8
     conf.out_dir, conf.registry_uri = str(tmp_path / "out"), str(tmp_path / "registry")
-    conf.models = {"model": str(art["bert"]), "baseline": str(art["baseline"])}
-    conf.calibration_uri = None  # calibrated tarballs: tests/test_serving_calibration.py
+    conf.versions = {"model": "deployable", "first": 1}
     params = OmegaConf.create({"storage": {}, "package": conf})
     package_stage.main(params)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["model"]["model_version"] == "bert-v2"
     assert manifest["model"]["registry"] == {
         "uri": str(tmp_path / "registry"),
         "version": 2,
         "status": "Approved",
     }
-    # the baseline's registry entry is for other bytes: it is packaged as unregistered, by content hash
-    assert manifest["baseline"]["registry"] is None and manifest["baseline"]["model_version"].startswith(
-        "baseline-"
-    )
+    assert manifest["model"]["model_name"] == "baseline" and manifest["model"]["kind"] == "sklearn"
+    assert manifest["first"]["registry"]["version"] == 1 and manifest["first"]["kind"] == "huggingface"
     tarball = tmp_path / "out" / "model.tar.gz"
-    assert manifest["model"]["sha256"] == hashlib.sha256(tarball.read_bytes()).hexdigest()
+    assert (
+        manifest["model"]["sha256"] == hashlib.sha256(tarball.read_bytes()).hexdigest() == reg.get(2).sha256
+    )
+    assert tarball.read_bytes() == (tmp_path / "build" / "baseline.tar.gz").read_bytes()
 
-    with tarfile.open(tarball) as tar:
+
+def test_register_builds_the_champions_package_with_the_package_settings(
+    evaluated: Path,  # noqa: F811
+) -> None:
+    """The tarball register stores (and package later ships) is built with conf/package's settings:
+    ONNX graphs with static int8 calibrated on validation reviews, the SageMaker target's requirements."""
+    import pandas as pd
+
+    from reviewpipe.stages import register as register_stage
+
+    art = tiny_artifacts()
+    pd.DataFrame({"review_body": TRAIN_TEXTS}).to_parquet(evaluated / "validation.parquet")
+    reg = registry.Registry(str(evaluated / "registry"))
+    for champion in ("bert", "baseline"):
+        params = OmegaConf.merge(
+            register_params(evaluated, candidates=[champion]),
+            {
+                "register": {"model_paths": {"bert": str(art["bert"]), "baseline": str(art["baseline"])}},
+                "package": {
+                    "onnx": {
+                        "export": True,
+                        "calibration_uri": str(evaluated / "validation.parquet"),
+                        "calibration_rows": 8,
+                    }
+                },
+            },
+        )
+        register_stage.main(params)
+    bert, baseline = reg.get(1), reg.get(2)
+    with tarfile.open(bert.package["uri"]) as tar:
         names = set(tar.getnames())
         info = json.load(tar.extractfile("model_info.json"))  # type: ignore[arg-type]
     assert {"onnx/model.onnx", "onnx/model.int8.onnx"} <= names and info["onnx"]["calibration_rows"] == 8
     # the image has torch + transformers: nothing to pip install at container start
     assert "code/requirements.txt" not in names and info["sagemaker"]["python"] == "3.12"
-    with tarfile.open(tmp_path / "out" / "baseline.tar.gz") as tar:
+    with tarfile.open(baseline.package["uri"]) as tar:
         assert "scikit-learn==" in tar.extractfile("code/requirements.txt").read().decode()  # type: ignore[union-attr]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
@@ -34,99 +40,87 @@ METRICS = {
     },
     "models": {m: {"validation": VALIDATION[m], "test": TEST[m]} for m in VALIDATION},
 }
-BERT_GAPS = {
-    "product_category": {"largest_gap": {"accuracy": 0.08, "macro_f1": 0.12}},
-    "age_band": {"largest_gap": {"accuracy": 0.04}},
-    "groups": {"Dresses": {"accuracy": 0.9}},
-}
-FAIRNESS = {
-    "models": {
-        "baseline": {
-            "validation": {"product_category": {"largest_gap": {"accuracy": 0.05}}},
-            "test": {"product_category": {"largest_gap": {"accuracy": 0.01}}},
-        },
-        "bert": {"validation": BERT_GAPS, "test": {"product_category": {"largest_gap": {"accuracy": 0.5}}}},
-    }
-}
-SELECTED, SELECTED_FAIRNESS = registry.selection_view(METRICS, FAIRNESS, "validation")
+SELECTED = registry.selection_view(METRICS, "validation")
 
 
-def test_gate_picks_champion_among_candidates_and_passes() -> None:
-    decision = registry.evaluate_gate(
-        SELECTED, SELECTED_FAIRNESS, "macro_f1", 0.6, 0.2, candidates=["bert", "baseline"]
+def predictions(seed: int = 0) -> pd.DataFrame:
+    """evaluate's predictions.parquet: validation rows where BERT misreads 10 % of the Jackets reviews
+    (a gap of ~0.1 against a perfect rest), and test rows where it misreads every Dresses review (a
+    gate that looked at test would fail)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for name in ("validation", "test"):
+        category = np.repeat(["Dresses", "Jackets", "Swim"], [300, 200, 100])
+        sentiment = rng.choice([-1, 0, 1], size=600)
+        predicted = sentiment.copy()
+        if name == "validation":
+            jackets = np.flatnonzero(category == "Jackets")
+            wrong = rng.choice(jackets, size=20, replace=False)
+        else:
+            wrong = np.flatnonzero(category == "Dresses")
+        predicted[wrong] = np.where(sentiment[wrong] == 1, -1, 1)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "set": name,
+                    "review_id": np.arange(600),
+                    "sentiment": sentiment,
+                    "product_category": category,
+                    "age_band": rng.choice(["18-34", "35-54", "55+"], size=600),
+                    "bert_predicted": predicted,
+                    "baseline_predicted": sentiment,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def register_package(
+    reg: registry.Registry, tarball: Path, model_name: str, status: str, kind: str = "sklearn"
+) -> registry.ModelPackage:
+    """A registry version holding a built model.tar.gz, as the register stage records it."""
+    stored = reg.store_package(str(tarball))
+    return reg.register(
+        model_name,
+        f"models/{model_name}",
+        status=status,
+        metrics={"validation": {}},
+        package={**stored, "model_version": f"{model_name}-test", "kind": kind},
     )
-    assert decision.champion == "bert"  # automl scores higher but is not a candidate
-    assert decision.metric_value == pytest.approx(0.77)
-    assert decision.fairness_gap == pytest.approx(0.12)  # only numbers under a *gap* key count
-    assert decision.passed and decision.reasons == ()
-    assert [m for m, _ in decision.ranking] == ["bert", "baseline"]
 
 
-def test_gate_rejects_low_metric_and_wide_gap_with_reasons() -> None:
-    decision = registry.evaluate_gate(SELECTED, SELECTED_FAIRNESS, "accuracy", 0.8, 0.1, candidates=["bert"])
-    assert not decision.passed
-    assert any("below register.min_metric 0.8" in r for r in decision.reasons)
-    assert any("exceeds register.max_group_gap 0.1" in r for r in decision.reasons)
-
-
-def test_gate_rejects_when_fairness_is_missing() -> None:
-    decision = registry.evaluate_gate(SELECTED, None, "macro_f1", 0.5, 0.5, candidates=["bert"])
-    assert not decision.passed and "no fairness gap" in decision.reasons[0]
-
-
-def test_gate_errors_name_the_problem() -> None:
+def test_champion_is_chosen_among_candidates_on_validation() -> None:
+    champion, ranking = registry.choose_champion(SELECTED, "macro_f1", ["bert", "baseline"])
+    assert champion == "bert"  # automl scores higher but is not a candidate; baseline wins on test only
+    assert ranking == [("bert", 0.77), ("baseline", 0.69)]
     with pytest.raises(ReviewpipeError, match="metric 'f2'"):
-        registry.evaluate_gate(SELECTED, SELECTED_FAIRNESS, "f2", 0.5, 0.5)
+        registry.choose_champion(SELECTED, "f2", ["bert"])
     with pytest.raises(ReviewpipeError, match="no candidate model"):
-        registry.evaluate_gate(SELECTED, SELECTED_FAIRNESS, "macro_f1", 0.5, 0.5, candidates=["xgb"])
+        registry.choose_champion(SELECTED, "macro_f1", ["xgb"])
+
+
+def test_quality_check_and_decision() -> None:
+    low = registry.quality_check("macro_f1", 0.77, 0.8, "validation")
+    assert not low.passed and low.detail == "validation macro_f1 0.7700 is below register.min_metric 0.8"
+    ok = registry.quality_check("macro_f1", 0.77, 0.6, "validation")
+    fairness = registry.Check("fairness", True, "fine")
+    decision = registry.GateDecision("bert", "validation", "macro_f1", 0.77, (ok, fairness))
+    assert decision.passed and decision.reasons == ()
+    assert not registry.GateDecision("bert", "validation", "macro_f1", 0.77, (low, fairness)).passed
+    assert decision.to_dict()["checks"][0]["inputs"] == {
+        "metric": "macro_f1",
+        "value": 0.77,
+        "min_metric": 0.6,
+        "set": "validation",
+    }
 
 
 def test_the_gate_sees_only_a_select_set() -> None:
     assert SELECTED["baseline"] == VALIDATION["baseline"]
-    assert SELECTED_FAIRNESS["models"]["bert"] == BERT_GAPS
     with pytest.raises(ReviewpipeError, match="role 'report'.*never used to choose"):
-        registry.selection_view(METRICS, FAIRNESS, "test")
+        registry.selection_view(METRICS, "test")
     with pytest.raises(ReviewpipeError, match="register.select_on is 'holdout'"):
-        registry.selection_view(METRICS, FAIRNESS, "holdout")
-
-
-def test_largest_gap_reads_the_evaluate_stage_layout() -> None:
-    feature = {
-        "groups": {"Dresses": {"rows": 40, "accuracy": 0.9}, "Tops": {"rows": 30, "accuracy": 0.7}},
-        "overall": {"accuracy": 0.8},
-        "groups_below_min_rows": [],
-        "gaps": {"accuracy": 0.2, "macro_f1": 0.25},
-        "largest_gap": {
-            "metric": "macro_f1",
-            "value": 0.25,
-            "lowest_group": "Tops",
-            "highest_group": "Dresses",
-        },
-    }
-    fairness = {
-        "features": ["product_category"],
-        "min_group_rows": 1,
-        "models": {
-            "bert": {
-                "product_category": feature,
-                "largest_gap": {
-                    "feature": "product_category",
-                    "metric": "macro_f1",
-                    "value": 0.25,
-                    "lowest_group": "Tops",
-                    "highest_group": "Dresses",
-                },
-            }
-        },
-    }
-    assert registry.largest_gap(fairness, "bert") == pytest.approx(0.25)
-    decision = registry.evaluate_gate(SELECTED, fairness, "macro_f1", 0.6, 0.2, candidates=["bert"])
-    assert not decision.passed and "0.2500 exceeds" in decision.reasons[0]
-
-
-def test_largest_gap_reads_a_flat_metric_to_gap_section() -> None:
-    assert registry.largest_gap({"bert": {"accuracy": 0.03, "macro_f1": 0.07}}, "bert") == pytest.approx(0.07)
-    assert registry.largest_gap({"bert": {"accuracy": 0.03}}, "baseline") is None
+        registry.selection_view(METRICS, "holdout")
 
 
 def test_registry_versions_and_approval_lifecycle(tmp_path: Path) -> None:
@@ -193,55 +187,185 @@ def test_hashes_change_with_content(tmp_path: Path) -> None:
     assert registry.hash_params({"a": 1, "b": 2}) == registry.hash_params({"b": 2, "a": 1})
 
 
-def _stage_params(tmp_path: Path, **overrides: object) -> OmegaConf:
+def register_params(tmp_path: Path, **overrides: object) -> OmegaConf:
     base = OmegaConf.load(ROOT / "conf" / "register" / "default.yaml")
     cfg = OmegaConf.merge(
         base,
         {
             "metrics_uri": str(tmp_path / "reports/metrics.json"),
-            "fairness_uri": str(tmp_path / "reports/fairness.json"),
+            "predictions_uri": str(tmp_path / "reports/predictions.parquet"),
             "data_uri": str(tmp_path / "prepared"),
             "registry_uri": str(tmp_path / "registry"),
             "decision_uri": str(tmp_path / "metrics/register.json"),
+            "report_uri": str(tmp_path / "reports/register/gate.json"),
             "model_paths": {
                 "bert": str(tmp_path / "models/bert"),
                 "baseline": str(tmp_path / "models/baseline.joblib"),
             },
+            "fairness": {"features": ["product_category", "age_band"], "resamples": 500},
             "min_metric": 0.6,
-            "max_group_gap": 0.2,
-            **overrides,
         },
     )
-    return OmegaConf.create({"register": cfg, "storage": {}})
+    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.items()]))
+    package = OmegaConf.merge(
+        OmegaConf.load(ROOT / "conf" / "package" / "default.yaml"),
+        {
+            "out_dir": str(tmp_path / "package"),
+            "registry_uri": str(tmp_path / "registry"),
+            "versions": {"model": "deployable"},
+            "calibration_uri": None,
+            "onnx": {"export": False},  # the fake BERT directory has no weights to export
+        },
+    )
+    return OmegaConf.create({"register": cfg, "package": package, "storage": {}})
 
 
-def test_register_stage_records_pass_and_reject(tmp_path: Path) -> None:
+@pytest.fixture
+def evaluated(tmp_path: Path) -> Path:
+    """evaluate's outputs (METRICS, predictions) and a (fake but packageable) BERT directory."""
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports/metrics.json").write_text(json.dumps(METRICS))
-    (tmp_path / "reports/fairness.json").write_text(json.dumps(FAIRNESS))
+    predictions().to_parquet(tmp_path / "reports/predictions.parquet", index=False)
     (tmp_path / "prepared").mkdir()
     (tmp_path / "prepared/test.parquet").write_bytes(b"rows")
     (tmp_path / "models/bert").mkdir(parents=True)
     (tmp_path / "models/bert/config.json").write_text("{}")
+    return tmp_path
 
-    register_stage.main(_stage_params(tmp_path))
+
+def test_register_stage_packages_gates_and_records(
+    evaluated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tmp_path = evaluated
+    register_stage.main(register_params(tmp_path))  # approval: auto (the default)
     decision = json.loads((tmp_path / "metrics/register.json").read_text())
     assert decision["champion"] == "bert" and decision["passed"] and decision["version"] == 1
-    entry = registry.Registry(str(tmp_path / "registry")).get(1)
-    assert entry.status == registry.PENDING
+    assert decision["status"] == "Approved" and decision["deployable_version"] == 1
+    assert decision["checks"] == {"quality": True, "fairness": True}  # test's Dresses failure never looked at
+    reg = registry.Registry(str(tmp_path / "registry"))
+    entry = reg.get(1)
+    assert entry.status == registry.APPROVED and entry.gate["approval"] == "auto"
     assert entry.model_hash == registry.hash_paths([tmp_path / "models/bert"])
     assert entry.data_hash == registry.hash_paths([tmp_path / "prepared"])
     assert entry.params_hash and entry.metrics["validation"]["macro_f1"] == pytest.approx(0.77)
     assert entry.metrics["test"]["macro_f1"] == pytest.approx(0.74)  # recorded, never chosen on
     assert decision["select_on"] == "validation" and decision["metric_value"] == pytest.approx(0.77)
+    # the gated package is stored in the registry and its sha256 recorded (the lookup serve/deploy use)
+    stored = Path(entry.package["uri"])
+    assert stored.name == f"{entry.sha256}.tar.gz" and entry.package["kind"] == "huggingface"
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == entry.sha256 == decision["sha256"]
+    assert reg.find_by_sha256(entry.sha256).version == 1
+    assert "version 1 passed the gate and is approved" in capsys.readouterr().out
 
-    register_stage.main(_stage_params(tmp_path, min_metric=0.95))  # fail_on_reject false: recorded, no error
-    second = registry.Registry(str(tmp_path / "registry")).get(2)
-    assert second.status == registry.REJECTED and "below register.min_metric" in second.status_reason
+    register_stage.main(
+        register_params(tmp_path, min_metric=0.95)
+    )  # fail_on_reject false: recorded, no error
+    second = reg.get(2)
+    assert second.status == registry.REJECTED and "is below register.min_metric 0.95" in second.status_reason
+    out = capsys.readouterr().out
+    assert "version 2 REJECTED: validation macro_f1 0.7700 is below register.min_metric 0.95; " in out
+    assert "version 1 (bert, Approved) keeps serving" in out
 
-    with pytest.raises(ReviewpipeError, match="quality gate rejected bert"):
-        register_stage.main(_stage_params(tmp_path, max_group_gap=0.01, fail_on_reject=True))
-    assert registry.Registry(str(tmp_path / "registry")).get(3).status == registry.REJECTED
+    register_stage.main(register_params(tmp_path, approval="manual"))
+    assert reg.get(3).status == registry.PENDING and reg.deployable().version == 1
+    assert "approve it with `reviewpipe registry approve 3`; version 1 (bert, Approved) keeps serving" in (
+        capsys.readouterr().out
+    )
+
+    # the fairness gate: Jackets' gap (~0.1, interval above 0.03) counts against a 0.03 threshold
+    with pytest.raises(ReviewpipeError, match="the gate rejected bert"):
+        register_stage.main(register_params(tmp_path, **{"fairness.max_gap": 0.03, "fail_on_reject": True}))
+    fourth = reg.get(4)
+    assert (
+        fourth.status == registry.REJECTED and "exceed register.fairness.max_gap 0.03" in fourth.status_reason
+    )
+    assert "accuracy of product_category=Jackets: 0.10" in fourth.status_reason
+    report = json.loads((tmp_path / "reports/register/gate.json").read_text())
+    jackets = next(
+        g for g in report["fairness"]["gaps"] if g["group"] == "Jackets" and g["measure"] == "accuracy"
+    )
+    assert jackets["gap"] == pytest.approx(0.1) and (jackets["group_rows"], jackets["rest_rows"]) == (
+        200,
+        400,
+    )
+    assert 0.03 < jackets["low"] < 0.1 < jackets["high"]
+    assert report["version"] == 4 and report["status"] == "Rejected" and report["fairness"]["excluded"] == []
+
+
+def test_package_obeys_the_registry(evaluated: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The next step obeys the gate: Rejected and pending versions are never packaged; the previously
+    approved version keeps being shipped; with nothing approved, package fails and says what to do."""
+    from reviewpipe.stages import package as package_stage
+
+    tmp_path = evaluated
+    reg = registry.Registry(str(tmp_path / "registry"))
+    shipped = tmp_path / "package/model.tar.gz"
+
+    register_stage.main(register_params(tmp_path, min_metric=0.95))  # v1 Rejected
+    with pytest.raises(ReviewpipeError, match=r"no deployable version .*1 Rejected .*registry approve N"):
+        package_stage.main(register_params(tmp_path))
+    assert not shipped.exists()
+
+    register_stage.main(register_params(tmp_path))  # v2 Approved
+    package_stage.main(register_params(tmp_path))
+    manifest = json.loads((tmp_path / "package/manifest.json").read_text())
+    assert manifest["model"]["registry"]["version"] == 2
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == reg.get(2).sha256
+
+    (tmp_path / "models/bert/weights.bin").write_bytes(b"retrained")  # a different model, then rejected
+    register_stage.main(register_params(tmp_path, min_metric=0.95))  # v3 Rejected
+    assert reg.get(3).sha256 != reg.get(2).sha256
+    capsys.readouterr()
+    package_stage.main(register_params(tmp_path))
+    out = capsys.readouterr().out
+    assert "newest version 3 (bert, Rejected): validation macro_f1 0.7700 is below" in out
+    assert "version 2 (bert, Approved) keeps serving" in out
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == reg.get(2).sha256  # not v3's bytes
+
+    register_stage.main(register_params(tmp_path, approval="manual"))  # v4 Pending: still v2
+    package_stage.main(register_params(tmp_path))
+    assert json.loads((tmp_path / "package/manifest.json").read_text())["model"]["registry"]["version"] == 2
+    reg.set_status(4, registry.APPROVED, by="alice")  # `reviewpipe registry approve 4`
+    package_stage.main(register_params(tmp_path))
+    assert json.loads((tmp_path / "package/manifest.json").read_text())["model"]["registry"]["version"] == 4
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == reg.get(4).sha256
+
+    with pytest.raises(ReviewpipeError, match="version 3 .* not Approved"):
+        package_stage.main(
+            OmegaConf.merge(register_params(tmp_path), {"package": {"versions": {"model": 3}}})
+        )
+
+
+def test_a_package_changed_after_registration_is_refused(tmp_path: Path) -> None:
+    reg = registry.Registry(str(tmp_path / "registry"))
+    tarball = tmp_path / "model.tar.gz"
+    tarball.write_bytes(b"the gated bytes")
+    entry = register_package(reg, tarball, "baseline", registry.APPROVED)
+    Path(entry.package["uri"]).write_bytes(b"swapped bytes")
+    with pytest.raises(ReviewpipeError, match="changed after registration. Refusing"):
+        reg.fetch_package(entry, str(tmp_path / "out.tar.gz"))
+    assert not (tmp_path / "out.tar.gz").exists()
+
+
+def test_deployable_is_the_newest_approved_version(tmp_path: Path) -> None:
+    reg = registry.Registry(str(tmp_path / "registry"))
+    assert reg.deployable() is None
+    tarballs = []
+    for i in range(4):
+        tarballs.append(tmp_path / f"{i}.tar.gz")
+        tarballs[-1].write_bytes(f"package {i}".encode())
+    register_package(reg, tarballs[0], "baseline", registry.APPROVED)
+    register_package(reg, tarballs[1], "bert", registry.APPROVED)
+    register_package(reg, tarballs[2], "bert", registry.REJECTED)
+    register_package(reg, tarballs[3], "bert", registry.PENDING)
+    assert reg.deployable().version == 2 and reg.get("deployable").version == 2
+    reg.set_status(2, registry.REJECTED, by="ops", reason="roll back")  # `registry reject 2`
+    assert reg.deployable().version == 1
+    reg.set_status(4, registry.APPROVED, by="alice")
+    assert reg.deployable().version == 4
+    sha_of_1 = reg.get(1).sha256
+    assert reg.find_by_sha256(sha_of_1, status=registry.APPROVED).version == 1
+    assert reg.find_by_sha256("0" * 64) is None
 
 
 def test_registry_cli_list_show_approve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -251,16 +375,18 @@ def test_registry_cli_list_show_approve(tmp_path: Path, capsys: pytest.CaptureFi
         "models/bert",
         status=registry.PENDING,
         metrics={"macro_f1": 0.77},
-        gate={"metric": "macro_f1", "metric_value": 0.77, "fairness_gap": 0.1},
+        gate={"select_on": "validation", "metric": "macro_f1", "metric_value": 0.77},
     )
     reg.register("bert", "models/bert", status=registry.REJECTED, metrics={}, reason="gap too wide")
     base = ["registry", "--registry", str(tmp_path / "reg"), "--params", str(tmp_path / "none.yaml")]
 
     assert cli_main([*base, "list"]) == 0
     out = capsys.readouterr().out
-    assert "PendingManualApproval" in out and "macro_f1=0.7700" in out and "Rejected" in out
+    assert "PendingManualApproval" in out and "validation macro_f1=0.7700" in out and "Rejected" in out
+    assert "deployable" not in out
     assert cli_main([*base, "approve", "1", "--reason", "ok"]) == 0
-    assert "now Approved" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "now Approved" in out and "deployable: version 1 (bert, Approved)" in out
     assert cli_main([*base, "show", "approved"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["version"] == 1 and shown["status"] == "Approved"
@@ -268,3 +394,74 @@ def test_registry_cli_list_show_approve(tmp_path: Path, capsys: pytest.CaptureFi
     assert "was rejected" in capsys.readouterr().err
     assert cli_main([*base, "list", "--status", "Approved", "--json"]) == 0
     assert [e["version"] for e in json.loads(capsys.readouterr().out)] == [1]
+
+
+WRITER = """
+import sys, time
+from reviewpipe.registry.store import PENDING, Registry
+uri, writer, count, start_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+reg = Registry(uri)
+time.sleep(max(0.0, start_at - time.time()))  # every writer starts at the same moment
+for i in range(count):
+    reg.register(f"writer{writer}", f"models/{i}", status=PENDING, metrics={"i": i})
+"""
+
+
+def _race(uri: str, writers: int, count: int) -> list[registry.ModelPackage]:
+    """`writers` separate processes registering `count` versions each, all starting at once."""
+    start_at = time.time() + 4.0
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, uri, str(w), str(count), str(start_at)])
+        for w in range(writers)
+    ]
+    assert [proc.wait(timeout=300) for proc in procs] == [0] * writers
+    return registry.Registry(uri).list()
+
+
+def test_concurrent_writers_get_unique_versions_locally(tmp_path: Path) -> None:
+    entries = _race(str(tmp_path / "registry"), writers=6, count=5)
+    assert [e.version for e in entries] == list(range(1, 31))  # no number lost, none written twice
+    per_writer = {
+        w: sorted(e.metrics["i"] for e in entries if e.model_name == f"writer{w}") for w in range(6)
+    }
+    assert all(done == list(range(5)) for done in per_writer.values())
+    assert not list((tmp_path / "registry" / "versions").glob("*.tmp-*"))
+
+
+@pytest.mark.slow
+def test_concurrent_writers_get_unique_versions_on_s3(s3_bucket: str) -> None:
+    """Conditional PUT (If-None-Match: *) against moto's S3 server, from separate processes."""
+    entries = _race(f"s3://{s3_bucket}/registry", writers=4, count=3)
+    assert [e.version for e in entries] == list(range(1, 13))
+    assert sorted((e.model_name, e.metrics["i"]) for e in entries) == sorted(
+        (f"writer{w}", i) for w in range(4) for i in range(3)
+    )
+
+
+def test_create_exclusive_refuses_an_existing_file(tmp_path: Path, s3_bucket: str) -> None:
+    from reviewpipe import storage
+
+    for uri in (str(tmp_path / "x.json"), f"s3://{s3_bucket}/x.json"):
+        assert storage.create_exclusive(uri, b"first", None)
+        assert not storage.create_exclusive(uri, b"second", None)
+        fs, path = storage.get_fs(uri)
+        assert fs.cat_file(path) == b"first"
+
+
+def test_deploy_refuses_a_package_that_is_not_an_approved_version(tmp_path: Path) -> None:
+    from reviewpipe.deploy import VariantConfig
+    from reviewpipe.stages.deploy import approved_versions
+
+    reg = registry.Registry(str(tmp_path / "registry"))
+    tarballs = {}
+    for name in ("approved", "rejected", "stray"):
+        tarballs[name] = tmp_path / f"{name}.tar.gz"
+        tarballs[name].write_bytes(name.encode())
+    register_package(reg, tarballs["approved"], "bert", registry.APPROVED)
+    register_package(reg, tarballs["rejected"], "bert", registry.REJECTED)
+    ok = approved_versions([VariantConfig("champion", str(tarballs["approved"]))], reg)
+    assert ok["champion"]["version"] == 1 and ok["champion"]["sha256"] == reg.get(1).sha256
+    with pytest.raises(ReviewpipeError, match=r"is version 2 \(bert, Rejected\); only Approved"):
+        approved_versions([VariantConfig("champion", str(tarballs["rejected"]))], reg)
+    with pytest.raises(ReviewpipeError, match="is not a registry version"):
+        approved_versions([VariantConfig("champion", str(tarballs["stray"]))], reg)

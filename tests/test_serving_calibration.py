@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 
 from reviewpipe.evaluation.calibration import Calibration, prior_shift
 from reviewpipe.serving import package
-from tests.test_package import ROOT, tiny_artifacts
+from tests.test_package import tiny_artifacts
+from tests.test_registry import evaluated, register_params  # noqa: F401  (evaluated is a fixture)
 
 TEXTS = ["lovely soft dress, perfect fit", "itchy and cheap, returned it", "it is okay I guess", "fine"]
 
@@ -29,9 +30,14 @@ def handler(tarball: Path, into: Path):  # noqa: ANN201
     return module, module.model_fn(str(model_dir))
 
 
-def test_the_package_stage_ships_each_models_calibration_and_serving_applies_it(tmp_path: Path) -> None:
+def test_the_registered_package_carries_the_champions_calibration_and_serving_applies_it(
+    evaluated: Path,  # noqa: F811
+) -> None:
+    """register builds the champion's package with its calibration; package ships that version."""
     from reviewpipe.stages import package as package_stage
+    from reviewpipe.stages import register as register_stage
 
+    tmp_path = evaluated
     art = tiny_artifacts()
     calibration = Calibration(
         1.7, prior_shift([1 / 3] * 3, [0.1, 0.12, 0.78]), (2.5, 3.0, 1.0), fitted_on={"rows": 2228}
@@ -39,24 +45,22 @@ def test_the_package_stage_ships_each_models_calibration_and_serving_applies_it(
     (tmp_path / "calibration.json").write_text(
         json.dumps({"models": {"baseline": {"calibration": calibration.to_json()}}})
     )
-    params = {
-        "storage": {},
-        "package": {
-            "out_dir": str(tmp_path / "out"),
-            "registry_uri": str(tmp_path / "registry"),
-            "max_length": None,
-            "models": {"model": str(art["bert"]), "baseline": str(art["baseline"])},
-            "calibration_uri": str(tmp_path / "calibration.json"),
-            "onnx": {
-                "export": False,
-                "calibration_uri": "unused",
-                "calibration_rows": 1,
-                "quant_format": "qdq",
+    model_paths = {"model_paths": {"baseline": str(art["baseline"]), "bert": str(art["bert"])}}
+    for champion, tarball in (("baseline", "baseline"), ("bert", "model")):  # no calibration for bert: raw
+        params = OmegaConf.merge(
+            register_params(tmp_path, candidates=[champion]),
+            {
+                "register": model_paths,
+                "package": {
+                    "out_dir": str(tmp_path / "out"),
+                    "versions": {tarball: "deployable"},
+                    "calibration_uri": str(tmp_path / "calibration.json"),
+                    "onnx": {"export": False},
+                },
             },
-            "sagemaker": OmegaConf.load(ROOT / "conf" / "package" / "default.yaml").sagemaker,
-        },
-    }
-    package_stage.main(OmegaConf.create(params))
+        )
+        register_stage.main(params)  # builds and stores the champion's package
+        package_stage.main(params)  # ships the deployable (just registered) version as <tarball>.tar.gz
 
     with tarfile.open(tmp_path / "out" / "baseline.tar.gz") as tar:
         shipped = json.loads(tar.extractfile("calibration.json").read())

@@ -204,6 +204,7 @@ class AutomlParams(Section):
     report_dir: str
     metrics_path: str
     time_limit: float
+    seed: int
     presets: str
     eval_metric: str
     model_types: list[str]
@@ -351,21 +352,32 @@ class SageMakerRegistryParams(Settings):
     instance_types: list[str]
 
 
+class FairnessGateParams(Settings):
+    features: list[str]
+    gaps: list[Literal["accuracy", "recall", "dppl_vs_dpl"]]
+    max_gap: float
+    min_support: int
+    confidence: float
+    resamples: int
+    seed: int
+
+
 class RegisterParams(Section):
     section = "register"
     metrics_uri: str
-    fairness_uri: str
+    predictions_uri: str
     data_uri: str
     registry_uri: str
     decision_uri: str
+    report_uri: str
     select_on: str  # an evaluate.sets name whose role is select
     metric: str
     min_metric: float
-    max_group_gap: float
+    fairness: FairnessGateParams
     candidates: list[str]
     model_paths: dict[str, str]
+    approval: Literal["auto", "manual"]  # auto: a version that passes the gate is Approved at once
     fail_on_reject: bool
-    auto_approve: bool
     sagemaker: bool
     sagemaker_registry: SageMakerRegistryParams
 
@@ -387,7 +399,7 @@ class PackageParams(Section):
     section = "package"
     out_dir: str
     registry_uri: str
-    models: dict[str, str]  # tarball name -> model path
+    versions: dict[str, Literal["deployable"] | int]  # tarball name -> registry version
     max_length: int | None
     calibration_uri: str | None  # evaluate's calibration.json; null: ship raw probabilities
     onnx: PackageOnnxParams

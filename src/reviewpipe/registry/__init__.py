@@ -2,14 +2,17 @@
 (`lineage`) and `reviewpipe registry` (`cli`). The names below are the package's public API."""
 
 from reviewpipe.registry.gate import (
+    Check,
     GateDecision,
     choose_champion,
-    evaluate_gate,
-    largest_gap,
+    describe,
+    fairness_check,
+    quality_check,
     selection_view,
 )
 from reviewpipe.registry.lineage import git_state, hash_params, hash_paths
 from reviewpipe.registry.store import (
+    APPROVAL_MODES,
     APPROVED,
     PENDING,
     REJECTED,
@@ -17,22 +20,29 @@ from reviewpipe.registry.store import (
     ModelPackage,
     Registry,
     current_user,
+    file_sha256,
+    initial_status,
 )
 
 __all__ = [
+    "APPROVAL_MODES",
     "APPROVED",
     "PENDING",
     "REJECTED",
     "STATUSES",
+    "Check",
     "GateDecision",
     "ModelPackage",
     "Registry",
     "choose_champion",
     "current_user",
-    "evaluate_gate",
+    "describe",
     "git_state",
     "hash_params",
     "hash_paths",
-    "largest_gap",
+    "initial_status",
+    "quality_check",
+    "fairness_check",
+    "file_sha256",
     "selection_view",
 ]

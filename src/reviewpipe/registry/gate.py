@@ -1,35 +1,63 @@
-"""The quality gate (a Pipelines ConditionStep): pick the champion among evaluated models by one
-metric and pass it only when the metric reaches a floor and its largest between-group fairness gap
-stays under a ceiling."""
+"""The gate (a Pipelines ConditionStep): pick the champion among the evaluated candidates by one
+metric on the selection set (validation), then pass it only when every check holds:
+
+- quality: the metric reaches register.min_metric;
+- fairness: no error-rate gap between a group and the rest is, with confidence, wider than
+  register.fairness.max_gap (evaluation/gaps.py measures them with bootstrap intervals).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from reviewpipe.errors import ReviewpipeError
+
+if TYPE_CHECKING:  # the measurements come from evaluation/gaps.py; package and deploy never need it
+    from reviewpipe.evaluation.gaps import Excluded, Gap
+
+
+@dataclass(frozen=True)
+class Check:
+    """One condition of the gate: what was measured, against what limit, and whether it held."""
+
+    name: str  # quality | fairness | serving
+    passed: bool
+    detail: str  # one line for people: the measurement and the limit
+    inputs: dict[str, Any] = field(default_factory=dict)  # the numbers, for the registry record
 
 
 @dataclass(frozen=True)
 class GateDecision:
-    """What the condition step decided about the champion, and why."""
+    """What the condition step decided about the champion, and why: it passes iff every check does."""
 
     champion: str
+    select_on: str
     metric: str
     metric_value: float
-    fairness_gap: float | None
-    min_metric: float
-    max_group_gap: float
-    passed: bool
-    reasons: tuple[str, ...]
+    checks: tuple[Check, ...]
     ranking: tuple[tuple[str, float], ...] = ()
 
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return tuple(c.detail for c in self.checks if not c.passed)
+
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["reasons"] = list(self.reasons)
-        out["ranking"] = [{"model": m, "value": v} for m, v in self.ranking]
-        return out
+        return {
+            "champion": self.champion,
+            "select_on": self.select_on,
+            "metric": self.metric,
+            "metric_value": self.metric_value,
+            "passed": self.passed,
+            "reasons": list(self.reasons),
+            "checks": [asdict(c) for c in self.checks],
+            "ranking": [{"model": m, "value": v} for m, v in self.ranking],
+        }
 
 
 def choose_champion(
@@ -52,46 +80,8 @@ def choose_champion(
     return ranking[0][0], ranking
 
 
-def largest_gap(fairness: dict[str, Any], model: str) -> float | None:
-    """The largest between-group gap recorded for `model` (None when fairness says nothing about it).
-
-    Reads the evaluate stage's fairness.json: `{"models": {name: {"largest_gap": {"value": ...},
-    <feature>: {"gaps": {metric: gap}, ...}}}}`. Other layouts work too: without a model-level
-    `largest_gap.value`, numbers under any key containing "gap" count; when no key mentions a gap,
-    the model's section itself is read as {metric: gap}.
-    """
-    section = fairness.get("models", fairness)
-    if not isinstance(section, dict) or not isinstance(section.get(model), dict):
-        return None
-    report = section[model]
-    stated = report.get("largest_gap")
-    if isinstance(stated, dict) and isinstance(stated.get("value"), int | float):
-        return float(stated["value"])
-    gaps = list(_numbers(report, counted=False))
-    if not gaps:
-        gaps = list(_numbers(report, counted=True))
-    return max(gaps) if gaps else None
-
-
-def _numbers(node: Any, counted: bool) -> Iterator[float]:
-    """Numbers in a nested section; `counted` turns on below any key that mentions a gap."""
-    if isinstance(node, bool):
-        return
-    if isinstance(node, int | float):
-        if counted:
-            yield float(node)
-    elif isinstance(node, dict):
-        for key, value in node.items():
-            yield from _numbers(value, counted or "gap" in str(key).lower())
-    elif isinstance(node, list):
-        for value in node:
-            yield from _numbers(value, counted)
-
-
-def selection_view(
-    metrics: dict[str, Any], fairness: dict[str, Any] | None, select_on: str
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The evaluate stage's per-set files narrowed to the set the gate may look at.
+def selection_view(metrics: dict[str, Any], select_on: str) -> dict[str, Any]:
+    """evaluate's metrics.json narrowed to the set the gate may look at: {model: metrics on it}.
 
     metrics.json is `{"sets": {name: {"role": ...}}, "models": {model: {set: row}}}`; only a set
     whose role is `select` may choose or gate (test is reported, never chosen on).
@@ -107,44 +97,65 @@ def selection_view(
             f"evaluation set {select_on!r} has role {sets[select_on]['role']!r}: it is reported, never "
             "used to choose; set register.select_on to a set with role `select` (validation)."
         )
-    models = {name: by_set[select_on] for name, by_set in metrics["models"].items()}
-    if fairness is None:
-        return models, None
-    return models, {
-        "models": {
-            name: by_set[select_on] for name, by_set in fairness["models"].items() if select_on in by_set
-        }
+    return {name: by_set[select_on] for name, by_set in metrics["models"].items() if select_on in by_set}
+
+
+def quality_check(metric: str, value: float, min_metric: float, select_on: str) -> Check:
+    """The champion's selection-set metric reaches register.min_metric."""
+    passed = value >= min_metric
+    relation = ">=" if passed else "is below"
+    return Check(
+        "quality",
+        passed,
+        f"{select_on} {metric} {value:.4f} {relation} register.min_metric {min_metric}",
+        {"metric": metric, "value": value, "min_metric": min_metric, "set": select_on},
+    )
+
+
+def exceeds(gap: Gap, threshold: float) -> bool:
+    """A gap counts only when its whole interval lies beyond the threshold (either direction)."""
+    return gap.low > threshold or gap.high < -threshold
+
+
+def fairness_check(
+    gaps: Sequence[Gap], excluded: Sequence[Excluded], max_gap: float, confidence: float
+) -> Check:
+    """Fails when some group-vs-rest gap's whole interval lies beyond register.fairness.max_gap."""
+    counted = [g for g in gaps if exceeds(g, max_gap)]
+    widest = max(gaps, key=lambda g: max(g.low, -g.high), default=None)  # the gap nearest to counting
+    inputs = {
+        "max_gap": max_gap,
+        "confidence": confidence,
+        "gaps_measured": len(gaps),
+        "groups_excluded": len(excluded),
+        "exceeding": [g.to_dict() for g in counted],
+        "widest": widest.to_dict() if widest else None,
     }
+    if not gaps:
+        return Check("fairness", False, "no group is large enough to measure a fairness gap", inputs)
+    if counted:
+        worst = max(counted, key=lambda g: max(g.low, -g.high))
+        return Check(
+            "fairness",
+            False,
+            f"{len(counted)} fairness gap(s) exceed register.fairness.max_gap {max_gap} with "
+            f"{confidence:.0%} confidence; widest: {describe(worst)}",
+            inputs,
+        )
+    assert widest is not None
+    return Check(
+        "fairness",
+        True,
+        f"no fairness gap exceeds register.fairness.max_gap {max_gap} with {confidence:.0%} confidence "
+        f"({len(gaps)} measured, {len(excluded)} too small); widest: {describe(widest)}",
+        inputs,
+    )
 
 
-def evaluate_gate(
-    metrics: dict[str, Any],
-    fairness: dict[str, Any] | None,
-    metric: str,
-    min_metric: float,
-    max_group_gap: float,
-    candidates: list[str] | None = None,
-) -> GateDecision:
-    """ConditionStep: champion by `metric`; passes iff metric >= min_metric and gap <= max_group_gap."""
-    models = metrics.get("models", metrics)
-    champion, ranking = choose_champion(models, metric, candidates)
-    value = ranking[0][1]
-    gap = largest_gap(fairness or {}, champion)
-    reasons: list[str] = []
-    if value < min_metric:
-        reasons.append(f"{metric} {value:.4f} is below register.min_metric {min_metric}")
-    if gap is None:
-        reasons.append(f"no fairness gap recorded for {champion!r}; cannot check register.max_group_gap")
-    elif gap > max_group_gap:
-        reasons.append(f"largest between-group gap {gap:.4f} exceeds register.max_group_gap {max_group_gap}")
-    return GateDecision(
-        champion=champion,
-        metric=metric,
-        metric_value=value,
-        fairness_gap=gap,
-        min_metric=min_metric,
-        max_group_gap=max_group_gap,
-        passed=not reasons,
-        reasons=tuple(reasons),
-        ranking=tuple(ranking),
+def describe(gap: Gap) -> str:
+    """`accuracy of product_category=Jackets: 0.31 [0.18, 0.44] worse than the rest (n=52 vs 659)`."""
+    side = "worse" if gap.gap >= 0 else "better"
+    return (
+        f"{gap.measure} of {gap.feature}={gap.group}: {abs(gap.gap):.2f} [{gap.low:.2f}, {gap.high:.2f}] "
+        f"{side} than the rest (n={gap.group_rows} vs {gap.rest_rows})"
     )

@@ -1,5 +1,12 @@
-"""A file-based Model Registry (a ModelPackageGroup): one JSON file per version under the registry
-URI (local or s3://), with SageMaker's approval states (PendingManualApproval -> Approved, or Rejected).
+"""A file-based Model Registry (a ModelPackageGroup) under a URI (local or s3://).
+
+    versions/NNNN.json          one ModelPackage per version, SageMaker's approval states
+                                (PendingManualApproval -> Approved, or Rejected)
+    packages/<sha256>.tar.gz    the model.tar.gz each version was gated on (its ModelDataUrl)
+
+Version numbers are unique under concurrent writers: a version file is created only if absent
+(`storage.create_exclusive`), and a writer that loses the race takes the next number.
+The deployable version is the newest Approved one: `package` ships it, nothing else.
 """
 
 from __future__ import annotations
@@ -12,21 +19,37 @@ from typing import Any
 
 from reviewpipe import storage
 from reviewpipe.errors import ReviewpipeError
+from reviewpipe.serving.package import file_sha256
 from reviewpipe.storage import StorageOptions
 
 PENDING = "PendingManualApproval"
 APPROVED = "Approved"
 REJECTED = "Rejected"
 STATUSES = (PENDING, APPROVED, REJECTED)
+APPROVAL_MODES = ("auto", "manual")
+MAX_RACE_RETRIES = 1000
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def initial_status(passed: bool, approval: str) -> str:
+    """A new version's status: Rejected when the gate failed; else Approved (auto) or Pending (manual)."""
+    if approval not in APPROVAL_MODES:
+        raise ReviewpipeError(f"register.approval must be one of {APPROVAL_MODES}, not {approval!r}")
+    if not passed:
+        return REJECTED
+    return APPROVED if approval == "auto" else PENDING
+
+
 @dataclass
 class ModelPackage:
-    """One registry version (SageMaker's ModelPackage), stored as `versions/NNNN.json`."""
+    """One registry version (SageMaker's ModelPackage), stored as `versions/NNNN.json`.
+
+    `metrics` holds every evaluation set (validation and test, fp32); `gate` the gate's inputs,
+    checks and outcome; `package` the gated model.tar.gz: uri, sha256, bytes, model_version, kind.
+    """
 
     version: int
     model_name: str
@@ -34,6 +57,7 @@ class ModelPackage:
     status: str
     metrics: dict[str, Any] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
+    package: dict[str, Any] = field(default_factory=dict)
     model_hash: str | None = None
     params_hash: str | None = None
     data_hash: str | None = None
@@ -52,9 +76,17 @@ class ModelPackage:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    @property
+    def sha256(self) -> str | None:
+        return self.package.get("sha256")
+
+    def describe(self) -> str:
+        """`version 3 (bert, Approved)` for one-line messages."""
+        return f"version {self.version} ({self.model_name}, {self.status})"
+
 
 class Registry:
-    """Model registry under a URI (local or s3://): one JSON per version, written atomically."""
+    """Model registry under a URI (local or s3://): one JSON per version plus its package."""
 
     def __init__(self, uri: str, options: StorageOptions | None = None) -> None:
         self.uri = uri
@@ -63,10 +95,15 @@ class Registry:
     def _version_uri(self, version: int) -> str:
         return storage.join(self.uri, "versions", f"{version:04d}.json")
 
+    def package_uri(self, sha256: str) -> str:
+        return storage.join(self.uri, "packages", f"{sha256}.tar.gz")
+
+    # ------------------------------------------------------------ reading
     def list(self, model_name: str | None = None, status: str | None = None) -> list[ModelPackage]:
         fs, path = storage.get_fs(storage.join(self.uri, "versions"), self.options)
         if not fs.exists(path):
             return []
+        fs.invalidate_cache(path)  # another process may have added a version since we last looked
         entries = []
         for file in fs.ls(path, detail=False):
             if not str(file).endswith(".json"):
@@ -81,11 +118,13 @@ class Registry:
         ]
 
     def get(self, version: int | str) -> ModelPackage:
-        """A version by number, or `latest` / `approved` (the newest approved one)."""
+        """A version by number, or `latest`, `approved` (the newest approved) or `deployable` (the same)."""
         if isinstance(version, str) and not version.isdigit():
-            wanted = {"latest": None, "approved": APPROVED}
+            wanted = {"latest": None, "approved": APPROVED, "deployable": APPROVED}
             if version not in wanted:
-                raise ReviewpipeError(f"unknown version {version!r}: use a number, `latest` or `approved`")
+                raise ReviewpipeError(
+                    f"unknown version {version!r}: use a number, `latest`, `approved` or `deployable`"
+                )
             entries = self.list(status=wanted[version])
             if not entries:
                 raise ReviewpipeError(
@@ -105,6 +144,53 @@ class Registry:
         entries = self.list(model_name, status)
         return entries[-1] if entries else None
 
+    def deployable(self) -> ModelPackage | None:
+        """The version `package` ships: the newest Approved one (None when none is approved).
+
+        With register.approval=auto a version that passes the gate is Approved when registered;
+        with manual it waits for `reviewpipe registry approve N`. Rejected versions never qualify.
+        """
+        return self.latest(status=APPROVED)
+
+    def find_by_sha256(self, sha256: str, status: str | None = None) -> ModelPackage | None:
+        """The newest version (with `status`, if given) whose package has this sha256: the lookup
+        serve, predict and deploy verify a package against."""
+        matches = [e for e in self.list(status=status) if e.sha256 == sha256]
+        return matches[-1] if matches else None
+
+    # ------------------------------------------------------------ packages
+    def store_package(self, local_tarball: str) -> dict[str, Any]:
+        """Copy a built model.tar.gz into `packages/<sha256>.tar.gz` (content-addressed, kept for
+        every version so an older approved version can be shipped again); returns uri, sha256, bytes."""
+        sha256 = file_sha256(local_tarball)
+        uri = self.package_uri(sha256)
+        if not storage.exists(uri, self.options):
+            storage.upload_file(local_tarball, uri, self.options)
+        return {"uri": uri, "sha256": sha256, "bytes": os.path.getsize(local_tarball)}
+
+    def fetch_package(self, entry: ModelPackage, local_path: str) -> str:
+        """Copy a version's package to `local_path` and check its sha256 against the version's record."""
+        if not entry.sha256:
+            raise ReviewpipeError(
+                f"{entry.describe()} records no package; it was registered before packages were "
+                "stored. Run `dvc repro register` to register the model again."
+            )
+        uri = entry.package.get("uri") or self.package_uri(entry.sha256)
+        storage.require_exists(
+            uri, f"the package of {entry.describe()}", "The registry is incomplete.", self.options
+        )
+        storage.download_file(uri, local_path, self.options)
+        actual = file_sha256(local_path)
+        if actual != entry.sha256:
+            os.unlink(local_path)
+            raise ReviewpipeError(
+                f"the package of {entry.describe()} at {uri} has sha256 {actual}, but the registry "
+                f"recorded {entry.sha256}: it was changed after registration. Refusing to ship it; "
+                "register the model again (`dvc repro register`)."
+            )
+        return actual
+
+    # ------------------------------------------------------------ writing
     def register(
         self,
         model_name: str,
@@ -113,6 +199,7 @@ class Registry:
         status: str,
         metrics: dict[str, Any],
         gate: dict[str, Any] | None = None,
+        package: dict[str, Any] | None = None,
         reason: str = "",
         model_hash: str | None = None,
         params_hash: str | None = None,
@@ -120,18 +207,18 @@ class Registry:
         git_commit: str | None = None,
         git_dirty: bool | None = None,
     ) -> ModelPackage:
-        """Append a new version (next integer) and return it."""
+        """Append a new version with the next free number and return it (safe under concurrent writers)."""
         if status not in STATUSES:
             raise ReviewpipeError(f"status must be one of {STATUSES}, not {status!r}")
-        previous = self.list()
         now = _now()
         entry = ModelPackage(
-            version=(previous[-1].version + 1) if previous else 1,
+            version=0,
             model_name=model_name,
             model_path=model_path,
             status=status,
             metrics=metrics,
             gate=gate or {},
+            package=package or {},
             model_hash=model_hash,
             params_hash=params_hash,
             data_hash=data_hash,
@@ -142,8 +229,15 @@ class Registry:
             updated_at=now,
             history=[{"status": status, "at": now, "by": "register", "reason": reason}],
         )
-        storage.write_json(self._version_uri(entry.version), entry.to_dict(), self.options)
-        return entry
+        previous = self.list()
+        entry.version = (previous[-1].version + 1) if previous else 1
+        for _ in range(MAX_RACE_RETRIES):
+            if storage.create_exclusive(self._version_uri(entry.version), _encode(entry), self.options):
+                return entry
+            entry.version += 1  # another writer took this number
+        raise ReviewpipeError(
+            f"could not claim a version number in {self.uri} after {MAX_RACE_RETRIES} tries"
+        )
 
     def set_status(
         self, version: int | str, status: str, *, by: str, reason: str = "", force: bool = False
@@ -167,6 +261,10 @@ class Registry:
         entry.history.append({"status": status, "at": now, "by": by, "reason": reason})
         storage.write_json(self._version_uri(entry.version), entry.to_dict(), self.options)
         return entry
+
+
+def _encode(entry: ModelPackage) -> bytes:
+    return (json.dumps(entry.to_dict(), indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
 def current_user() -> str:

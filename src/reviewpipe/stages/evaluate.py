@@ -148,7 +148,9 @@ def main(params: DictConfig) -> None:
         storage.join(out_dir, "comparison.csv"), comparison_frame(table).to_csv(index=False).encode(), options
     )
     storage.write_bytes(
-        storage.join(out_dir, "predictions.parquet"), _parquet(predictions_frame(scores)), options
+        storage.join(out_dir, "predictions.parquet"),
+        _parquet(predictions_frame(scores, ("review_id", "sentiment", *features))),
+        options,
     )
     for model in scores.models:
         print(

@@ -1,76 +1,70 @@
-"""Stage `package`: one SageMaker model.tar.gz per configured model, stamped with its registry version."""
+"""Stage `package`: the registry's deployable version (and any other approved versions asked for)
+as SageMaker model.tar.gz files, byte for byte the packages the gate judged (sha256 checked).
+
+Never a model path: `package.versions` maps a tarball name to `deployable` (the newest Approved
+version) or an Approved version number. A Rejected or pending version is never shipped.
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from omegaconf import DictConfig
 
 from reviewpipe import registry, storage
-from reviewpipe.config import section, to_dict
-from reviewpipe.serving import package
+from reviewpipe.errors import ReviewpipeError
+from reviewpipe.schema import PackageParams
 from reviewpipe.storage import StorageOptions
 
 
-def registered_version(reg: registry.Registry, model_path: str) -> registry.ModelPackage | None:
-    """The newest registry version of exactly this model (same path and same content hash)."""
-    current = registry.hash_paths([model_path])
-    matches = [e for e in reg.list() if Path(e.model_path) == Path(model_path) and e.model_hash == current]
-    return matches[-1] if matches else None
+def resolve(reg: registry.Registry, wanted: str | int) -> registry.ModelPackage:
+    """The version a tarball holds: `deployable` or an explicit number, which must be Approved."""
+    if wanted == "deployable":
+        entry = reg.deployable()
+        if entry is None:
+            raise ReviewpipeError(no_deployable_message(reg))
+        return entry
+    entry = reg.get(int(wanted))
+    if entry.status != registry.APPROVED:
+        raise ReviewpipeError(
+            f"package.versions asks for {entry.describe()}, which is not Approved; approve it with "
+            f"`reviewpipe registry approve {entry.version}` or ask for `deployable`."
+        )
+    return entry
 
 
-def calibrations(uri: str | None, options: StorageOptions | None = None) -> dict[str, dict]:
-    """evaluate's calibration per model name ({} when package.calibration_uri is null)."""
-    if uri is None:
-        return {}
-    storage.require_exists(
-        uri,
-        "evaluate's calibration.json",
-        "Run `dvc repro evaluate`, or set package.calibration_uri=null to ship uncalibrated probabilities.",
-        options,
+def no_deployable_message(reg: registry.Registry) -> str:
+    recent = ", ".join(
+        f"{e.version} {e.status}" + (f" ({e.status_reason})" if e.status == registry.REJECTED else "")
+        for e in reg.list()[-3:]
     )
-    return {name: report["calibration"] for name, report in storage.read_json(uri, options)["models"].items()}
+    return (
+        f"no deployable version in the registry {reg.uri} (newest: {recent or 'none registered'}). "
+        "Approve one with `reviewpipe registry approve N` (`--force` for a version the gate rejected, "
+        "after a person has reviewed it), or change the gate in conf/register/ (register.min_metric, "
+        "register.fairness.max_gap, register.candidates) and run `dvc repro` again."
+    )
 
 
 def main(params: DictConfig) -> None:
-    cfg = section(params, "package")
+    cfg = PackageParams.from_params(params)
     options = StorageOptions.from_params(params.get("storage"))
     reg = registry.Registry(cfg.registry_uri, options)
-    calibrated = calibrations(cfg.calibration_uri, options)
-    build = package.build_options(to_dict(cfg), options)
+    newest = reg.latest()
     manifest = {}
-    for tarball, model_path in to_dict(cfg.models).items():
-        entry = registered_version(reg, model_path)
-        # models/bert -> bert; models/baseline/model.joblib -> baseline
-        name = (
-            entry.model_name
-            if entry
-            else (Path(model_path).parent.name if Path(model_path).is_file() else Path(model_path).name)
-        )
-        out = Path(cfg.out_dir) / f"{tarball}.tar.gz"
-        info = package.build_package(
-            model_path,
-            out,
-            model_name=name,
-            model_version=f"{name}-v{entry.version}" if entry else None,
-            registry={"uri": cfg.registry_uri, "version": entry.version, "status": entry.status}
-            if entry
-            else None,
-            calibration=calibrated.get(name),
-            **build,
-        )
-        manifest[tarball] = {
-            "tarball": str(out),
-            "model_path": model_path,
-            "kind": info["kind"],
-            "model_version": info["model_version"],
-            "registry": info["registry"],
-            "sha256": package.file_sha256(out),
-            "bytes": out.stat().st_size,
+    for name, wanted in cfg.versions.items():
+        entry = resolve(reg, wanted)
+        out = storage.join(cfg.out_dir, f"{name}.tar.gz")
+        sha256 = reg.fetch_package(entry, out)
+        manifest[name] = {
+            "tarball": out,
+            "registry": {"uri": cfg.registry_uri, "version": entry.version, "status": entry.status},
+            "model_name": entry.model_name,
+            "model_version": entry.package["model_version"],
+            "kind": entry.package["kind"],
+            "sha256": sha256,
+            "bytes": entry.package["bytes"],
         }
-        status = f"registry v{entry.version} {entry.status}" if entry else "not registered"
-        confidence = "calibrated" if info["calibrated"] else "uncalibrated"
-        print(
-            f"package: {out} <- {model_path} ({info['kind']}, {info['model_version']}, {status}, {confidence})"
-        )
-    storage.write_json(str(Path(cfg.out_dir) / "manifest.json"), manifest)
+        print(f"package: {out} <- registry {entry.describe()}, sha256 {sha256[:12]}")
+        if wanted == "deployable" and newest is not None and newest.version != entry.version:
+            why = f": {newest.status_reason}" if newest.status == registry.REJECTED else ""
+            print(f"package: newest {newest.describe()}{why}; {entry.describe()} keeps serving")
+    storage.write_json(storage.join(cfg.out_dir, "manifest.json"), manifest)
