@@ -16,6 +16,7 @@ from reviewpipe.models.predictors import load_predictor
 
 CFG = {
     "time_limit": 60,
+    "seed": 3,
     "presets": "medium_quality",
     "eval_metric": "accuracy",
     "model_types": ["GBM", "CAT", "XGB"],
@@ -30,15 +31,17 @@ CFG = {
 }
 
 
-def test_model_types_are_checked() -> None:
-    assert model_hyperparameters(["LR", "GBM"]) == {
-        "LR": {"ag_args": {"priority": 2}},
-        "GBM": {"ag_args": {"priority": 1}},
+def test_model_types_are_checked_and_seeded_under_each_librarys_name() -> None:
+    assert model_hyperparameters(["LR", "GBM", "CAT", "XGB"], seed=7) == {
+        "LR": {"ag_args": {"priority": 4}, "random_state": 7},
+        "GBM": {"ag_args": {"priority": 3}, "seed": 7},
+        "CAT": {"ag_args": {"priority": 2}, "random_seed": 7},
+        "XGB": {"ag_args": {"priority": 1}, "seed": 7},
     }
     with pytest.raises(ReviewpipeError, match="subset of"):
-        model_hyperparameters(["GBM", "AG_TEXT_NN"])
+        model_hyperparameters(["GBM", "AG_TEXT_NN"], seed=0)
     with pytest.raises(ReviewpipeError, match="non-empty"):
-        model_hyperparameters([])
+        model_hyperparameters([], seed=0)
 
 
 def test_features_keep_text_as_object_and_category_as_category() -> None:
@@ -89,6 +92,11 @@ def test_stage_trains_gbm_candidates_and_predicts_valid_classes(
     assert Path("reports/automl/leaderboard.png").read_bytes()[:4] == b"\x89PNG"
     metrics = json.loads(Path("metrics/automl.json").read_text())
     assert metrics["candidates"] == len(board) and metrics["best_model"] in set(board["model"])
+    # the budget and the seed are recorded; no wall-clock figure is (metrics or committed leaderboard)
+    assert metrics["seed"] == 3 and metrics["budget"]["time_limit_s"] == 60
+    assert metrics["budget"]["per_model_time_limit_s"] == pytest.approx(0.9 * 60 / 3)
+    assert not any("time" in c for c in board.columns)
+    assert not any("second" in k or "time" in k for k in metrics if k != "budget")
 
     test = pd.read_parquet("data/prepared/test.parquet")
     predictor = load_predictor("automl", "models/automl")
@@ -99,3 +107,27 @@ def test_stage_trains_gbm_candidates_and_predicts_valid_classes(
     assert accuracy > 0.7, accuracy  # the n-gram features carry the sentiment words
     # Without categories (the serving path) predictions still come back for every row.
     assert predict_proba(predictor.predictor, ["superb love", "awful cheap"]).shape == (2, 3)
+
+
+@pytest.mark.slow
+def test_same_seed_same_models(prepared_splits: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seeded AutoGluon: two runs with one seed give the same leaderboard and probabilities."""
+    from reviewpipe.stages.automl import main
+
+    monkeypatch.chdir(prepared_splits)
+    test = pd.read_parquet("data/prepared/test.parquet")
+    runs = []
+    for _ in range(2):
+        main(
+            OmegaConf.create(
+                {"prepare": {"out_dir": "data/prepared"}, "automl": {**CFG, "keep_best_only": False}}
+            )
+        )
+        board = pd.read_csv("reports/automl/leaderboard.csv")
+        proba = load_predictor("automl", "models/automl").predict_proba(
+            test["review_body"].tolist(), test["product_category"].tolist()
+        )
+        runs.append((board, proba, Path("metrics/automl.json").read_text()))
+    pd.testing.assert_frame_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert runs[0][2] == runs[1][2]  # metrics/automl.json byte for byte: nothing from the clock

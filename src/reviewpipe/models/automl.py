@@ -51,11 +51,11 @@ def feature_generator(cfg: Mapping[str, Any]) -> Any:
     from autogluon.features.generators import AutoMLPipelineFeatureGenerator
     from sklearn.feature_extraction.text import CountVectorizer
 
-    ngram = cfg.get("ngram", {}) or {}
+    ngram = cfg["ngram"]
     vectorizer = CountVectorizer(
-        min_df=int(ngram.get("min_df", 30)),
-        ngram_range=tuple(ngram.get("ngram_range", (1, 3))),
-        max_features=int(ngram.get("max_features", 10000)),
+        min_df=int(ngram["min_df"]),
+        ngram_range=tuple(ngram["ngram_range"]),
+        max_features=None if ngram["max_features"] is None else int(ngram["max_features"]),
         dtype=np.uint8,
     )
     return AutoMLPipelineFeatureGenerator(
@@ -64,14 +64,26 @@ def feature_generator(cfg: Mapping[str, Any]) -> Any:
     )
 
 
-def model_hyperparameters(model_types: Sequence[str]) -> dict[str, Any]:
+def model_hyperparameters(model_types: Sequence[str], seed: int) -> dict[str, Any]:
     """AutoGluon's default settings of each requested family, trained in the order listed
-    (so a cheap model listed first is never skipped when the time limit runs out)."""
+    (so a cheap model listed first is never skipped when the time limit runs out), each seeded
+    with `seed` under its own library's name for it (LightGBM `seed`, CatBoost `random_seed`, ...)."""
+    from autogluon.tabular.registry import ag_model_registry
+
     unknown = [t for t in model_types if t not in KNOWN_MODEL_TYPES]
     if unknown or not model_types:
         raise ReviewpipeError(
             f"automl.model_types {list(model_types)} must be a non-empty subset of {list(KNOWN_MODEL_TYPES)}.")
-    return {t: {"ag_args": {"priority": len(model_types) - i}} for i, t in enumerate(model_types)}
+    out = {}
+    for i, t in enumerate(model_types):
+        seed_name = ag_model_registry.key_to_cls(t).seed_name
+        out[t] = {"ag_args": {"priority": len(model_types) - i}, **({seed_name: seed} if seed_name else {})}
+    return out
+
+
+def per_model_time_limit(time_limit: float, model_types: Sequence[str]) -> float:
+    """Each family's share of the budget, so one slow booster cannot starve the others."""
+    return 0.9 * float(time_limit) / len(model_types)
 
 
 def train_automl(train: pd.DataFrame, validation: pd.DataFrame | None, cfg: Mapping[str, Any],
@@ -84,23 +96,22 @@ def train_automl(train: pd.DataFrame, validation: pd.DataFrame | None, cfg: Mapp
     from reviewpipe.models.automl_progress import AutoMLProgress
 
     predictor = TabularPredictor(
-        label=LABEL, problem_type="multiclass", eval_metric=cfg.get("eval_metric", "accuracy"), path=path,
-        verbosity=int(cfg.get("verbosity", 1)), sample_weight=None if class_weights is None else WEIGHT,
+        label=LABEL, problem_type="multiclass", eval_metric=cfg["eval_metric"], path=path,
+        verbosity=int(cfg["verbosity"]), sample_weight=None if class_weights is None else WEIGHT,
     )
-    num_cpus = cfg.get("num_cpus", "auto")
-    model_types = list(cfg.get("model_types", ("GBM", "CAT", "XGB")))
-    time_limit = cfg.get("time_limit")
-    # Each family gets an equal share of the budget, so one slow booster cannot starve the others.
-    ag_args_fit = {"max_time_limit": 0.9 * float(time_limit) / len(model_types)} if time_limit else None
+    num_cpus = cfg["num_cpus"]
+    model_types = list(cfg["model_types"])
+    time_limit = float(cfg["time_limit"])
+    ag_args_fit = {"max_time_limit": per_model_time_limit(time_limit, model_types)}
     predictor.fit(
         training_frame(train, class_weights),
         tuning_data=None if validation is None else training_frame(validation, class_weights),
         time_limit=time_limit,
-        presets=cfg.get("presets", "medium_quality"),
-        hyperparameters=model_hyperparameters(model_types),
+        presets=cfg["presets"],
+        hyperparameters=model_hyperparameters(model_types, int(cfg["seed"])),
         ag_args_fit=ag_args_fit,
         feature_generator=feature_generator(cfg),
-        num_cpus=num_cpus if num_cpus is not None else "auto",
+        num_cpus=num_cpus,
         num_gpus=0,
         callbacks=[AutoMLProgress(len(model_types) + 1)],  # + the weighted ensemble
     )
