@@ -338,6 +338,7 @@ def test_package_stage_ships_the_deployable_registry_version(tmp_path: Path) -> 
     conf = OmegaConf.load(ROOT / "conf" / "package" / "default.yaml")
     conf.out_dir, conf.registry_uri = str(tmp_path / "out"), str(tmp_path / "registry")
     conf.versions = {"model": "deployable", "first": 1}
+    conf.calibration_uri = None  # calibrated packages: tests/test_serving_calibration.py
     params = OmegaConf.create({"storage": {}, "package": conf})
     package_stage.main(params)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
