@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -215,22 +216,40 @@ def register_params(tmp_path: Path, **overrides: object) -> OmegaConf:
             "registry_uri": str(tmp_path / "registry"),
             "versions": {"model": "deployable"},
             "calibration_uri": None,
-            "onnx": {"export": False},  # the fake BERT directory has no weights to export
+            "onnx": {"export": False},  # fp32 only: the serving check scores it with the torch backend
         },
     )
-    return OmegaConf.create({"register": cfg, "package": package, "storage": {}})
+    evaluate = {
+        "sets": {
+            "validation": {"split": "validation", "mix": "balanced", "role": "select"},
+            "test": {"split": "test", "mix": "balanced", "role": "report"},
+        }
+    }
+    return OmegaConf.create(
+        {
+            "register": cfg,
+            "package": package,
+            "evaluate": evaluate,
+            "prepare": {"out_dir": str(tmp_path / "prepared")},
+            "serve": {"backend": "torch", "quantize": "none"},
+            "storage": {},
+        }
+    )
 
 
 @pytest.fixture
 def evaluated(tmp_path: Path) -> Path:
-    """evaluate's outputs (METRICS, predictions) and a (fake but packageable) BERT directory."""
+    """evaluate's outputs (METRICS, predictions), prepared validation/test rows and a tiny real BERT."""
+    from tests.conftest import make_prepared_frame
+    from tests.test_package import tiny_artifacts  # imported here: test_package imports this module
+
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports/metrics.json").write_text(json.dumps(METRICS))
     predictions().to_parquet(tmp_path / "reports/predictions.parquet", index=False)
     (tmp_path / "prepared").mkdir()
-    (tmp_path / "prepared/test.parquet").write_bytes(b"rows")
-    (tmp_path / "models/bert").mkdir(parents=True)
-    (tmp_path / "models/bert/config.json").write_text("{}")
+    for seed, split in enumerate(("validation", "test")):
+        make_prepared_frame(60, seed=seed).to_parquet(tmp_path / f"prepared/{split}.parquet", index=False)
+    shutil.copytree(tiny_artifacts()["bert"], tmp_path / "models/bert")
     return tmp_path
 
 
@@ -242,7 +261,11 @@ def test_register_stage_packages_gates_and_records(
     decision = json.loads((tmp_path / "metrics/register.json").read_text())
     assert decision["champion"] == "bert" and decision["passed"] and decision["version"] == 1
     assert decision["status"] == "Approved" and decision["deployable_version"] == 1
-    assert decision["checks"] == {"quality": True, "fairness": True}  # test's Dresses failure never looked at
+    assert decision["checks"] == {
+        "quality": True,
+        "fairness": True,
+        "serving": True,
+    }  # test's rows never gate
     reg = registry.Registry(str(tmp_path / "registry"))
     entry = reg.get(1)
     assert entry.status == registry.APPROVED and entry.gate["approval"] == "auto"
@@ -256,6 +279,12 @@ def test_register_stage_packages_gates_and_records(
     assert stored.name == f"{entry.sha256}.tar.gz" and entry.package["kind"] == "huggingface"
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == entry.sha256 == decision["sha256"]
     assert reg.find_by_sha256(entry.sha256).version == 1
+    # the packaged artifact scored through its own handler, fp32 and as deploy serves it (torch here)
+    assert set(entry.serving["sets"]) == {"validation", "test"} and entry.serving["backend"] == "torch"
+    served = entry.serving["sets"]["validation"]
+    assert served["fp32"]["package_sha256"] == entry.sha256 and served["fp32"]["rows"] == 60
+    assert served["agreement"] == 1.0 and served["served"]["accuracy"] == served["fp32"]["accuracy"]
+    assert decision["serving"] == {"backend": "torch", "drop": 0.0, "agreement": 1.0}
     assert "version 1 passed the gate and is approved" in capsys.readouterr().out
 
     register_stage.main(
@@ -466,3 +495,40 @@ def test_deploy_refuses_a_package_that_is_not_an_approved_version(tmp_path: Path
         approved_versions([VariantConfig("champion", str(tarballs["rejected"]))], reg)
     with pytest.raises(ReviewpipeError, match="is not a registry version"):
         approved_versions([VariantConfig("champion", str(tarballs["stray"]))], reg)
+
+
+def test_serving_check_compares_the_served_package_with_fp32() -> None:
+    def figures(fp32: float, served: float, agreement: float) -> dict:
+        row = {"fp32": {"accuracy": fp32}, "served": {"accuracy": served}, "agreement": agreement}
+        return {"backend": "onnx-int8", "sets": {"validation": row, "test": row}}
+
+    ok = registry.serving_check(figures(0.80, 0.795, 0.99), "validation", 0.01, 0.98)
+    assert ok.passed and ok.inputs["drop"] == pytest.approx(0.005)
+    dropped = registry.serving_check(figures(0.80, 0.78, 0.99), "validation", 0.01, 0.98)
+    assert not dropped.passed and "drop exceeds register.max_serving_drop 0.01" in dropped.detail
+    disagrees = registry.serving_check(figures(0.80, 0.80, 0.95), "validation", 0.01, 0.98)
+    assert not disagrees.passed and "below register.min_serving_agreement 0.98" in disagrees.detail
+    with pytest.raises(ReviewpipeError, match="add it to register.serving_sets"):
+        registry.serving_check(figures(0.8, 0.8, 1.0), "holdout", 0.01, 0.98)
+
+
+def test_a_package_refused_by_the_serving_check_is_not_shipped(
+    evaluated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The serving check binds: the refused version is Rejected and package keeps the previous one."""
+    from reviewpipe.stages import package as package_stage
+
+    register_stage.main(register_params(evaluated))  # v1 Approved
+    (evaluated / "models/bert/retrained.txt").write_text("other bytes")
+    # an agreement no served package can reach stands in for a backend that changes labels
+    register_stage.main(register_params(evaluated, min_serving_agreement=1.5))
+    reg = registry.Registry(str(evaluated / "registry"))
+    assert (
+        reg.get(2).status == registry.REJECTED
+        and "register.min_serving_agreement 1.5" in reg.get(2).status_reason
+    )
+    capsys.readouterr()
+    package_stage.main(register_params(evaluated))
+    assert "version 1 (bert, Approved) keeps serving" in capsys.readouterr().out
+    shipped = (evaluated / "package/model.tar.gz").read_bytes()
+    assert hashlib.sha256(shipped).hexdigest() == reg.get(1).sha256 != reg.get(2).sha256

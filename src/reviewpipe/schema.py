@@ -374,6 +374,9 @@ class RegisterParams(Section):
     metric: str
     min_metric: float
     fairness: FairnessGateParams
+    serving_sets: list[str]  # evaluate.sets names the packaged champion is scored on
+    max_serving_drop: float
+    min_serving_agreement: float
     candidates: list[str]
     model_paths: dict[str, str]
     approval: Literal["auto", "manual"]  # auto: a version that passes the gate is Approved at once

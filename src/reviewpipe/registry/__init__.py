@@ -9,6 +9,7 @@ from reviewpipe.registry.gate import (
     fairness_check,
     quality_check,
     selection_view,
+    serving_check,
 )
 from reviewpipe.registry.lineage import git_state, hash_params, hash_paths
 from reviewpipe.registry.store import (
@@ -45,4 +46,5 @@ __all__ = [
     "fairness_check",
     "file_sha256",
     "selection_view",
+    "serving_check",
 ]

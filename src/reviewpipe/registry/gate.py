@@ -3,7 +3,10 @@ metric on the selection set (validation), then pass it only when every check hol
 
 - quality: the metric reaches register.min_metric;
 - fairness: no error-rate gap between a group and the rest is, with confidence, wider than
-  register.fairness.max_gap (evaluation/gaps.py measures them with bootstrap intervals).
+  register.fairness.max_gap (evaluation/gaps.py measures them with bootstrap intervals);
+- serving: the packaged artifact, served through its own code/inference.py with the backend deploy
+  runs, loses at most register.max_serving_drop accuracy against the same package at fp32 and
+  agrees with it on at least register.min_serving_agreement of the reviews.
 """
 
 from __future__ import annotations
@@ -159,3 +162,40 @@ def describe(gap: Gap) -> str:
         f"{gap.measure} of {gap.feature}={gap.group}: {abs(gap.gap):.2f} [{gap.low:.2f}, {gap.high:.2f}] "
         f"{side} than the rest (n={gap.group_rows} vs {gap.rest_rows})"
     )
+
+
+def serving_check(figures: dict[str, Any], select_on: str, max_drop: float, min_agreement: float) -> Check:
+    """The served package against the same package at fp32, on the selection set's rows.
+
+    `figures`: {"backend": ..., "sets": {name: {"fp32": {"accuracy", ...}, "served": {...},
+    "agreement", "max_probability_difference"}}} (what register records)."""
+    if select_on not in figures["sets"]:
+        raise ReviewpipeError(
+            f"the serving check needs the {select_on!r} set: add it to register.serving_sets "
+            f"(now {sorted(figures['sets'])})."
+        )
+    row = figures["sets"][select_on]
+    drop = float(row["fp32"]["accuracy"] - row["served"]["accuracy"])
+    agreement = float(row["agreement"])
+    inputs = {
+        "backend": figures["backend"],
+        "set": select_on,
+        "fp32_accuracy": row["fp32"]["accuracy"],
+        "served_accuracy": row["served"]["accuracy"],
+        "drop": drop,
+        "agreement": agreement,
+        "max_drop": max_drop,
+        "min_agreement": min_agreement,
+    }
+    measured = (
+        f"served {figures['backend']} on {select_on}: accuracy {row['served']['accuracy']:.4f} vs fp32 "
+        f"{row['fp32']['accuracy']:.4f} (drop {drop:+.4f}), agreement {agreement:.4f}"
+    )
+    failures = []
+    if drop > max_drop:
+        failures.append(f"drop exceeds register.max_serving_drop {max_drop}")
+    if agreement < min_agreement:
+        failures.append(f"agreement is below register.min_serving_agreement {min_agreement}")
+    if failures:
+        return Check("serving", False, f"{measured}: {'; '.join(failures)}", inputs)
+    return Check("serving", True, measured, inputs)

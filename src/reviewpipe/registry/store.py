@@ -47,8 +47,10 @@ def initial_status(passed: bool, approval: str) -> str:
 class ModelPackage:
     """One registry version (SageMaker's ModelPackage), stored as `versions/NNNN.json`.
 
-    `metrics` holds every evaluation set (validation and test, fp32); `gate` the gate's inputs,
-    checks and outcome; `package` the gated model.tar.gz: uri, sha256, bytes, model_version, kind.
+    `metrics` holds every evaluation set (validation and test, fp32, as evaluate scored the model);
+    `serving` the packaged artifact scored through its own handler at fp32 and with the backend deploy
+    serves, per set; `gate` the gate's inputs, checks and outcome; `package` the gated model.tar.gz:
+    uri, sha256, bytes, model_version, kind.
     """
 
     version: int
@@ -58,6 +60,7 @@ class ModelPackage:
     metrics: dict[str, Any] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
     package: dict[str, Any] = field(default_factory=dict)
+    serving: dict[str, Any] = field(default_factory=dict)  # the package as served vs fp32, per set
     model_hash: str | None = None
     params_hash: str | None = None
     data_hash: str | None = None
@@ -200,6 +203,7 @@ class Registry:
         metrics: dict[str, Any],
         gate: dict[str, Any] | None = None,
         package: dict[str, Any] | None = None,
+        serving: dict[str, Any] | None = None,
         reason: str = "",
         model_hash: str | None = None,
         params_hash: str | None = None,
@@ -219,6 +223,7 @@ class Registry:
             metrics=metrics,
             gate=gate or {},
             package=package or {},
+            serving=serving or {},
             model_hash=model_hash,
             params_hash=params_hash,
             data_hash=data_hash,

@@ -28,18 +28,18 @@ from reviewpipe.evaluation.comparison import (
     post_training_analyses,
     predictions_frame,
 )
-from reviewpipe.evaluation.human import human_rows, rating_agreement
-from reviewpipe.evaluation.scoring import EvaluationSet, score_models
+from reviewpipe.evaluation.human import rating_agreement
+from reviewpipe.evaluation.scoring import score_models
 from reviewpipe.evaluation.served import (
     add_ensemble,
     calibration_section,
     interval_table,
-    natural_rows,
     production_prior,
     split_scores,
     training_prior,
     union_set,
 )
+from reviewpipe.evaluation.sets import load_evaluation_sets
 from reviewpipe.models.predictors import configured_models, load_predictor
 from reviewpipe.models.splits import prepared_dir, read_class_weights, read_split
 from reviewpipe.storage import StorageOptions
@@ -47,33 +47,11 @@ from reviewpipe.storage import StorageOptions
 ENSEMBLE = "ensemble"
 
 
-def evaluation_sets(cfg: DictConfig, data_dir: str, options: StorageOptions) -> list[EvaluationSet]:
-    """`evaluate.sets`: name -> {split, mix: balanced (the split file) | natural (the split's rows
-    before balancing, from unbalanced.parquet) | human (those of its rows a person labelled, against
-    the human label; skipped while there are none), role: select | report}."""
-    unbalanced = None
-    sets = []
-    for name, spec in cfg.sets.items():
-        if str(spec.mix) in ("natural", "human") and unbalanced is None:
-            unbalanced = read_split(data_dir, "unbalanced", options)
-        if str(spec.mix) == "natural":
-            frame = natural_rows(unbalanced, str(spec.split))
-        elif str(spec.mix) == "human":
-            frame = human_rows(unbalanced, str(spec.split))
-            if frame.empty:
-                print(f"evaluate: {name}: no human-labelled {spec.split} rows yet (`reviewpipe review`)")
-                continue
-        else:
-            frame = read_split(data_dir, str(spec.split), options)
-        sets.append(EvaluationSet(str(name), frame, str(spec.role)))
-    return sets
-
-
 def main(params: DictConfig) -> None:
     cfg = section(params, "evaluate")
     options = StorageOptions.from_params(params.get("storage"))
     models = configured_models(to_dict(cfg))
-    sets = evaluation_sets(cfg, prepared_dir(params), options)
+    sets = load_evaluation_sets(cfg.sets, prepared_dir(params), options)
     if cfg.post_training_bias and "bias" not in params:
         raise ReviewpipeError(
             "evaluate.post_training_bias is on but params.yaml has no `bias` section; "

@@ -36,21 +36,12 @@ def main(params: DictConfig) -> None:
 
     selected = registry.selection_view(metrics, cfg.select_on)
     champion, ranking = registry.choose_champion(selected, cfg.metric, cfg.candidates)
-    gaps, excluded = champion_gaps(cfg, champion, options)
-    checks = (
-        registry.quality_check(cfg.metric, dict(ranking)[champion], cfg.min_metric, cfg.select_on),
-        registry.fairness_check(gaps, excluded, cfg.fairness.max_gap, cfg.fairness.confidence),
-    )
-    decision = registry.GateDecision(
-        champion, cfg.select_on, cfg.metric, dict(ranking)[champion], checks, tuple(ranking)
-    )
-    fairness_record = {"gaps": [g.to_dict() for g in gaps], "excluded": [e.to_dict() for e in excluded]}
-    champion = decision.champion
     if champion not in cfg.model_paths:
         raise ReviewpipeError(
             f"register.model_paths has no path for the champion {champion!r} ({sorted(cfg.model_paths)})."
         )
     model_path = cfg.model_paths[champion]
+    gaps, excluded = champion_gaps(cfg, champion, options)
     reg = registry.Registry(cfg.registry_uri, options)
     with tempfile.TemporaryDirectory(prefix="reviewpipe-register-") as tmp:
         tarball = str(Path(tmp) / "model.tar.gz")
@@ -61,12 +52,22 @@ def main(params: DictConfig) -> None:
             calibration=calibrations(build.calibration_uri, options).get(champion),
             **package_build_options(to_dict(params.package), options),
         )
+        serving = serving_figures(params, cfg, tarball, options)
         package = {
             **reg.store_package(tarball),
             "model_version": info["model_version"],
             "kind": info["kind"],
             "calibrated": info["calibrated"],
         }
+    checks = (
+        registry.quality_check(cfg.metric, dict(ranking)[champion], cfg.min_metric, cfg.select_on),
+        registry.fairness_check(gaps, excluded, cfg.fairness.max_gap, cfg.fairness.confidence),
+        registry.serving_check(serving, cfg.select_on, cfg.max_serving_drop, cfg.min_serving_agreement),
+    )
+    decision = registry.GateDecision(
+        champion, cfg.select_on, cfg.metric, dict(ranking)[champion], checks, tuple(ranking)
+    )
+    fairness_record = {"gaps": [g.to_dict() for g in gaps], "excluded": [e.to_dict() for e in excluded]}
 
     commit, dirty = registry.git_state()
     entry = reg.register(
@@ -76,6 +77,7 @@ def main(params: DictConfig) -> None:
         metrics=dict(metrics["models"][champion]),  # every evaluation set: validation and test
         gate={**decision.to_dict(), "approval": cfg.approval, "fairness": fairness_record},
         package=package,
+        serving=serving,
         reason="; ".join(decision.reasons) or "passed the gate",
         model_hash=registry.hash_paths([model_path]),
         params_hash=registry.hash_params(to_dict(params)),
@@ -106,6 +108,7 @@ def main(params: DictConfig) -> None:
             "metric_value": decision.metric_value,
             "checks": {c.name: c.passed for c in decision.checks},
             "fairness_gaps_exceeding": len(decision.checks[1].inputs["exceeding"]),
+            "serving": {k: decision.checks[2].inputs[k] for k in ("backend", "drop", "agreement")},
             "reasons": list(decision.reasons),
             "sha256": entry.sha256,
             "deployable_version": deployable.version if deployable else None,
@@ -126,6 +129,32 @@ def main(params: DictConfig) -> None:
             + ". Improve the model or change the gate in conf/register/ "
             "(or set register.fail_on_reject=false to continue)."
         )
+
+
+def serving_figures(params: DictConfig, cfg: RegisterParams, tarball: str, options: StorageOptions) -> dict:
+    """The packaged artifact scored through its own code/inference.py on register.serving_sets: at
+    fp32 (the torch backend) and with the backend deploy serves (serve.backend + serve.quantize)."""
+    from reviewpipe.evaluation.sets import load_evaluation_sets
+    from reviewpipe.models.splits import prepared_dir
+    from reviewpipe.serving.score import REFERENCE_BACKEND, score_package, serving_backend
+
+    backend = serving_backend(to_dict(params.serve))
+    sets = load_evaluation_sets(params.evaluate.sets, prepared_dir(params), options, only=cfg.serving_sets)
+    missing = sorted(set(cfg.serving_sets) - {s.name for s in sets})
+    if missing:
+        raise ReviewpipeError(f"register.serving_sets names {missing}, which evaluate.sets does not provide.")
+    figures: dict = {"backend": backend, "reference_backend": REFERENCE_BACKEND, "sets": {}}
+    for evaluation_set in sets:
+        fp32 = score_package(tarball, evaluation_set.frame, REFERENCE_BACKEND)
+        served = (
+            fp32 if backend == REFERENCE_BACKEND else score_package(tarball, evaluation_set.frame, backend)
+        )
+        figures["sets"][evaluation_set.name] = {
+            "fp32": fp32.to_dict(),
+            "served": served.to_dict(),
+            **served.compare(fp32),
+        }
+    return figures
 
 
 def champion_gaps(
