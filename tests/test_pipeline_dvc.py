@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers.pipeline import RAW, copy_repo  # noqa: F401  (RAW: test_sweep_dvc imports it here)
 
 DATA_STAGES = ["ingest", "catalog", "explore"]
-RAW = Path("data/raw/womens_clothing_ecommerce_reviews.csv.gz")
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -31,24 +30,7 @@ def _venv_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tracked and untracked-not-ignored files of this checkout, as a fresh git repo + synthetic raw."""
-    dst = tmp_path_factory.mktemp("repo") / "r"
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for rel in filter(None, (f.decode() for f in files)):
-        src = REPO_ROOT / rel
-        if src.is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-    env = _venv_env()
-    _run(["reviewpipe", "synth", "--rows", "1500", "--seed", "7", "--output", str(RAW)], dst, env)
-    _run(["git", "init", "-q"], dst)
-    _run(["git", "add", "-A"], dst)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], dst)
-    return dst
+    return copy_repo(tmp_path_factory.mktemp("repo") / "r")
 
 
 def test_repro_data_stages_then_noop(repo_copy: Path) -> None:

@@ -1,0 +1,66 @@
+"""Smoke tests of the benchmarks (bench/*.py) at tiny sizes, so they keep running as the code moves.
+They check that each benchmark completes and reports its comparison, never its speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.helpers.bert import save_tiny_checkpoint
+
+
+def bench(script: str, *args: str, timeout: float = 600) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 0, f"bench/{script} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("bench") / "tiny-bert")
+
+
+def test_sql_vs_pandas_runs_and_compares_results(tmp_path: Path) -> None:
+    out = bench("sql_vs_pandas.py", "--rows", "3000", "--threads", "1", "--workdir", str(tmp_path))
+    assert "results: identical on every query" in out
+    assert "DuckDB is" in out and "faster" in out
+
+
+@pytest.mark.slow
+def test_train_throughput_runs_both_loops(tiny_checkpoint: Path) -> None:
+    out = bench(
+        "train_throughput.py",
+        *("--checkpoint", str(tiny_checkpoint), "--batch-size", "4", "--max-length", "32"),
+        *("--warmup", "1", "--steps", "2"),
+    )
+    assert "Lightning:" in out and "HF Trainer:" in out
+    ratio = float(out.split("ratio Lightning / HF Trainer:")[1].split("x")[0])
+    assert ratio > 0
+
+
+@pytest.mark.slow
+def test_serve_runs_both_servers(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    figures = tmp_path / "serve.json"
+    bench(
+        "serve.py",
+        *("--model", str(tiny_checkpoint), "--clients", "2", "--seconds", "1", "--single", "3"),
+        *("--skip-capture", "--out", str(figures)),
+    )
+    report = json.loads(figures.read_text())
+    assert {"reviewpipe", "hf_pipeline"} <= set(report["results"])
+    assert all(r["load_rps"] > 0 for r in report["results"].values())
+    assert report["ratios"]["throughput_x"] > 0
