@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from reviewpipe import registry
 from reviewpipe.deploy.local import _alive
 from tests.conftest import REPO_ROOT
+from tests.helpers.params import conf_section
 from tests.test_deploy_sagemaker import baseline_packages
 from tests.test_pipeline_dvc import _run, _venv_env
 from tests.test_registry import register_package
@@ -38,7 +39,7 @@ def test_dvc_repro_deploys_once_and_leaves_the_server_running(tmp_path: Path) ->
     reg = registry.Registry(str(repo / "models" / "registry"))  # deploy serves Approved versions only
     register_package(reg, packages["model"], "baseline", registry.APPROVED)
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"deploy": stage}}, sort_keys=False))
-    deploy = OmegaConf.load(REPO_ROOT / "conf" / "deploy" / "local.yaml")
+    deploy = conf_section("deploy")
     deploy.local.port = 0
     OmegaConf.save(
         OmegaConf.create(

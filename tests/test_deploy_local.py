@@ -21,6 +21,7 @@ from reviewpipe.deploy import VariantConfig
 from reviewpipe.deploy.local import LocalEndpoint, LocalSettings, _alive
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.serving import package
+from tests.helpers.params import conf_section
 from tests.test_deploy_sagemaker import baseline_packages
 from tests.test_registry import register_package
 from tests.test_serve import invoke, request
@@ -35,7 +36,7 @@ def write_params(workdir: Path, champion: float = 0.9, challenger: float = 0.1) 
     for name in ("champion", "challenger"):
         if reg.find_by_sha256(registry.file_sha256(str(art[name])), status=registry.APPROVED) is None:
             register_package(reg, art[name], name, registry.APPROVED)
-    deploy = OmegaConf.load(ROOT / "conf" / "deploy" / "local.yaml")
+    deploy = conf_section("deploy")
     deploy.variants = [
         {"name": "champion", "package": str(art["champion"]), "weight": champion},
         {"name": "challenger", "package": str(art["challenger"]), "weight": challenger},

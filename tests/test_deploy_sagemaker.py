@@ -22,6 +22,7 @@ from reviewpipe.deploy.sagemaker import SageMakerDeployer, SageMakerSettings, re
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.serving import package
 from reviewpipe.serving.server import ServeSettings
+from tests.helpers.params import conf_section
 from tests.test_registry import register_package
 
 REGION = "us-east-1"
@@ -405,7 +406,7 @@ def sagemaker_params(
     """A working dir with params.yaml for deploy=sagemaker, and distinctive fake credentials in the chain."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "canary-access-key-must-not-leak")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "reviewpipe-secret-must-not-leak")
-    composed = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "deploy" / "sagemaker.yaml")
+    composed = conf_section("deploy", "sagemaker")
     composed.endpoint_name = endpoint_name
     composed.variants = [
         {"name": "champion", "package": str(tarballs["champion"]), "weight": 0.9},

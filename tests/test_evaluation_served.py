@@ -20,7 +20,7 @@ from reviewpipe.evaluation.metrics import bootstrap_intervals
 from reviewpipe.models.baseline import save_model, train_baseline
 from reviewpipe.models.predictors import load_predictor
 from tests.conftest import REPO_ROOT, make_prepared_frame
-from tests.helpers.params import WORD_ONLY_BASELINE, baseline_settings
+from tests.helpers.params import WORD_ONLY_BASELINE, baseline_settings, conf_section
 
 PROBA = ["baseline_p_negative", "baseline_p_neutral", "baseline_p_positive"]
 
@@ -42,8 +42,8 @@ def natural_mix(prepared: Path) -> pd.DataFrame:
 
 
 def params(models: list[str]) -> dict:
-    bias = yaml.safe_load((REPO_ROOT / "conf" / "bias" / "default.yaml").read_text())
-    evaluate = yaml.safe_load((REPO_ROOT / "conf" / "evaluate" / "default.yaml").read_text())
+    bias = OmegaConf.to_container(conf_section("bias"))
+    evaluate = OmegaConf.to_container(conf_section("evaluate"))
     evaluate.update(
         models=models,
         model_paths={"baseline": "models/baseline/model.joblib", "ensemble": "models/ensemble"},

@@ -19,14 +19,14 @@ from reviewpipe.errors import ReviewpipeError
 from reviewpipe.models.baseline import save_model, train_baseline
 from reviewpipe.models.predictors import load_predictor
 from tests.conftest import REPO_ROOT, make_prepared_frame
-from tests.helpers.params import TINY_BASELINE, baseline_settings
+from tests.helpers.params import TINY_BASELINE, baseline_settings, conf_section
 
 CFG = baseline_settings(*TINY_BASELINE)
 
 
 def _params(models: list[str]) -> dict:
-    bias = yaml.safe_load((REPO_ROOT / "conf" / "bias" / "default.yaml").read_text())
-    evaluate = yaml.safe_load((REPO_ROOT / "conf" / "evaluate" / "default.yaml").read_text())
+    bias = OmegaConf.to_container(conf_section("bias"))
+    evaluate = OmegaConf.to_container(conf_section("evaluate"))
     evaluate.update(
         models=models,
         model_paths={

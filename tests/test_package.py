@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from reviewpipe import registry
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.serving import inference, package
+from tests.helpers.params import conf_section
 from tests.test_registry import evaluated, register_params  # noqa: F401  (evaluated is a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -335,7 +336,7 @@ def test_package_stage_ships_the_deployable_registry_version(tmp_path: Path) -> 
         built = tmp_path / "build" / f"{name}.tar.gz"
         package.build_package(art[name], built, model_name=name)
         register_package(reg, built, name, status, kind)
-    conf = OmegaConf.load(ROOT / "conf" / "package" / "default.yaml")
+    conf = conf_section("package")
     conf.out_dir, conf.registry_uri = str(tmp_path / "out"), str(tmp_path / "registry")
     conf.versions = {"model": "deployable", "first": 1}
     conf.calibration_uri = None  # calibrated packages: tests/test_serving_calibration.py

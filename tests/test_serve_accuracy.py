@@ -16,6 +16,7 @@ import pytest
 
 from reviewpipe.serving import onnx_build, package
 from reviewpipe.serving.score import score_package
+from tests.helpers.params import conf_section
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "bert"
@@ -30,9 +31,8 @@ def test_serving_backends_on_the_real_test_split(tmp_path: Path) -> None:
     if not (MODEL / "config.json").exists() or not (SPLITS / "test.parquet").exists():
         pytest.skip("needs models/bert and data/prepared (dvc repro bert)")
     import pandas as pd
-    from omegaconf import OmegaConf
 
-    conf = OmegaConf.load(ROOT / "conf" / "package" / "default.yaml")
+    conf = conf_section("package")
     calibration = pd.read_parquet(SPLITS / "validation.parquet")["review_body"].tolist()
     tarball = tmp_path / "model.tar.gz"
     package.build_package(

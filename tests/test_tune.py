@@ -19,6 +19,7 @@ from reviewpipe.tuning.objectives import baseline_objective, nested_order, read_
 from reviewpipe.tuning.space import apply_overrides, parse_space
 from reviewpipe.tuning.study import TuneSettings, run_study, trials_frame
 from tests.conftest import REPO_ROOT
+from tests.helpers.params import conf_section
 
 CONF = REPO_ROOT / "conf"
 WORDS = {
@@ -70,22 +71,27 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def baseline_section() -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.load(CONF / "baseline" / "default.yaml"))  # type: ignore[return-value]
+    return OmegaConf.to_container(conf_section("baseline"))  # type: ignore[return-value]
 
 
 def tune_cfg(**overrides: Any) -> dict[str, Any]:
-    return {**OmegaConf.to_container(OmegaConf.load(CONF / "tune" / "baseline.yaml")), **overrides}  # type: ignore[dict-item]
+    return {**OmegaConf.to_container(conf_section("tune")), **overrides}  # type: ignore[dict-item]
 
 
 @pytest.fixture
 def project(tmp_path: Path, prepared: Path) -> Path:
     """A working dir with a mini conf/ (root selecting the repository's baseline and tune files) and params.yaml."""
     conf = tmp_path / "conf"
-    for group, option in (("baseline", "default"), ("tune", "baseline"), ("tune", "bert")):
+    for group, option in (
+        ("paths", "default"),
+        ("baseline", "default"),
+        ("tune", "baseline"),
+        ("tune", "bert"),
+    ):
         (conf / group).mkdir(parents=True, exist_ok=True)
         shutil.copy(CONF / group / f"{option}.yaml", conf / group / f"{option}.yaml")
     (conf / "config.yaml").write_text(
-        "defaults:\n  - baseline: default\n  - tune: baseline\n  - _self_\n"
+        "defaults:\n  - paths: default\n  - baseline: default\n  - tune: baseline\n  - _self_\n"
         f"tune:\n  data_dir: {prepared}\n  out_dir: {tmp_path / 'reports' / 'tune'}\n"
     )
     from reviewpipe.config import compose_params
@@ -191,7 +197,10 @@ def test_write_back_updates_conf_and_params_agree(project: Path, capsys: pytest.
     assert after != before
     assert "# inverse regularisation strength" in after and "# TF-IDF (word + character n-grams)" in after
     params = OmegaConf.to_container(OmegaConf.load(project / "params.yaml"))
-    written = OmegaConf.to_container(OmegaConf.load(conf_file))
+    # the edited file, its ${paths.*} resolved as composing does
+    written = OmegaConf.to_container(
+        OmegaConf.create({"paths": params["paths"], "baseline": OmegaConf.load(conf_file)}), resolve=True
+    )["baseline"]
     assert apply_overrides(baseline_section(), best["params"]) == written  # only the tuned keys changed
     assert written["classifier"]["C"] == best["params"]["classifier.C"] != 20.0
     assert params["baseline"] == written  # params.yaml recomposed from the edited conf/

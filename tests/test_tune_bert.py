@@ -78,12 +78,12 @@ def test_a_pruned_trial_stops_inside_lightning_fit(tokenizer) -> None:  # noqa: 
 @pytest.mark.slow
 def test_tune_bert_command_with_the_packaged_minilm(tmp_path: Path, prepared: Path) -> None:  # noqa: F811
     conf = tmp_path / "conf"
-    for group, option in (("bert", "cpu"), ("tune", "bert"), ("tune", "baseline")):
+    for group, option in (("paths", "default"), ("bert", "cpu"), ("tune", "bert"), ("tune", "baseline")):
         (conf / group).mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / "conf" / group / f"{option}.yaml", conf / group / f"{option}.yaml")
     out = tmp_path / "reports" / "tune"
     (conf / "config.yaml").write_text(
-        "defaults:\n  - bert: cpu\n  - tune: bert\n  - _self_\n"
+        "defaults:\n  - paths: default\n  - bert: cpu\n  - tune: bert\n  - _self_\n"
         f"tune:\n  data_dir: {prepared}\n  out_dir: {out}\n  score_current: false\n"
         "  objective:\n    max_train_rows: 64\n    max_validation_rows: 30\n"
         "    fixed: {limit_train_batches: 2, limit_val_batches: 1, val_check_interval: 1.0,"

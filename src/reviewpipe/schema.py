@@ -44,7 +44,19 @@ class Section(Settings):
             raise validation_error(exc, cls.section, values) from exc
 
 
-# ---- data → lake → catalog → explore ------------------------------------------------------------
+# ---- paths → data → lake → catalog → explore ----------------------------------------------------
+class PathsParams(Section):
+    """Where each layer lives; the other sections' locations are interpolated from these in conf/."""
+
+    section = "paths"
+    data: str
+    prepared: str
+    features: str
+    models: str
+    reports: str
+    metrics: str
+
+
 class BatchParams(Settings):
     """A raw batch the ingest stage appends after data.raw_uri (data.batches)."""
 
@@ -656,6 +668,7 @@ class Params(Settings):
     """All of params.yaml. A section whose conf group has options of different shapes (deploy, tune)
     is a union told apart by one key (deploy.target, tune.model)."""
 
+    paths: PathsParams
     data: DataParams
     lake: LakeParams
     storage: StorageParams

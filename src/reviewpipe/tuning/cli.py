@@ -69,7 +69,9 @@ def tune_section(
     path = Path(conf_dir) / "tune" / f"{model}.yaml"
     if not path.exists():
         raise ReviewpipeError(f"no search space for {model}: {path} is missing.")
-    cfg = OmegaConf.create({"tune": OmegaConf.load(path)})
+    # The file's interpolations (${paths.prepared}, ...) resolve against the rest of params.yaml.
+    cfg = OmegaConf.create({k: v for k, v in to_dict(params).items() if k != "tune"})
+    cfg.tune = OmegaConf.load(path)
     tune_overrides = [o for o in overrides or [] if o.startswith("tune.")]
     if tune_overrides:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(tune_overrides))
