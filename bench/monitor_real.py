@@ -36,12 +36,12 @@ REPO = Path(__file__).resolve().parents[1]
 RAW = REPO / "data" / "raw" / "womens_clothing_ecommerce_reviews.csv.gz"
 
 
-def params_file(work: Path) -> Path:
+def params_file(work: Path, raw: Path = RAW) -> Path:
     from reviewpipe.config import load_params, to_dict
 
     params = to_dict(load_params(REPO / "params.yaml"))
     overrides = {
-        "data": {"raw_uri": str(RAW)},
+        "data": {"raw_uri": str(raw)},
         "monitor": {"quality": {"window": "1h"}},
         "serve": {
             "port": 0,
@@ -151,6 +151,7 @@ def serve_and_send(params_path: Path, destination: Path, reviews: pd.DataFrame) 
             str(run_params),
             "--log-level",
             "WARNING",
+            "--trust",  # packages built here, not registered
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -195,12 +196,18 @@ def serve_and_send(params_path: Path, destination: Path, reviews: pd.DataFrame) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", help="scratch folder (default: a new temporary one)")
+    parser.add_argument(
+        "--raw",
+        type=Path,
+        default=RAW,
+        help="raw reviews CSV (default: the shipped data; a small one: a smoke run)",
+    )
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="monitor-real-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)
     shutil.copytree(REPO / "conf", work / "conf", dirs_exist_ok=True)
-    params_path = params_file(work)
+    params_path = params_file(work, args.raw.resolve())
     started = time.perf_counter()
     if not Path("models/deploy/deployment.json").exists():  # a rerun in the same folder reuses the build
         build(work, params_path)

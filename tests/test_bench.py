@@ -40,6 +40,40 @@ def test_sql_vs_pandas_runs_and_compares_results(tmp_path: Path) -> None:
     assert "DuckDB is" in out and "faster" in out
 
 
+def test_ingest_runs_both_sides(tmp_path: Path) -> None:
+    out = bench(
+        "ingest.py",
+        *("--rows", "3000", "--peer-rows", "2000", "--chunk-rows", "500", "--workdir", str(tmp_path)),
+    )
+    assert "streaming / whole-file peak at 2,000 rows" in out and "throughput at 2,000 rows" in out
+
+
+@pytest.mark.slow
+def test_monitor_real_runs_on_a_small_synthetic_file(tmp_path: Path) -> None:
+    raw = tmp_path / "reviews.csv.gz"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reviewpipe.cli",
+            "synth",
+            "--rows",
+            "3000",
+            "--seed",
+            "5",
+            "--output",
+            str(raw),
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")},
+    )
+    bench("monitor_real.py", "--raw", str(raw), "--workdir", str(tmp_path / "work"), timeout=1800)
+    results = json.loads((tmp_path / "work" / "monitor_real.json").read_text())
+    assert results["shifted_batch"]["violations"] > 0  # the incident is flagged
+    assert {"capture_same", "capture_shift"} <= set(results)
+
+
 @pytest.mark.slow
 def test_train_throughput_runs_both_loops(tiny_checkpoint: Path) -> None:
     out = bench(
