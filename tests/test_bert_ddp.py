@@ -13,6 +13,7 @@ from reviewpipe.hf import resolve_checkpoint
 from reviewpipe.models.bert.predict import BertPredictor
 from reviewpipe.models.bert.train import fit_bert
 from tests.helpers.bert import tiny_bert
+from tests.test_bert_train import tiny_cfg
 
 
 @pytest.mark.slow
@@ -34,19 +35,17 @@ def test_ddp_spawn_trains_two_cpu_processes(tmp_path: Path) -> None:
             "split_type": ["train"] * 24 + ["validation"] * 6 + ["test"] * 6,
         }
     )
-    cfg = {
-        "strategy": "ddp_spawn",
-        "accelerator": "cpu",
-        "devices": 2,
-        "threads": 1,
-        "batch_size": 4,
-        "eval_batch_size": 4,
-        "max_seq_length": 16,
-        "max_epochs": 2,
-        "learning_rate": 1e-3,
-        "enable_progress_bar": False,
-        "log_every_n_steps": 1,
-    }
+    cfg = tiny_cfg(
+        strategy="ddp_spawn",
+        accelerator="cpu",
+        devices=2,
+        threads=1,
+        eval_batch_size=4,
+        ckpt_every_n_steps=50,
+        early_stopping_patience=3,
+        seed=42,
+        log_every_n_steps=1,
+    )
     metrics = fit_bert(
         cfg,
         frame,

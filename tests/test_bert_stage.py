@@ -17,6 +17,7 @@ from reviewpipe.hf import resolve_checkpoint
 from reviewpipe.models.bert.module import ID2LABEL, LABEL2ID
 from reviewpipe.models.bert.predict import BertPredictor
 from reviewpipe.stages import bert as stage
+from tests.conftest import REPO_ROOT
 from tests.helpers.bert import save_tiny_checkpoint
 
 WORDS = {
@@ -55,9 +56,10 @@ def write_feature_group(store: Path, checkpoint: str, max_seq_length: int) -> No
 
 
 def params(tmp_path: Path, checkpoint: str, **bert: object) -> OmegaConf:
-    return OmegaConf.create(
+    """The real params with a tiny checkpoint, small settings and paths under tmp_path."""
+    return OmegaConf.merge(
+        OmegaConf.load(REPO_ROOT / "params.yaml"),
         {
-            "storage": {},
             "features": {
                 "checkpoint": checkpoint,
                 "max_seq_length": 32,
@@ -67,6 +69,10 @@ def params(tmp_path: Path, checkpoint: str, **bert: object) -> OmegaConf:
             "bert": {
                 "launcher": "local",
                 "checkpoint": checkpoint,
+                "pooling": "cls",
+                "max_time": None,
+                "val_check_interval": 1.0,
+                "progress_every_n_steps": 0,
                 "max_seq_length": 32,
                 "batch_size": 8,
                 "max_epochs": 1,
@@ -79,7 +85,7 @@ def params(tmp_path: Path, checkpoint: str, **bert: object) -> OmegaConf:
                 "live_dir": str(tmp_path / "dvclive" / "bert"),
                 **bert,
             },
-        }
+        },
     )
 
 

