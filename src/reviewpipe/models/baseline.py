@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+
 import joblib
 import numpy as np
 import pandas as pd
@@ -44,7 +45,9 @@ def build_pipeline(cfg: BaselineParams, class_weight: dict[int, float] | str | N
     parts: list[tuple[str, TfidfVectorizer]] = [("word", _vectorizer(cfg.word, "word"))]
     if cfg.char.enabled:
         parts.append(("char", _vectorizer(cfg.char, "char_wb")))
-    classifier = LogisticRegression(C=cfg.classifier.C, class_weight=class_weight, max_iter=cfg.classifier.max_iter)
+    classifier = LogisticRegression(
+        C=cfg.classifier.C, class_weight=class_weight, max_iter=cfg.classifier.max_iter
+    )
     return Pipeline([("features", FeatureUnion(parts)), ("classifier", classifier)])
 
 
@@ -103,5 +106,7 @@ def save_model(model: Pipeline, path: str) -> None:
 
 def load_model(path: str) -> Pipeline:
     if not os.path.exists(path):
-        raise ReviewpipeError(f"baseline model not found at {path}; train it with `reviewpipe stage baseline`.")
+        raise ReviewpipeError(
+            f"baseline model not found at {path}; train it with `reviewpipe stage baseline`."
+        )
     return joblib.load(path)

@@ -146,13 +146,16 @@ def load_predictor(kind: str, path: str | Path) -> Predictor:
     if kind not in LOADERS:
         raise ReviewpipeError(f"unknown model kind {kind!r}; expected one of {sorted(LOADERS)}.")
     if not Path(path).exists():
-        raise ReviewpipeError(f"no {kind} model at {path}; train it with `dvc repro {kind}` "
-                              f"(or `reviewpipe stage {kind}`) or fix the configured path.")
+        raise ReviewpipeError(
+            f"no {kind} model at {path}; train it with `dvc repro {kind}` "
+            f"(or `reviewpipe stage {kind}`) or fix the configured path."
+        )
     return LOADERS[kind](path)
 
 
-def predict_labels(predictor: Predictor, texts: Sequence[str],
-                   categories: Sequence[str] | None = None) -> np.ndarray:
+def predict_labels(
+    predictor: Predictor, texts: Sequence[str], categories: Sequence[str] | None = None
+) -> np.ndarray:
     """Sentiment labels (-1/0/1) with the highest probability."""
     return np.asarray(SENTIMENTS)[predictor.predict_proba(texts, categories).argmax(axis=1)]
 
@@ -165,9 +168,14 @@ def configured_models(cfg: Mapping[str, Any], section_name: str = "evaluate") ->
         raise ReviewpipeError(f"{section_name}.models is empty; list at least one of {sorted(paths)}.")
     unknown = [m for m in models if m not in paths]
     if unknown:
-        raise ReviewpipeError(f"{section_name}.models lists {unknown} without a path in "
-                              f"{section_name}.model_paths ({sorted(paths)}).")
+        raise ReviewpipeError(
+            f"{section_name}.models lists {unknown} without a path in "
+            f"{section_name}.model_paths ({sorted(paths)})."
+        )
     for name in models:
-        storage.require_exists(paths[name], f"the {name} model", f"Train it with `dvc repro {name}`, or drop "
-                               f"{name!r} from {section_name}.models.")
+        storage.require_exists(
+            paths[name],
+            f"the {name} model",
+            f"Train it with `dvc repro {name}`, or drop {name!r} from {section_name}.models.",
+        )
     return {name: str(paths[name]) for name in models}

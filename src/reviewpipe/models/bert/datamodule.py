@@ -40,17 +40,21 @@ def truncate(ids: list[int], max_length: int, sep_token_id: int | None) -> list[
     return ids[:max_length]
 
 
-def encode_frame(frame: pd.DataFrame, tokenizer: Any, max_length: int,
-                 reuse_input_ids: bool = True) -> list[list[int]]:
+def encode_frame(
+    frame: pd.DataFrame, tokenizer: Any, max_length: int, reuse_input_ids: bool = True
+) -> list[list[int]]:
     """Token ids per row: the stored `input_ids` (unpadded, truncated) or `review_body` tokenised."""
     if reuse_input_ids and "input_ids" in frame.columns:
         masks = frame["attention_mask"] if "attention_mask" in frame.columns else [None] * len(frame)
-        return [truncate(_row_ids(ids, mask), max_length, tokenizer.sep_token_id)
-                for ids, mask in zip(frame["input_ids"], masks, strict=True)]
+        return [
+            truncate(_row_ids(ids, mask), max_length, tokenizer.sep_token_id)
+            for ids, mask in zip(frame["input_ids"], masks, strict=True)
+        ]
     if "review_body" not in frame.columns:
         raise ReviewpipeError(
             "feature rows have neither `input_ids` nor `review_body`; rebuild the feature group "
-            "(`dvc repro features`) so the BERT stage has text or tokens to train on.")
+            "(`dvc repro features`) so the BERT stage has text or tokens to train on."
+        )
     texts = frame["review_body"].fillna("").astype(str).tolist()
     if not texts:  # an empty split; fast tokenizers fail on an empty batch
         return []
@@ -107,8 +111,17 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     (DDP would otherwise wait forever on a rank with one batch fewer).
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool, group_by_length: bool,
-                 seed: int = 0, pool_batches: int = 50, even_ranks: bool | None = None) -> None:
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        *,
+        shuffle: bool,
+        group_by_length: bool,
+        seed: int = 0,
+        pool_batches: int = 50,
+        even_ranks: bool | None = None,
+    ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.lengths = np.asarray(lengths)
@@ -135,11 +148,17 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
         if self.group_by_length:
             pool = len(order) if not self.shuffle else self.batch_size * self.pool_batches
-            order = np.concatenate([
-                chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-                for chunk in np.array_split(order, max(1, -(-len(order) // pool)))
-            ]) if len(order) else order
-        batches = [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+            order = (
+                np.concatenate(
+                    [
+                        chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+                        for chunk in np.array_split(order, max(1, -(-len(order) // pool)))
+                    ]
+                )
+                if len(order)
+                else order
+            )
+        batches = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
         if self.shuffle and self.group_by_length:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
@@ -205,14 +224,26 @@ class ResumableDataLoader(DataLoader):
 class ReviewDataModule(L.LightningDataModule):
     """Train/validation/test loaders from one feature frame with a `split_type` column."""
 
-    def __init__(self, frame: pd.DataFrame, tokenizer: Any, *, max_seq_length: int = 128,
-                 batch_size: int = 16, eval_batch_size: int = 64, length_bucketing: bool = True,
-                 num_workers: int = 0, seed: int = 42, reuse_input_ids: bool = True) -> None:
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        tokenizer: Any,
+        *,
+        max_seq_length: int = 128,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        length_bucketing: bool = True,
+        num_workers: int = 0,
+        seed: int = 42,
+        reuse_input_ids: bool = True,
+    ) -> None:
         super().__init__()
         missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
         if missing:
-            raise ReviewpipeError(f"feature rows lack columns {missing}; expected {list(REQUIRED_COLUMNS)} "
-                                  "plus input_ids or review_body. Rebuild the features stage.")
+            raise ReviewpipeError(
+                f"feature rows lack columns {missing}; expected {list(REQUIRED_COLUMNS)} "
+                "plus input_ids or review_body. Rebuild the features stage."
+            )
         self.frame = frame
         self.tokenizer = tokenizer
         self.max_seq_length = max_seq_length
@@ -235,23 +266,35 @@ class ReviewDataModule(L.LightningDataModule):
         for split in SPLITS:
             rows = self.split_frame(split)
             if split == "train" and rows.empty:
-                raise ReviewpipeError("the feature store has no `train` rows; run the prepare and features "
-                                      "stages (split_type must be train/validation/test).")
+                raise ReviewpipeError(
+                    "the feature store has no `train` rows; run the prepare and features "
+                    "stages (split_type must be train/validation/test)."
+                )
             self.datasets[split] = EncodedReviews(
                 encode_frame(rows, self.tokenizer, self.max_seq_length, self.reuse_input_ids),
-                rows["label_id"].astype("int64").to_numpy())
+                rows["label_id"].astype("int64").to_numpy(),
+            )
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.datasets[split]
         sampler = LengthGroupedBatchSampler(
-            dataset.lengths, self.batch_size if train else self.eval_batch_size, shuffle=train,
-            group_by_length=self.length_bucketing or not train, seed=self.seed)
+            dataset.lengths,
+            self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            group_by_length=self.length_bucketing or not train,
+            seed=self.seed,
+        )
         loader_class = ResumableDataLoader if train else DataLoader
         # Its own generator: every DataLoader iterator otherwise draws a worker seed from the global
         # RNG, shifting the dropout masks of a resumed run away from an uninterrupted one.
-        return loader_class(dataset, batch_sampler=sampler, collate_fn=PadCollator(self.tokenizer.pad_token_id),
-                            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                            generator=torch.Generator().manual_seed(self.seed))
+        return loader_class(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=PadCollator(self.tokenizer.pad_token_id),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", train=True)

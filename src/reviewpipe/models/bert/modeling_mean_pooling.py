@@ -25,8 +25,9 @@ class MeanPoolingConfig(PretrainedConfig):
 
     model_type = "reviewpipe_mean_pooling"
 
-    def __init__(self, encoder: dict[str, Any] | None = None, classifier_dropout: float = 0.1,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, encoder: dict[str, Any] | None = None, classifier_dropout: float = 0.1, **kwargs: Any
+    ) -> None:
         self.encoder = dict(encoder or {})
         self.classifier_dropout = classifier_dropout
         # Read by loaders that cap the token length at the model's positions.
@@ -78,9 +79,14 @@ class MeanPoolingForSequenceClassification(PreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.encoder.get_input_embeddings()
 
-    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                **kwargs: Any) -> SequenceClassifierOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput:
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids

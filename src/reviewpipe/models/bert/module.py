@@ -41,7 +41,9 @@ def build_network(checkpoint: str, pooling: str = "cls") -> nn.Module:
     labels = {"num_labels": NUM_LABELS, "id2label": ID2LABEL, "label2id": LABEL2ID}
     path = resolve_checkpoint(checkpoint)
     if pooling == "cls":
-        network = AutoModelForSequenceClassification.from_pretrained(path, ignore_mismatched_sizes=True, **labels)
+        network = AutoModelForSequenceClassification.from_pretrained(
+            path, ignore_mismatched_sizes=True, **labels
+        )
     elif pooling == "mean":
         from reviewpipe.models.bert.modeling_mean_pooling import (
             MeanPoolingForSequenceClassification,
@@ -49,10 +51,13 @@ def build_network(checkpoint: str, pooling: str = "cls") -> nn.Module:
         )
 
         network = MeanPoolingForSequenceClassification.from_encoder(
-            without_pooler(AutoModel.from_pretrained, path), **labels)
+            without_pooler(AutoModel.from_pretrained, path), **labels
+        )
     else:
-        raise ReviewpipeError(f"bert.pooling must be one of {POOLINGS}, not {pooling!r}; set it in "
-                              "conf/bert/cpu.yaml or with `dvc exp run -S bert.pooling=mean`")
+        raise ReviewpipeError(
+            f"bert.pooling must be one of {POOLINGS}, not {pooling!r}; set it in "
+            "conf/bert/cpu.yaml or with `dvc exp run -S bert.pooling=mean`"
+        )
     # from_pretrained returns the model in eval mode and Lightning keeps submodule modes as found,
     # so without this dropout would stay off during fine-tuning.
     return network.train()
@@ -74,9 +79,16 @@ def decay_parameter_groups(network: nn.Module, weight_decay: float) -> list[dict
 class SentimentClassifier(L.LightningModule):
     """Fine-tunes `network` on (input_ids, attention_mask, labels) batches with AdamW + linear warm-up/decay."""
 
-    def __init__(self, network: nn.Module, *, learning_rate: float = 5e-5, weight_decay: float = 0.01,
-                 warmup_ratio: float = 0.1, class_weights: list[float] | None = None,
-                 freeze_word_embeddings: bool = False) -> None:
+    def __init__(
+        self,
+        network: nn.Module,
+        *,
+        learning_rate: float = 5e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        class_weights: list[float] | None = None,
+        freeze_word_embeddings: bool = False,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["network"], logger=False)
         self.network = network
@@ -106,8 +118,9 @@ class SentimentClassifier(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self._step(batch)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=len(batch["labels"]))
+        self.log(
+            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["labels"])
+        )
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -116,8 +129,13 @@ class SentimentClassifier(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test", self.test_accuracy, self.test_macro_f1)
 
-    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str, accuracy: MulticlassAccuracy,
-                  macro_f1: MulticlassF1Score) -> None:
+    def _evaluate(
+        self,
+        batch: dict[str, torch.Tensor],
+        stage: str,
+        accuracy: MulticlassAccuracy,
+        macro_f1: MulticlassF1Score,
+    ) -> None:
         loss, logits = self._step(batch)
         n = len(batch["labels"])
         accuracy(logits, batch["labels"])
@@ -131,12 +149,17 @@ class SentimentClassifier(L.LightningModule):
 
         hp = self.hparams
         # The fused kernel: on CPU, AdamW over MiniLM's 23M weights takes ~0.06 s a step instead of ~0.4 s.
-        optimizer = torch.optim.AdamW(decay_parameter_groups(self.network, hp.weight_decay),
-                                      lr=hp.learning_rate, fused=self.device.type in ("cpu", "cuda"))
+        optimizer = torch.optim.AdamW(
+            decay_parameter_groups(self.network, hp.weight_decay),
+            lr=hp.learning_rate,
+            fused=self.device.type in ("cpu", "cuda"),
+        )
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = get_linear_schedule_with_warmup(
-            optimizer, num_warmup_steps=int(round(hp.warmup_ratio * total_steps)),
-            num_training_steps=total_steps)
+            optimizer,
+            num_warmup_steps=int(round(hp.warmup_ratio * total_steps)),
+            num_training_steps=total_steps,
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # Random-number states travel with the checkpoint so a resumed run draws the same dropout masks
@@ -144,8 +167,11 @@ class SentimentClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
         # Plain tensors and numbers only: checkpoints stay loadable with torch.load(weights_only=True).
-        states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
-                                  "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
+        states: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        }
         if torch.cuda.is_available():
             states["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["rng_states"] = states

@@ -19,18 +19,22 @@ class BertPredictor:
     longest text; rows are put back in input order at the end.
     """
 
-    def __init__(self, path: str | Path, batch_size: int = 64, max_length: int | None = None,
-                 device: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, batch_size: int = 64, max_length: int | None = None, device: str | None = None
+    ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         path = Path(path)
         if not (path / "config.json").exists():
-            raise ReviewpipeError(f"no Hugging Face model at {path} (config.json missing); "
-                                  "train it with `dvc repro bert` or point to a save_pretrained directory.")
+            raise ReviewpipeError(
+                f"no Hugging Face model at {path} (config.json missing); "
+                "train it with `dvc repro bert` or point to a save_pretrained directory."
+            )
         self.path = path
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, trust_remote_code=True).eval()  # remote code: the mean-pooling head ships its modeling file
+            path, trust_remote_code=True
+        ).eval()  # remote code: the mean-pooling head ships its modeling file
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         self.batch_size = batch_size
@@ -48,7 +52,8 @@ class BertPredictor:
         except KeyError as exc:
             raise ReviewpipeError(
                 f"{self.path}/config.json id2label {id2label} lacks sentiment {exc}; expected labels "
-                f"{[str(s) for s in SENTIMENTS]}.") from exc
+                f"{[str(s) for s in SENTIMENTS]}."
+            ) from exc
 
     @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -60,14 +65,16 @@ class BertPredictor:
         order = np.argsort([-len(ids) for ids in encoded], kind="stable")
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
+            rows = order[start : start + self.batch_size]
             width = max(len(encoded[i]) for i in rows)
             input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
             for r, i in enumerate(rows):
                 input_ids[r, : len(encoded[i])] = torch.as_tensor(encoded[i])
                 mask[r, : len(encoded[i])] = 1
-            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            logits = self.model(
+                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
+            ).logits
             out[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         return out[:, self.column_order]
 
