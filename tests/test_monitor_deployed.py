@@ -223,7 +223,9 @@ def test_the_baseline_monitors_the_labels_the_package_serves(shop: dict, tmp_pat
     )
     stats = json.loads((tmp_path / "m/baseline/statistics.json").read_text())
     monitored = predicted_counts(stats)
-    model = inference.model_fn(str(package.unpack_package(calibrated, tmp_path / "u")))
+    model = inference.model_fn(
+        str(package.unpack_package(calibrated, tmp_path / "u", max_unpacked_bytes=1 << 30))
+    )
     texts = shop["reviews"].loc[shop["reviews"]["split_type"] == "train", "review_body"].tolist()
     answered = inference.predict_fn({"texts": texts}, model)["predictions"]
     served = pd.Series([str(a["label"]) for a in answered]).value_counts().to_dict()

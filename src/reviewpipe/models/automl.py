@@ -38,7 +38,9 @@ def training_frame(split: pd.DataFrame, class_weights: Mapping[int, float] | Non
     """Features + label from a prepared split; with `class_weights` ({sentiment: w}) a weight column."""
     missing = [c for c in (*FEATURES, LABEL) if c not in split.columns]
     if missing:
-        raise ReviewpipeError(f"the prepared split lacks columns {missing}; rerun `reviewpipe stage prepare`.")
+        raise ReviewpipeError(
+            f"the prepared split lacks columns {missing}; rerun `reviewpipe stage prepare`."
+        )
     frame = to_features(split[TEXT].tolist(), split[CATEGORY].astype(str).tolist())
     frame[LABEL] = split[LABEL].astype(int).to_numpy()
     if class_weights is not None:
@@ -59,8 +61,12 @@ def feature_generator(cfg: Mapping[str, Any]) -> Any:
         dtype=np.uint8,
     )
     return AutoMLPipelineFeatureGenerator(
-        enable_text_ngram_features=True, enable_text_special_features=True,
-        enable_raw_text_features=False, enable_vision_features=False, vectorizer=vectorizer, verbosity=0,
+        enable_text_ngram_features=True,
+        enable_text_special_features=True,
+        enable_raw_text_features=False,
+        enable_vision_features=False,
+        vectorizer=vectorizer,
+        verbosity=0,
     )
 
 
@@ -73,7 +79,8 @@ def model_hyperparameters(model_types: Sequence[str], seed: int) -> dict[str, An
     unknown = [t for t in model_types if t not in KNOWN_MODEL_TYPES]
     if unknown or not model_types:
         raise ReviewpipeError(
-            f"automl.model_types {list(model_types)} must be a non-empty subset of {list(KNOWN_MODEL_TYPES)}.")
+            f"automl.model_types {list(model_types)} must be a non-empty subset of {list(KNOWN_MODEL_TYPES)}."
+        )
     out = {}
     for i, t in enumerate(model_types):
         seed_name = ag_model_registry.key_to_cls(t).seed_name
@@ -86,8 +93,13 @@ def per_model_time_limit(time_limit: float, model_types: Sequence[str]) -> float
     return 0.9 * float(time_limit) / len(model_types)
 
 
-def train_automl(train: pd.DataFrame, validation: pd.DataFrame | None, cfg: Mapping[str, Any],
-                 path: str, class_weights: Mapping[int, float] | None = None) -> Any:
+def train_automl(
+    train: pd.DataFrame,
+    validation: pd.DataFrame | None,
+    cfg: Mapping[str, Any],
+    path: str,
+    class_weights: Mapping[int, float] | None = None,
+) -> Any:
     """Fit a TabularPredictor at `path` (a fresh directory) on prepared splits; returns it.
 
     `class_weights` ({sentiment: weight}) weight the training rows (validation scores stay unweighted)."""
@@ -96,8 +108,12 @@ def train_automl(train: pd.DataFrame, validation: pd.DataFrame | None, cfg: Mapp
     from reviewpipe.models.automl_progress import AutoMLProgress
 
     predictor = TabularPredictor(
-        label=LABEL, problem_type="multiclass", eval_metric=cfg["eval_metric"], path=path,
-        verbosity=int(cfg["verbosity"]), sample_weight=None if class_weights is None else WEIGHT,
+        label=LABEL,
+        problem_type="multiclass",
+        eval_metric=cfg["eval_metric"],
+        path=path,
+        verbosity=int(cfg["verbosity"]),
+        sample_weight=None if class_weights is None else WEIGHT,
     )
     num_cpus = cfg["num_cpus"]
     model_types = list(cfg["model_types"])
@@ -119,9 +135,20 @@ def train_automl(train: pd.DataFrame, validation: pd.DataFrame | None, cfg: Mapp
 
 
 def leaderboard(predictor: Any) -> pd.DataFrame:
-    """Every trained candidate, best validation score first."""
+    """Every trained candidate, best validation score first; ties by model name. (AutoGluon breaks ties
+    by prediction time, which varies from run to run.)"""
     board = predictor.leaderboard(silent=True)
-    return board.sort_values("score_val", ascending=False, kind="stable").reset_index(drop=True)
+    return board.sort_values(["score_val", "model"], ascending=[False, True], kind="stable").reset_index(
+        drop=True
+    )
+
+
+def choose_best(predictor: Any) -> str:
+    """Make the leaderboard's first model the predictor's best: AutoGluon's own choice among models with
+    equal validation scores depends on their timings, so two seeded runs could serve different models."""
+    best = str(leaderboard(predictor)["model"].iloc[0])
+    predictor.set_model_best(best, save_trainer=True)
+    return best
 
 
 def keep_best_only(predictor: Any) -> None:
@@ -152,17 +179,22 @@ def load_automl(path: str) -> Any:
     from autogluon.tabular import TabularPredictor
 
     logging.getLogger("autogluon").setLevel(logging.WARNING)
-    return TabularPredictor.load(path, verbosity=0, require_py_version_match=False,
-                                 require_version_match=False)
+    return TabularPredictor.load(
+        path, verbosity=0, require_py_version_match=False, require_version_match=False
+    )
 
 
-def predict_proba(predictor: Any, texts: Sequence[str], categories: Sequence[str] | None = None) -> np.ndarray:
+def predict_proba(
+    predictor: Any, texts: Sequence[str], categories: Sequence[str] | None = None
+) -> np.ndarray:
     """(n, 3) probabilities in SENTIMENTS order (zero for a class AutoGluon never saw)."""
     if len(texts) == 0:
         return np.zeros((0, len(SENTIMENTS)))
     raw = predictor.predict_proba(to_features(texts, categories), as_pandas=True)
     columns = {int(c): c for c in raw.columns}
-    return np.column_stack([
-        raw[columns[s]].to_numpy(dtype=np.float64) if s in columns else np.zeros(len(raw))
-        for s in SENTIMENTS
-    ])
+    return np.column_stack(
+        [
+            raw[columns[s]].to_numpy(dtype=np.float64) if s in columns else np.zeros(len(raw))
+            for s in SENTIMENTS
+        ]
+    )

@@ -16,6 +16,7 @@ from reviewpipe import SENTIMENTS, storage
 from reviewpipe.config import section, to_dict
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.models.automl import (
+    choose_best,
     keep_best_only,
     leaderboard,
     leaderboard_plot,
@@ -56,7 +57,7 @@ def main(params: DictConfig) -> None:
     )
     with open(os.path.join(report_dir, "leaderboard.png"), "wb") as f:
         f.write(leaderboard_plot(board, cfg["eval_metric"]))
-    best = str(predictor.model_best)
+    best = choose_best(predictor)
     if cfg["keep_best_only"]:
         keep_best_only(predictor)
 

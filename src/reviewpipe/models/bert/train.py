@@ -46,6 +46,7 @@ RUN_INDEPENDENT = {
     "class_weights_uri",
 }
 
+
 def settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The `bert` section checked against the schema (reviewpipe.schema.BertParams): every setting
     comes from conf/bert/, none from code; a missing or unknown key is an error that names it."""
@@ -149,6 +150,27 @@ class ProgressLines(Callback):
         print(f"{self.name}: validation at step {trainer.global_step}: {text}", flush=True)
 
 
+STOP_REASONS = ("planned_steps", "early_stopping", "max_time", "interrupted")
+
+
+class FitOutcome(Callback):
+    """Puts the plan and why fit ended into `trainer.callback_metrics` at the end of training. Under
+    ddp_spawn, fit runs in worker processes: callback metrics are what Lightning copies back to this
+    one (its trainer has no data source attached, so it cannot estimate the plan afterwards)."""
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        planned = int(trainer.estimated_stepping_batches)
+        reason = stop_reason(trainer, planned)
+        trainer.callback_metrics["fit/planned_steps"] = torch.tensor(float(planned))
+        trainer.callback_metrics["fit/stopped_by"] = torch.tensor(float(STOP_REASONS.index(reason)))
+
+
+def fit_outcome(trainer: L.Trainer) -> tuple[int, str]:
+    """(planned optimizer steps, why fit ended) as FitOutcome recorded them, in any process."""
+    metrics = trainer.callback_metrics
+    return int(metrics["fit/planned_steps"]), STOP_REASONS[int(metrics["fit/stopped_by"])]
+
+
 def stop_reason(trainer: L.Trainer, planned_steps: int) -> str:
     """Why fit ended: `planned_steps` (the schedule ran to its end), `early_stopping`, or `max_time`
     (the safety stop: the run is incomplete, and a rerun with a larger max_time resumes it)."""
@@ -224,6 +246,7 @@ def build_trainer(
             patience=int(s["early_stopping_patience"]),
         )
     )
+    callbacks.append(FitOutcome())
     callbacks += extra_callbacks or []
     logger: Any = live_logger(live_dir, resume_logs) if live_dir is not None else False
     if s["threads"]:
@@ -371,8 +394,7 @@ def fit_bert(
         trim_live_history(live_dir, _checkpoint_step(last))
     trainer = build_trainer(s, ckpt_dir, live_dir, extra_callbacks, resume_logs=resume)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
-    planned = int(trainer.estimated_stepping_batches)
-    stopped_by = stop_reason(trainer, planned)
+    planned, stopped_by = fit_outcome(trainer)
 
     best = best_checkpoint(trainer)
     if live_dir is not None and not s["fast_dev_run"]:
