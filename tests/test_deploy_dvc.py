@@ -47,6 +47,7 @@ def test_dvc_repro_deploys_once_and_leaves_the_server_running(tmp_path: Path) ->
                 "deploy": deploy,
                 "serve": {"quantize": "none", "max_wait_ms": 2},
                 "register": {"registry_uri": "models/registry"},
+                "package": {"out_dir": "models/package"},  # dvc.yaml's deps interpolate it
                 "storage": {},
             }
         ),

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from reviewpipe.tuning.objectives import bert_objective, complete_section
 from reviewpipe.tuning.study import TuneSettings, run_study, trials_frame
 from tests.conftest import REPO_ROOT
+from tests.helpers.params import conf_section
 from tests.test_bert_train import tiny_network, tokenizer  # noqa: F401  (tokenizer is a fixture)
 from tests.test_tune import prepared, run_tune, tiny_split  # noqa: F401  (prepared is a fixture)
 
@@ -46,7 +47,7 @@ def test_each_validation_check_is_reported_and_the_value_is_the_best(tokenizer) 
     settings = TuneSettings.from_params(
         {"model": "bert", "trials": 2, "sampler": "random", "seed": 0, "pruner": "none", "space": SPACE}
     )
-    section = complete_section("bert", {"max_epochs": 1})
+    section = complete_section("bert", {**conf_section("bert"), "max_epochs": 1})
     study = run_study(tiny_objective(tokenizer), section, settings)
     assert {t.params["batch_size"] for t in study.trials} == {16, 32}
     for trial in study.trials:
@@ -66,7 +67,7 @@ class PruneAfterFirstCheck(optuna.pruners.BasePruner):
 
 def test_a_pruned_trial_stops_inside_lightning_fit(tokenizer) -> None:  # noqa: F811
     objective = tiny_objective(tokenizer)
-    section = complete_section("bert", {"max_epochs": 2})
+    section = complete_section("bert", {**conf_section("bert"), "max_epochs": 2})
     study = optuna.create_study(
         direction="maximize", pruner=PruneAfterFirstCheck(), sampler=optuna.samplers.RandomSampler(seed=0)
     )

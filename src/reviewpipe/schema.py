@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # A two-number range, e.g. scikit-learn's ngram_range [min_n, max_n].
 Pair = Annotated[list[int], Field(min_length=2, max_length=2)]
@@ -245,7 +245,7 @@ class BertSageMakerParams(Settings):
 class BertParams(Section):
     section = "bert"
     launcher: Literal["local", "sagemaker"]
-    sagemaker: BertSageMakerParams
+    sagemaker: BertSageMakerParams | None  # null inside a training job, which runs the local launcher
     checkpoint: str
     pooling: Literal["mean", "cls"]
     max_seq_length: int
@@ -285,6 +285,12 @@ class BertParams(Section):
     out_dir: str
     ckpt_dir: str
     live_dir: str
+
+    @model_validator(mode="after")
+    def _job_settings_when_launched_on_sagemaker(self) -> BertParams:
+        if self.launcher == "sagemaker" and self.sagemaker is None:
+            raise ValueError("bert.launcher is sagemaker but bert.sagemaker is null; set its section")
+        return self
 
 
 # ---- evaluate → explain → register → package ----------------------------------------------------

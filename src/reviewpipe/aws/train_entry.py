@@ -65,6 +65,7 @@ def job_params(env: Mapping[str, str]) -> dict[str, Any]:
         **parts["bert"],
         **distributed(env),
         "launcher": "local",
+        "sagemaker": None,  # the job's own settings stay with the launcher
         "out_dir": model_dir,
         "ckpt_dir": os.path.join(base_dir(env), "checkpoints"),
         "live_dir": os.path.join(model_dir, LIVE_SUBDIR),

@@ -226,7 +226,7 @@ def baseline_objective(
 
 
 def complete_section(model: str, section: Mapping[str, Any]) -> dict[str, Any]:
-    """The section with the trainer's defaults filled in, so every tunable key exists (bert)."""
+    """The section as its trainer reads it: for bert, validated against the schema (every key present)."""
     if model == "bert":
         from reviewpipe.models.bert.train import settings
 
