@@ -47,7 +47,7 @@ def test_each_validation_check_is_reported_and_the_value_is_the_best(tokenizer) 
     settings = TuneSettings.from_params(
         {"model": "bert", "trials": 2, "sampler": "random", "seed": 0, "pruner": "none", "space": SPACE}
     )
-    section = complete_section("bert", {**conf_section("bert"), "max_epochs": 1})
+    section = complete_section("bert", {**OmegaConf.to_container(conf_section("bert")), "max_epochs": 1})
     study = run_study(tiny_objective(tokenizer), section, settings)
     assert {t.params["batch_size"] for t in study.trials} == {16, 32}
     for trial in study.trials:
@@ -67,7 +67,7 @@ class PruneAfterFirstCheck(optuna.pruners.BasePruner):
 
 def test_a_pruned_trial_stops_inside_lightning_fit(tokenizer) -> None:  # noqa: F811
     objective = tiny_objective(tokenizer)
-    section = complete_section("bert", {**conf_section("bert"), "max_epochs": 2})
+    section = complete_section("bert", {**OmegaConf.to_container(conf_section("bert")), "max_epochs": 2})
     study = optuna.create_study(
         direction="maximize", pruner=PruneAfterFirstCheck(), sampler=optuna.samplers.RandomSampler(seed=0)
     )
