@@ -143,10 +143,10 @@ def leaderboard(predictor: Any) -> pd.DataFrame:
     )
 
 
-def choose_best(predictor: Any) -> str:
+def choose_best(predictor: Any, board: pd.DataFrame) -> str:
     """Make the leaderboard's first model the predictor's best: AutoGluon's own choice among models with
     equal validation scores depends on their timings, so two seeded runs could serve different models."""
-    best = str(leaderboard(predictor)["model"].iloc[0])
+    best = str(board["model"].iloc[0])  # `board`: leaderboard(predictor), already sorted
     predictor.set_model_best(best, save_trainer=True)
     return best
 

@@ -57,7 +57,7 @@ def main(params: DictConfig) -> None:
     )
     with open(os.path.join(report_dir, "leaderboard.png"), "wb") as f:
         f.write(leaderboard_plot(board, cfg["eval_metric"]))
-    best = choose_best(predictor)
+    best = choose_best(predictor, board)
     if cfg["keep_best_only"]:
         keep_best_only(predictor)
 
