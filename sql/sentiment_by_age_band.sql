@@ -1,6 +1,6 @@
 -- Reviews per (age band, sentiment), with each sentiment's share of its band.
 -- `age_bands` (band, band_order, lower_bound, upper_bound; right-open) is a small table built from
--- params `data.age_bands` by reviewpipe; on Athena create it once (CREATE TABLE ... AS VALUES).
+-- params `data.age_bands` by reviewpipe; for Athena reviewpipe.aws.athena turns it into a VALUES CTE.
 -- Counting per age first keeps the range join tiny (ages x bands, not reviews x bands).
 -- LEFT JOIN: an age outside every band shows up with age_band NULL instead of vanishing.
 WITH per_age AS (

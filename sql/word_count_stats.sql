@@ -1,7 +1,8 @@
 -- Word-count statistics of review_body; word_count() counts runs of non-whitespace (RE2's \S+).
--- DuckDB only, two places: word_count is a macro reviewpipe defines on the connection (on Athena/Trino
--- write regexp_count(review_body, '\S+')), and quantile_cont is exact, with linear interpolation as
--- pandas' quantile (on Athena/Trino write approx_percentile(words, 0.5) and approx_percentile(words, 0.9)).
+-- Written in DuckDB's dialect: word_count is a macro reviewpipe defines on the connection, and
+-- quantile_cont is exact, with linear interpolation as pandas' quantile. For Athena
+-- (catalog.engine=athena) reviewpipe.aws.athena transpiles them to regexp_count(review_body, '\S+')
+-- and approx_percentile (approximate: Athena's medians may differ slightly).
 WITH counted AS (
     SELECT word_count(review_body) AS words
     FROM reviews

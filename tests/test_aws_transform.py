@@ -128,11 +128,11 @@ def test_batch_transform_writes_what_local_predict_writes(
         "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-inference"
     )
     assert container["ModelDataUrl"].startswith(f"s3://{s3_bucket}/transform/models/")
-    # The serve settings the local predict uses (--batch-size 64 by default), as the endpoint would get them.
-    assert (
-        container["Environment"]
-        == ServeSettings.from_mapping(params["serve"], max_batch_size=64).environment()
-    )
+    # The serve settings the local predict uses (--batch-size 64 by default), as the endpoint would get
+    # them: the container's torch backend (no onnxruntime in the image) at transform.quantize.
+    expected = ServeSettings.from_mapping(params["serve"], max_batch_size=64).container_environment("none")
+    assert container["Environment"] == expected
+    assert (expected["REVIEWPIPE_BACKEND"], expected["REVIEWPIPE_QUANTIZE"]) == ("torch", "none")
     inputs = boto3.client("s3").list_objects_v2(Bucket=s3_bucket, Prefix="transform/input/")["Contents"]
     assert sorted(o["Key"].rsplit("/", 1)[1] for o in inputs) == [
         "part-00000.jsonl",

@@ -29,7 +29,7 @@ REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/ReviewpipeSageMaker"
 IMAGE = (
     "763104351884.dkr.ecr.{region}.amazonaws.com/huggingface-pytorch-inference:"
-    "2.1.0-transformers4.37.0-cpu-py310-ubuntu22.04"
+    "2.6.0-transformers4.51.3-cpu-py312-ubuntu22.04"
 )
 ENVIRONMENT = {"REVIEWPIPE_QUANTIZE": "int8", "REVIEWPIPE_BACKEND": "torch", "REVIEWPIPE_BATCH_SIZE": "32"}
 
@@ -323,6 +323,57 @@ def test_weight_change_shift_and_model_replacement(
     assert weights() == {"champion": 0.7, "challenger": 0.3}
 
 
+def test_data_capture_is_sent_as_sagemakers_data_capture_config(
+    session: boto3.Session, s3_bucket: str, endpoint_name: str, tarballs: dict[str, Path]
+) -> None:
+    """serve.capture becomes the endpoint config's DataCaptureConfig (same S3 layout `monitor check
+    --capture` reads); turning capture on is a new endpoint config (update_endpoint), not a weight
+    shift; the same deploy again changes nothing; a local destination is refused."""
+    from reviewpipe.deploy.sagemaker import data_capture_config
+    from reviewpipe.serving.capture import CaptureSettings
+
+    calls = Calls(session)
+    updates = emulate_update_endpoint(session)
+    deployer = SageMakerDeployer(settings(s3_bucket), session=session)
+    variants = [VariantConfig("champion", str(tarballs["champion"]), 1.0)]
+    first = deployer.deploy(endpoint_name, variants, ENVIRONMENT)
+    assert first["data_capture"] is None
+
+    capture = CaptureSettings.from_mapping(
+        {"enabled": True, "destination": f"s3://{s3_bucket}/capture/", "sampling_percentage": 25}
+    )
+    wanted = data_capture_config(capture)
+    assert wanted == {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": 25,
+        "DestinationS3Uri": f"s3://{s3_bucket}/capture",
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {
+            "JsonContentTypes": ["application/json", "application/jsonlines"],
+            "CsvContentTypes": ["text/csv"],
+        },
+    }
+    calls.clear()
+    second = deployer.deploy(endpoint_name, variants, ENVIRONMENT, data_capture=wanted)
+    [config] = calls.named("CreateEndpointConfig")
+    assert config["DataCaptureConfig"] == wanted
+    assert updates == [{"EndpointName": endpoint_name, "EndpointConfigName": second["endpoint_config_name"]}]
+    assert (
+        second["endpoint_config_name"] != first["endpoint_config_name"] and second["data_capture"] == wanted
+    )
+    read_back = deployer.sagemaker.describe_endpoint_config(EndpointConfigName=second["endpoint_config_name"])
+    assert read_back["DataCaptureConfig"]["DestinationS3Uri"] == f"s3://{s3_bucket}/capture"
+    assert read_back["DataCaptureConfig"]["InitialSamplingPercentage"] == 25
+
+    calls.clear()
+    deployer.deploy(endpoint_name, variants, ENVIRONMENT, data_capture=wanted)
+    assert not {op for op in calls.operations() if op.startswith(("Create", "Update", "Put", "Delete"))}
+
+    assert data_capture_config(CaptureSettings.from_mapping({"enabled": False})) is None
+    with pytest.raises(ReviewpipeError, match="captures to S3 only"):
+        data_capture_config(CaptureSettings.from_mapping({"enabled": True, "destination": "data/capture"}))
+
+
 def test_delete_removes_endpoint_config_and_models(
     session: boto3.Session, s3_bucket: str, endpoint_name: str, tarballs: dict[str, Path]
 ) -> None:
@@ -426,7 +477,8 @@ def sagemaker_params(
             "deploy": composed,
             "register": {"registry_uri": registry_uri},
             "storage": {},
-            "serve": {"quantize": "none", "backend": "torch", "max_batch_size": 16, "num_threads": 2},
+            # the local server's ONNX int8 backend: a SageMaker deploy still runs torch (no onnxruntime there)
+            "serve": {"quantize": "int8", "backend": "onnx", "max_batch_size": 16, "num_threads": 2},
         }
     )
     OmegaConf.save(params, tmp_path / "params.yaml")
@@ -454,11 +506,27 @@ def test_stage_and_cli_round_trip_without_leaking_credentials(
         "challenger": 2,
     }
     model = sm.describe_model(ModelName=state["variants"][0]["model_name"])
-    environment = model["PrimaryContainer"]["Environment"]  # the endpoint gets the local server's settings
-    assert environment == ServeSettings.from_mapping(params.serve).environment()
+    # the endpoint gets the local server's batch settings, and the container's backend: torch (the
+    # image has no onnxruntime) at deploy.sagemaker.quantize, whatever serve.backend the local server uses
+    environment = model["PrimaryContainer"]["Environment"]
+    assert environment == ServeSettings.from_mapping(params.serve).container_environment("none")
     assert {
-        k: environment[k] for k in ("REVIEWPIPE_QUANTIZE", "REVIEWPIPE_BATCH_SIZE", "REVIEWPIPE_NUM_THREADS")
-    } == {"REVIEWPIPE_QUANTIZE": "none", "REVIEWPIPE_BATCH_SIZE": "16", "REVIEWPIPE_NUM_THREADS": "2"}
+        k: environment[k]
+        for k in (
+            "REVIEWPIPE_BACKEND",
+            "REVIEWPIPE_QUANTIZE",
+            "REVIEWPIPE_BATCH_SIZE",
+            "REVIEWPIPE_NUM_THREADS",
+        )
+    } == {
+        "REVIEWPIPE_BACKEND": "torch",
+        "REVIEWPIPE_QUANTIZE": "none",
+        "REVIEWPIPE_BATCH_SIZE": "16",
+        "REVIEWPIPE_NUM_THREADS": "2",
+    }
+    # no capture configured: the endpoint config has none
+    config = sm.describe_endpoint_config(EndpointConfigName=state["endpoint_config_name"])
+    assert "DataCaptureConfig" not in config or not config["DataCaptureConfig"].get("EnableCapture")
 
     assert (
         cli.main(

@@ -17,7 +17,7 @@ import pytest
 
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.serving import loader, onnx_build, package
-from reviewpipe.serving.score import BACKENDS, score_package, serving_backend
+from reviewpipe.serving.score import BACKENDS, deployed_backend, score_package, serving_backend
 from tests.test_package import TRAIN_LABELS, TRAIN_TEXTS, tiny_artifacts
 
 MAX_BYTES = 1 << 30
@@ -129,6 +129,20 @@ def test_onnx_package_is_reproducible_and_holds_no_local_paths(tmp_path: Path) -
         config = json.load(tar.extractfile("config.json"))  # type: ignore[arg-type]
     assert config["_name_or_path"] == "bert" and config["encoder"]["_name_or_path"] == "bert"
     assert again.read_bytes()[4:8] == b"\0\0\0\0"  # gzip header mtime 0
+
+
+def test_the_gate_scores_with_the_deploy_targets_backend() -> None:
+    """Local: the server's serve.backend/quantize. SageMaker: the container's torch backend, whatever
+    the local server runs, so register's serving check judges what the endpoint will answer."""
+    from tests.helpers.params import conf_section
+
+    serve = {"backend": "onnx", "quantize": "int8"}
+    assert deployed_backend(serve, conf_section("deploy", "local")) == "onnx-int8"
+    sagemaker = conf_section("deploy", "sagemaker")
+    assert deployed_backend(serve, sagemaker) == "torch"
+    sagemaker.sagemaker.quantize = "int8-dynamic"
+    assert deployed_backend(serve, sagemaker) == "torch-int8-dynamic"
+    assert deployed_backend(serve, None) == "onnx-int8"
 
 
 def test_serving_backend_follows_serve_settings() -> None:

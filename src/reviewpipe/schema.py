@@ -500,6 +500,9 @@ class DeploySageMakerParams(Settings):
     wait_max_attempts: int
     delete_replaced: bool
     tags: dict[str, str]
+    # what the container's code/inference.py runs (its Environment); the image has no onnxruntime
+    backend: Literal["torch"]
+    quantize: Literal["none", "int8-dynamic"]
 
 
 class _DeployCommon(Section):
@@ -535,6 +538,7 @@ class TransformParams(Section):
     max_concurrent_transforms: int
     poll_delay_s: float
     timeout_s: float
+    quantize: Literal["none", "int8-dynamic"]  # the container runs torch (no onnxruntime)
 
 
 class PredictorParams(Settings):

@@ -5,7 +5,8 @@ v3 dialect (Trino), rewriting the two things reviewpipe adds to DuckDB's connect
   * `word_count(text)` (a DuckDB macro) -> `regexp_count(text, '\\S+')` (runs of non-whitespace);
   * the `age_bands` lookup table (registered from data.age_bands) -> a VALUES CTE of the same rows;
   * a versioned lake table (`reviews`: Glue holds every version as `reviews_history`) -> a CTE of
-    each record's newest version, as the DuckDB catalog's `reviews` view;
+    each record's newest version, as the DuckDB catalog's `reviews` view; every lake table reads only
+    the rows of the manifest's files (`"$path"`), not the retired or unpublished files beside them;
 and one DuckDB function Trino lacks: `quantile_cont` (exact) -> `approx_percentile` (Trino's only
 percentile; approximate, so medians on Athena can differ slightly from DuckDB's).
 
@@ -54,18 +55,35 @@ def _cte(name: str, select_sql: str) -> exp.CTE:
     )
 
 
+def _published_only(info: dict[str, Any]) -> str:
+    """A WHERE clause keeping the rows of the manifest's files (Athena's `"$path"`), or "" when the
+    catalog recorded no file list. Athena reads every object under a partition, and the lake keeps
+    retired files for lake.retain_seconds, so without it Athena would count rows DuckDB does not."""
+    files = info.get("files")
+    if files is None:
+        return ""
+    if not files:
+        return " WHERE FALSE"
+    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    return f' WHERE "$path" IN ({listed})'
+
+
 def current_views(glue: dict[str, Any]) -> dict[str, str]:
-    """{table: its current versions} for the versioned lake tables the catalog registered in Glue
-    (as `<table>_history`): the newest row per record id, as the DuckDB catalog's view selects."""
+    """{table: what queries read as that table}: for a versioned lake table (registered in Glue as
+    `<table>_history`) the newest row per record id, as the DuckDB catalog's view selects; for every
+    table, only the rows of the lake's published files (the manifest's, as the catalog recorded)."""
     views = {}
     for table, info in glue["tables"].items():
+        columns = ", ".join(f'"{c}"' for c in info["columns"])
+        published = _published_only(info)
         if info["record_id"]:
-            columns = ", ".join(f'"{c}"' for c in info["columns"])
             views[table] = (
                 f'SELECT {columns} FROM (SELECT *, row_number() OVER (PARTITION BY "{info["record_id"]}" '
-                f'ORDER BY "{info["version_column"]}" DESC) AS reviewpipe_rank FROM {info["glue_table"]}) '
-                "WHERE reviewpipe_rank = 1"
+                f'ORDER BY "{info["version_column"]}" DESC) AS reviewpipe_rank FROM {info["glue_table"]}'
+                f"{published}) WHERE reviewpipe_rank = 1"
             )
+        elif published:  # the Glue table has the view's name: qualify it so the CTE reads the table
+            views[table] = f'SELECT {columns} FROM "{glue["database"]}"."{info["glue_table"]}"{published}'
     return views
 
 

@@ -7,8 +7,10 @@ a table whose columns/location/run changed, adds new partitions and drops partit
 longer has, so Athena sees exactly the manifest's version of the lake after each `catalog` run.
 
 Athena reads every object under a partition's location, not the manifest: files an ingest wrote but
-has not published yet, and files a new version retired but still keeps (lake.retain_seconds), are
-read too until they are removed, so Athena can count rows DuckDB's catalog does not.
+has not published yet, and files a new version retired but still keeps (lake.retain_seconds). So
+sync_lake also records the manifest's files (as S3 URIs), and the queries read each table through a
+CTE that keeps only rows whose `"$path"` is one of them (reviewpipe.aws.athena.current_views):
+Athena counts exactly the rows DuckDB's catalog counts, whatever else lies under the partitions.
 """
 
 from __future__ import annotations
@@ -278,6 +280,7 @@ def sync_lake(
             "columns": order + ([manifest["partition_by"]] if manifest["partition_by"] else []),
             "record_id": manifest["record_id"] if versioned else None,
             "version_column": manifest["version_column"] if versioned else None,
+            "files": [location + rel for rel in manifest["files"]],  # the published version only
             **parts,
         }
         print(

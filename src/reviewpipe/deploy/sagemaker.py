@@ -27,6 +27,7 @@ from typing import Any
 from reviewpipe.aws.clients import aws_call
 from reviewpipe.deploy import VariantConfig, checked_keys, now, package_info
 from reviewpipe.errors import ReviewpipeError
+from reviewpipe.serving.capture import CaptureSettings
 
 NAME_LIMIT = 63  # SageMaker model / endpoint-config / endpoint / variant names
 _VALID_NAME = re.compile(r"(?=.{1,63}$)[A-Za-z0-9](-*[A-Za-z0-9])*")  # SageMaker's own pattern
@@ -50,6 +51,8 @@ class SageMakerSettings:
     wait_max_attempts: int = 120
     delete_replaced: bool = True
     tags: dict[str, str] = field(default_factory=dict)
+    backend: str = "torch"  # the container has torch, not onnxruntime
+    quantize: str = "none"  # none | int8-dynamic (batch-dependent: a review's result moves with its batch)
 
     @classmethod
     def from_mapping(cls, values: Any) -> SageMakerSettings:
@@ -63,6 +66,11 @@ class SageMakerSettings:
             raise ReviewpipeError(
                 "deploy.sagemaker.role_arn must be an IAM role ARN "
                 f"(arn:aws:iam::<account>:role/<name>), not {settings.role_arn!r}"
+            )
+        if settings.backend != "torch" or settings.quantize not in ("none", "int8-dynamic"):
+            raise ReviewpipeError(
+                f"deploy.sagemaker.backend={settings.backend} quantize={settings.quantize}: the SageMaker "
+                "container runs torch (no onnxruntime); use backend=torch with quantize none or int8-dynamic"
             )
         if not settings.image_uri:
             raise ReviewpipeError(
@@ -245,19 +253,30 @@ class SageMakerDeployer:
             )
         print(f"deploy: created model {name}")
 
-    def _ensure_endpoint_config(self, name: str, production_variants: list[dict[str, Any]]) -> None:
+    def _ensure_endpoint_config(
+        self,
+        name: str,
+        production_variants: list[dict[str, Any]],
+        data_capture: dict[str, Any] | None = None,
+    ) -> None:
         with _aws(f"creating endpoint config {name}"):
             if self._exists(self.sagemaker.describe_endpoint_config, EndpointConfigName=name):
                 return
+            extra = {"DataCaptureConfig": data_capture} if data_capture else {}
             self.sagemaker.create_endpoint_config(
-                EndpointConfigName=name, ProductionVariants=production_variants, Tags=self._tags()
+                EndpointConfigName=name, ProductionVariants=production_variants, Tags=self._tags(), **extra
             )
         print(f"deploy: created endpoint config {name}")
 
     def deploy(
-        self, endpoint_name: str, variants: list[VariantConfig], environment: dict[str, str] | None = None
+        self,
+        endpoint_name: str,
+        variants: list[VariantConfig],
+        environment: dict[str, str] | None = None,
+        data_capture: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Bring `endpoint_name` to exactly `variants`; returns the deployment state."""
+        """Bring `endpoint_name` to exactly `variants` (and `data_capture`, a DataCaptureConfig from
+        data_capture_config(), or None for no capture); returns the deployment state."""
         for what, name in (
             ("deploy.endpoint_name", endpoint_name),
             *(("deploy.variants name", v.name) for v in variants),
@@ -301,7 +320,14 @@ class SageMakerDeployer:
                     "instance_count": production_variant["InitialInstanceCount"],
                 }
             )
-        config_name = resource_name(endpoint_name, digest=_digest(production_variants))
+        config_name = resource_name(
+            endpoint_name,
+            digest=_digest(
+                production_variants
+                if not data_capture
+                else {"variants": production_variants, "capture": data_capture}
+            ),
+        )
         existing = self.describe_endpoint(endpoint_name)
         if existing and existing.get("EndpointStatus") in _BUSY:
             print(f"deploy: endpoint {endpoint_name} is {existing['EndpointStatus']}; waiting for it first")
@@ -312,7 +338,7 @@ class SageMakerDeployer:
                 "remove it with `reviewpipe deploy delete`, then deploy again"
             )
         if existing is None:
-            self._ensure_endpoint_config(config_name, production_variants)
+            self._ensure_endpoint_config(config_name, production_variants, data_capture)
             with _aws(f"creating endpoint {endpoint_name}"):
                 self.sagemaker.create_endpoint(
                     EndpointName=endpoint_name, EndpointConfigName=config_name, Tags=self._tags()
@@ -324,7 +350,7 @@ class SageMakerDeployer:
                 current_config = self._describe_config(existing["EndpointConfigName"])
                 if _without_weights(current_config["ProductionVariants"]) == _without_weights(
                     production_variants
-                ):
+                ) and _capture_of(current_config) == (data_capture or None):
                     config_name = existing[
                         "EndpointConfigName"
                     ]  # same models: only the traffic split may move
@@ -338,7 +364,7 @@ class SageMakerDeployer:
                 if current != wanted:  # also undoes a runtime `reviewpipe deploy shift`
                     self._update_weights(endpoint_name, wanted)
             else:
-                self._ensure_endpoint_config(config_name, production_variants)
+                self._ensure_endpoint_config(config_name, production_variants, data_capture)
                 with _aws(f"updating endpoint {endpoint_name}"):
                     self.sagemaker.update_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name)
                 print(f"deploy: updating endpoint {endpoint_name} to {config_name}; waiting for InService")
@@ -365,6 +391,7 @@ class SageMakerDeployer:
             "role_arn": self.settings.role_arn,
             "s3_uri": self.settings.s3_uri,
             "variants": records,
+            "data_capture": data_capture,
             "deployed_at": now(),
         }
 
@@ -462,6 +489,50 @@ class SageMakerDeployer:
         deleted = [f"endpoint/{endpoint_name}", *self._delete_config_and_models(config)]
         print("deploy: deleted " + ", ".join(deleted))
         return deleted
+
+
+def data_capture_config(capture: CaptureSettings) -> dict[str, Any] | None:
+    """serve.capture as SageMaker's DataCaptureConfig (None when capture is off). SageMaker writes
+    the same layout as `reviewpipe serve` ({destination}/{endpoint}/{variant}/yyyy/mm/dd/hh/*.jsonl),
+    so `reviewpipe monitor check --capture` reads either; the destination must be on S3."""
+    if not capture.enabled:
+        return None
+    if not capture.destination.startswith("s3://") or len(capture.destination) <= len("s3://"):
+        raise ReviewpipeError(
+            f"serve.capture.destination={capture.destination!r}: a SageMaker endpoint captures to S3 only; "
+            "set it to s3://bucket/prefix (or serve.capture.enabled=false)"
+        )
+    if not 0 <= float(capture.sampling_percentage) <= 100:
+        raise ReviewpipeError("serve.capture.sampling_percentage must be between 0 and 100")
+    header = {}
+    if capture.json_content_types:
+        header["JsonContentTypes"] = list(capture.json_content_types)
+    if capture.csv_content_types:
+        header["CsvContentTypes"] = list(capture.csv_content_types)
+    config: dict[str, Any] = {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": int(round(float(capture.sampling_percentage))),
+        "DestinationS3Uri": capture.destination.rstrip("/"),
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+    }
+    if header:
+        config["CaptureContentTypeHeader"] = header
+    return config
+
+
+def _capture_of(endpoint_config: dict[str, Any]) -> dict[str, Any] | None:
+    """An endpoint config's DataCaptureConfig as we would send it (None when capture is off)."""
+    capture = endpoint_config.get("DataCaptureConfig")
+    if not capture or not capture.get("EnableCapture"):
+        return None
+    keys = (
+        "EnableCapture",
+        "InitialSamplingPercentage",
+        "DestinationS3Uri",
+        "CaptureOptions",
+        "CaptureContentTypeHeader",
+    )
+    return {k: capture[k] for k in keys if k in capture}
 
 
 def _without_weights(production_variants: list[dict[str, Any]]) -> list[tuple[Any, ...]]:

@@ -607,7 +607,9 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "sagemaker":
         from reviewpipe.aws.transform import run_transform
 
-        manifest = run_transform(args.model, job, params, settings.environment())
+        manifest = run_transform(
+            args.model, job, params, settings.container_environment(str(params.transform.quantize))
+        )
         print(
             f"predict: {manifest['predicted']} predictions, {manifest['rejected']} rejected rows -> {args.output}"
         )

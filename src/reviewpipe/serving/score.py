@@ -53,6 +53,16 @@ def serving_backend(serve: Mapping[str, Any]) -> str:
     return backend_name(str(serve["backend"]), str(serve["quantize"]))
 
 
+def deployed_backend(serve: Mapping[str, Any], deploy: Mapping[str, Any] | None) -> str:
+    """The backend the configured deploy target runs: `serve.backend`/`serve.quantize` for the local
+    server, `deploy.sagemaker.backend`/`quantize` for a SageMaker endpoint (its container has torch
+    and no onnxruntime), so the gate scores the package as it will actually be served."""
+    if deploy is not None and deploy.get("target") == "sagemaker":
+        sagemaker = deploy.get("sagemaker") or {}
+        return backend_name(str(sagemaker.get("backend", "torch")), str(sagemaker.get("quantize", "none")))
+    return serving_backend(serve)
+
+
 @dataclass
 class PackageScore:
     """What the packaged artifact served for each row, and its metrics when labels were given."""

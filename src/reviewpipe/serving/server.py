@@ -160,6 +160,16 @@ class ServeSettings:
             env["REVIEWPIPE_NUM_THREADS"] = str(self.num_threads)
         return env
 
+    def container_environment(self, quantize: str = "none") -> dict[str, str]:
+        """The Environment for a SageMaker container (endpoint or batch transform): the Hugging Face
+        PyTorch image has torch and no onnxruntime, so it runs the torch backend whatever serve.backend
+        the local server uses; quantize: none or int8-dynamic."""
+        if quantize not in ("none", "int8-dynamic"):
+            raise ReviewpipeError(
+                f"quantize={quantize!r} cannot run in the SageMaker container (torch only): use none or int8-dynamic"
+            )
+        return {**self.environment(), "REVIEWPIPE_BACKEND": "torch", "REVIEWPIPE_QUANTIZE": quantize}
+
 
 def admin_token(settings: ServeSettings, token_file: str | None = None) -> str | None:
     """The admin token: from `token_file` (CLI) or serve.admin.token_file, else the environment."""

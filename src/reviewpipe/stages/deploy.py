@@ -53,16 +53,14 @@ def main(params: DictConfig) -> None:
         from reviewpipe.serving.server import ServeSettings
 
         settings = ServeSettings.from_mapping(serve)
-        if settings.backend != "torch":
-            raise ReviewpipeError(
-                "serve.backend=onnx is local-only: the SageMaker container installs only "
-                "code/requirements.txt (no onnxruntime); deploy with serve.backend=torch"
-            )
-        deployer = sagemaker.SageMakerDeployer(
-            sagemaker.SageMakerSettings.from_mapping(to_dict(cfg.get("sagemaker"))),
-            s3_endpoint_url=options.endpoint_url,
+        target = sagemaker.SageMakerSettings.from_mapping(to_dict(cfg.get("sagemaker")))
+        deployer = sagemaker.SageMakerDeployer(target, s3_endpoint_url=options.endpoint_url)
+        state = deployer.deploy(
+            cfg.endpoint_name,
+            variants,
+            settings.container_environment(target.quantize),
+            data_capture=sagemaker.data_capture_config(settings.capture),
         )
-        state = deployer.deploy(cfg.endpoint_name, variants, settings.environment())
     else:
         raise ReviewpipeError(
             f"deploy.target must be one of {TARGETS}, not {cfg.target!r}; "

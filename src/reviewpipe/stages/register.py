@@ -133,12 +133,13 @@ def main(params: DictConfig) -> None:
 
 def serving_figures(params: DictConfig, cfg: RegisterParams, tarball: str, options: StorageOptions) -> dict:
     """The packaged artifact scored through its own code/inference.py on register.serving_sets: at
-    fp32 (the torch backend) and with the backend deploy serves (serve.backend + serve.quantize)."""
+    fp32 (the torch backend) and with the backend the deploy target serves (local: serve.backend +
+    serve.quantize; sagemaker: deploy.sagemaker.backend + quantize)."""
     from reviewpipe.evaluation.sets import load_evaluation_sets
     from reviewpipe.models.splits import prepared_dir
-    from reviewpipe.serving.score import REFERENCE_BACKEND, score_package, serving_backend
+    from reviewpipe.serving.score import REFERENCE_BACKEND, deployed_backend, score_package
 
-    backend = serving_backend(to_dict(params.serve))
+    backend = deployed_backend(to_dict(params.serve), to_dict(params.get("deploy")))
     sets = load_evaluation_sets(params.evaluate.sets, prepared_dir(params), options, only=cfg.serving_sets)
     missing = sorted(set(cfg.serving_sets) - {s.name for s in sets})
     if missing:
