@@ -93,7 +93,7 @@ def test_gate_approval_package_and_deploy_bind(repo_copy: Path) -> None:  # noqa
         _set_params(repo, baseline__classifier__C=0.05, register__min_metric=0.99)  # default C: 0.3
         out = _run(["dvc", "repro", "deploy"], repo, env)
         assert reg.get(2).status == registry.REJECTED and reg.get(2).sha256 != reg.get(1).sha256
-        assert "version 2 REJECTED: validation macro_f1" in out
+        assert "version 2 REJECTED: served validation macro_f1" in out
         assert "version 1 (baseline, Approved) keeps serving" in out
         assert _sha256(shipped) == reg.get(1).sha256
         assert "Running stage 'deploy'" not in out  # the same package: the server is untouched

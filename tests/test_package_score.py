@@ -75,6 +75,39 @@ def test_score_package_trains_packages_and_scores_the_served_artifact(tmp_path: 
     assert score.to_dict()["package_sha256"] == score.sha256
 
 
+def test_scores_are_the_labels_the_package_answers_under_its_decision_rule(tmp_path: Path) -> None:
+    """A package whose calibration ships a decision rule that favours neutral: the served labels
+    differ from the probabilities' argmax, and the scored metrics are those of the served labels."""
+    import joblib
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from reviewpipe.evaluation.calibration import Calibration
+
+    model = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(TRAIN_TEXTS, TRAIN_LABELS)
+    joblib.dump(model, tmp_path / "model.joblib")
+    rule = Calibration(decision_weights=(1.0, 50.0, 1.0)).to_json()  # neutral unless others dominate 50x
+    tarball = tmp_path / "ruled.tar.gz"
+    package.build_package(tmp_path / "model.joblib", tarball, model_name="baseline", calibration=rule)
+    texts = ["love it", "awful, terrible", "okay I guess", "great fit", "returned it, awful"]
+    truth = [1, -1, 0, 1, -1]
+    score = score_package(tarball, rows(texts, truth), "torch")
+    argmax = np.asarray([-1, 0, 1])[score.probabilities.argmax(axis=1)]
+    expected = np.asarray([-1, 0, 1])[(score.probabilities * np.asarray([1.0, 50.0, 1.0])).argmax(axis=1)]
+    assert score.predicted.tolist() == expected.tolist()
+    assert (score.predicted != argmax).any()  # the rule changed some labels
+    assert score.metrics["accuracy"] == pytest.approx(float((expected == np.asarray(truth)).mean()))
+    plain = score_package(_plain(tmp_path), rows(texts, truth), "torch")
+    assert score.compare(plain)["agreement"] == pytest.approx(float((expected == plain.predicted).mean()))
+
+
+def _plain(tmp_path: Path) -> Path:
+    out = tmp_path / "plain.tar.gz"
+    package.build_package(tmp_path / "model.joblib", out, model_name="baseline")
+    return out
+
+
 def test_static_int8_is_served_from_the_package_and_does_not_depend_on_the_batch() -> None:
     tarball = onnx_package()
     labels = [1, -1, 0, 0, 1, -1] * 4

@@ -117,6 +117,18 @@ def test_quality_check_and_decision() -> None:
     }
 
 
+def test_quality_is_judged_on_what_the_package_serves() -> None:
+    """The packaged artifact's served figure (calibration + decision rule, deploy backend) decides;
+    the evaluated model's figure is recorded beside it."""
+    served_low = registry.quality_check("macro_f1", 0.81, 0.8, "validation", served=0.78)
+    assert not served_low.passed
+    assert served_low.detail == (
+        "served validation macro_f1 0.7800 is below register.min_metric 0.8 (model as evaluated: 0.8100)"
+    )
+    assert served_low.inputs["value"] == 0.81 and served_low.inputs["served_value"] == 0.78
+    assert registry.quality_check("macro_f1", 0.79, 0.8, "validation", served=0.82).passed
+
+
 def test_the_gate_sees_only_a_select_set() -> None:
     assert SELECTED["baseline"] == VALIDATION["baseline"]
     with pytest.raises(ReviewpipeError, match="role 'report'.*never used to choose"):
@@ -206,7 +218,8 @@ def register_params(tmp_path: Path, **overrides: object) -> OmegaConf:
             },
             "fairness": {"features": ["product_category", "age_band"], "resamples": 500},
             "candidates": ["bert", "baseline"],  # automl scores best on validation but is no candidate here
-            "min_metric": 0.6,
+            # the quality check judges the package as served: the tiny untrained BERT's macro-F1 (~0.17)
+            "min_metric": 0.1,
         },
     )
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.items()]))
@@ -294,7 +307,8 @@ def test_register_stage_packages_gates_and_records(
     second = reg.get(2)
     assert second.status == registry.REJECTED and "is below register.min_metric 0.95" in second.status_reason
     out = capsys.readouterr().out
-    assert "version 2 REJECTED: validation macro_f1 0.7700 is below register.min_metric 0.95; " in out
+    assert "version 2 REJECTED: served validation macro_f1 0.1667 is below register.min_metric 0.95 " in out
+    assert "(model as evaluated: 0.7700)" in out
     assert "version 1 (bert, Approved) keeps serving" in out
 
     register_stage.main(register_params(tmp_path, approval="manual"))
@@ -349,7 +363,7 @@ def test_package_obeys_the_registry(evaluated: Path, capsys: pytest.CaptureFixtu
     capsys.readouterr()
     package_stage.main(register_params(tmp_path))
     out = capsys.readouterr().out
-    assert "newest version 3 (bert, Rejected): validation macro_f1 0.7700 is below" in out
+    assert "newest version 3 (bert, Rejected): served validation macro_f1 0.1667 is below" in out
     assert "version 2 (bert, Approved) keeps serving" in out
     assert hashlib.sha256(shipped.read_bytes()).hexdigest() == reg.get(2).sha256  # not v3's bytes
 

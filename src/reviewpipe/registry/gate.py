@@ -103,16 +103,22 @@ def selection_view(metrics: dict[str, Any], select_on: str) -> dict[str, Any]:
     return {name: by_set[select_on] for name, by_set in metrics["models"].items() if select_on in by_set}
 
 
-def quality_check(metric: str, value: float, min_metric: float, select_on: str) -> Check:
-    """The champion's selection-set metric reaches register.min_metric."""
-    passed = value >= min_metric
+def quality_check(
+    metric: str, value: float, min_metric: float, select_on: str, served: float | None = None
+) -> Check:
+    """The champion's selection-set metric reaches register.min_metric. `served`: the same metric of
+    the packaged artifact as it answers (calibration and decision rule included, the deploy target's
+    backend); when given, it is what must reach the minimum, since it is what users get."""
+    judged = value if served is None else served
+    passed = judged >= min_metric
     relation = ">=" if passed else "is below"
-    return Check(
-        "quality",
-        passed,
-        f"{select_on} {metric} {value:.4f} {relation} register.min_metric {min_metric}",
-        {"metric": metric, "value": value, "min_metric": min_metric, "set": select_on},
-    )
+    what = f"{select_on} {metric}" if served is None else f"served {select_on} {metric}"
+    detail = f"{what} {judged:.4f} {relation} register.min_metric {min_metric}"
+    inputs: dict[str, Any] = {"metric": metric, "value": value, "min_metric": min_metric, "set": select_on}
+    if served is not None:
+        detail += f" (model as evaluated: {value:.4f})"
+        inputs["served_value"] = served
+    return Check("quality", passed, detail, inputs)
 
 
 def exceeds(gap: Gap, threshold: float) -> bool:

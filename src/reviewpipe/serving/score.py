@@ -73,10 +73,15 @@ class PackageScore:
     kind: str
     probabilities: np.ndarray  # (rows, 3), class order -1, 0, 1, as served (6 decimals)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # the labels the package answered (-1/0/1): with a decision rule shipped in the package they can
+    # differ from the probabilities' argmax; None: take the argmax
+    labels: np.ndarray | None = None
 
     @property
     def predicted(self) -> np.ndarray:
-        """Served labels (-1/0/1)."""
+        """Served labels (-1/0/1), as the package answered them."""
+        if self.labels is not None:
+            return self.labels
         return np.asarray(SENTIMENTS)[self.probabilities.argmax(axis=1)]
 
     def compare(self, reference: PackageScore | np.ndarray) -> dict[str, float]:
@@ -88,8 +93,14 @@ class PackageScore:
                 f"cannot compare scores of shape {self.probabilities.shape} with {other.shape}: "
                 "score the same rows"
             )
+        mine = self.probabilities.argmax(axis=1)
+        if isinstance(reference, PackageScore):  # served labels on both sides (decision rules included)
+            mine = np.searchsorted(SENTIMENTS, self.predicted)
+            other_labels = np.searchsorted(SENTIMENTS, reference.predicted)
+        else:
+            other_labels = other.argmax(axis=1)
         return {
-            "agreement": float((other.argmax(axis=1) == self.probabilities.argmax(axis=1)).mean()),
+            "agreement": float((other_labels == mine).mean()),
             "max_probability_difference": float(np.abs(other - self.probabilities).max()),
         }
 
@@ -130,26 +141,32 @@ def score_package(
     path = Path(tarball)
     loaded = load_package(path, max_unpacked_bytes=max_unpacked_bytes, env=env, name=f"score_{backend}")
     try:
-        probabilities = np.vstack(
-            [
-                _served(loaded.module, loaded.model, texts[start : start + request_rows])
-                for start in range(0, len(texts), request_rows)
-            ]
-        )
+        answers = [
+            _served(loaded.module, loaded.model, texts[start : start + request_rows])
+            for start in range(0, len(texts), request_rows)
+        ]
     finally:
         loaded.close()
+    probabilities = np.vstack([a[0] for a in answers])
+    labels = np.concatenate([a[1] for a in answers])
     score = PackageScore(
         backend=backend,
         sha256=file_sha256(path) if path.is_file() else None,
         model_version=loaded.version,
         kind=str(loaded.info.get("kind", "unknown")),
         probabilities=probabilities,
+        labels=labels,
     )
-    if truth is not None:
-        from reviewpipe.evaluation.metrics import classification_metrics
+    if truth is not None:  # the metrics of the labels the package answered (its decision rule)
+        from sklearn.metrics import accuracy_score, f1_score
 
-        full = classification_metrics(truth + 1, probabilities)  # class ids 0/1/2
-        score.metrics = {k: full[k] for k in ("accuracy", "macro_f1", "rows")}
+        score.metrics = {
+            "accuracy": float(accuracy_score(truth, labels)),
+            "macro_f1": float(
+                f1_score(truth, labels, labels=list(SENTIMENTS), average="macro", zero_division=0)
+            ),
+            "rows": int(len(truth)),
+        }
     return score
 
 
@@ -178,12 +195,13 @@ def _texts_and_labels(
     return texts, truth
 
 
-def _served(module: Any, model: Any, texts: list[str]) -> np.ndarray:
-    """One JSON request through input_fn -> predict_fn -> output_fn; probabilities as answered."""
+def _served(module: Any, model: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One JSON request through input_fn -> predict_fn -> output_fn; (probabilities, labels) as answered."""
     body = json.dumps({"inputs": texts}).encode("utf-8")
     answer = module.output_fn(module.predict_fn(module.input_fn(body, JSON), model), JSON)
     if isinstance(answer, tuple):  # handlers may return (body, content type)
         answer = answer[0]
     predictions = json.loads(answer)["predictions"]
     keys = [str(label) for label in SENTIMENTS]
-    return np.asarray([[p["probabilities"][k] for k in keys] for p in predictions], dtype=np.float64)
+    probabilities = np.asarray([[p["probabilities"][k] for k in keys] for p in predictions], dtype=np.float64)
+    return probabilities, np.asarray([int(p["label"]) for p in predictions], dtype=int)

@@ -3,7 +3,8 @@
 The champion is the best candidate by `register.metric` on `register.select_on` (validation). Its
 model.tar.gz is built here, once, and stored in the registry with the version, so the bytes that
 were gated are the bytes `package` ships later (even after the model is retrained). The gate checks
-quality (`register.min_metric`) and fairness (group-vs-rest error-rate gaps with bootstrap
+quality (`register.min_metric`, on the package's served figure: calibration and decision rule, the
+deploy target's backend), serving (served vs fp32) and fairness (group-vs-rest error-rate gaps with bootstrap
 intervals on the selection set's rows, `register.fairness`); its full record goes to
 `register.report_uri`. The version is Rejected when a check fails, else Approved
 (`register.approval: auto`) or PendingManualApproval (`manual`, until `reviewpipe registry approve N`).
@@ -60,7 +61,13 @@ def main(params: DictConfig) -> None:
             "calibrated": info["calibrated"],
         }
     checks = (
-        registry.quality_check(cfg.metric, dict(ranking)[champion], cfg.min_metric, cfg.select_on),
+        registry.quality_check(
+            cfg.metric,
+            dict(ranking)[champion],
+            cfg.min_metric,
+            cfg.select_on,
+            served=served_metric(serving, cfg.select_on, cfg.metric),
+        ),
         registry.fairness_check(gaps, excluded, cfg.fairness.max_gap, cfg.fairness.confidence),
         registry.serving_check(serving, cfg.select_on, cfg.max_serving_drop, cfg.min_serving_agreement),
     )
@@ -156,6 +163,13 @@ def serving_figures(params: DictConfig, cfg: RegisterParams, tarball: str, optio
             **served.compare(fp32),
         }
     return figures
+
+
+def served_metric(serving: dict, select_on: str, metric: str) -> float | None:
+    """`metric` of the packaged artifact as served on the selection set (None when the serving
+    figures do not compute it, e.g. ROC AUC: the quality check then reads the evaluated model's)."""
+    value = serving["sets"].get(select_on, {}).get("served", {}).get(metric)
+    return None if value is None else float(value)
 
 
 def champion_gaps(
