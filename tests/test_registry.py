@@ -74,7 +74,11 @@ def predictions(seed: int = 0) -> pd.DataFrame:
                 }
             )
         )
-    return pd.concat(parts, ignore_index=True)
+    frame = pd.concat(parts, ignore_index=True)
+    for model in ("bert", "baseline"):  # evaluate writes each model's probabilities too: 0.6 on its label
+        for label, name in ((-1, "negative"), (0, "neutral"), (1, "positive")):
+            frame[f"{model}_p_{name}"] = np.where(frame[f"{model}_predicted"] == label, 0.6, 0.2)
+    return frame
 
 
 def register_package(
@@ -127,6 +131,35 @@ def test_quality_is_judged_on_what_the_package_serves() -> None:
     )
     assert served_low.inputs["value"] == 0.81 and served_low.inputs["served_value"] == 0.78
     assert registry.quality_check("macro_f1", 0.79, 0.8, "validation", served=0.82).passed
+
+
+def test_the_fairness_gate_measures_the_labels_the_decision_rule_serves(tmp_path: Path) -> None:
+    """With a calibration shipped in the package, the gaps are those of its decision rule applied to
+    the evaluated probabilities (as inference.py applies it), not of the raw argmax."""
+    from reviewpipe.evaluation.calibration import Calibration
+    from reviewpipe.schema import RegisterParams
+    from reviewpipe.storage import StorageOptions
+
+    frame = predictions()
+    (tmp_path / "reports").mkdir()
+    frame.to_parquet(tmp_path / "reports/predictions.parquet", index=False)
+    cfg = RegisterParams.from_params(register_params(tmp_path))
+    options = StorageOptions()
+    raw, _ = register_stage.champion_gaps(cfg, "bert", options)
+    identity = Calibration().to_json()
+    same, _ = register_stage.champion_gaps(cfg, "bert", options, identity)
+    assert [(g.group, g.measure, g.gap) for g in same] == [(g.group, g.measure, g.gap) for g in raw]
+    # a rule that always answers neutral: accuracy is the neutral share in every group
+    neutral, _ = register_stage.champion_gaps(
+        cfg, "bert", options, Calibration(decision_weights=(1.0, 100.0, 1.0)).to_json()
+    )
+    jackets = {g.measure: g for g in neutral if g.group == "Jackets"}
+    rows = frame[frame["set"] == "validation"]
+    in_jackets = rows["product_category"] == "Jackets"
+    neutral_share = (rows["sentiment"] == 0).groupby(in_jackets).mean()  # accuracy of "always neutral"
+    assert jackets["accuracy"].gap == pytest.approx(neutral_share[False] - neutral_share[True])
+    raw_jackets = {g.measure: g for g in raw if g.group == "Jackets"}
+    assert jackets["accuracy"].gap != pytest.approx(raw_jackets["accuracy"].gap)
 
 
 def test_the_gate_sees_only_a_select_set() -> None:

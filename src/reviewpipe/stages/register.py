@@ -42,7 +42,8 @@ def main(params: DictConfig) -> None:
             f"register.model_paths has no path for the champion {champion!r} ({sorted(cfg.model_paths)})."
         )
     model_path = cfg.model_paths[champion]
-    gaps, excluded = champion_gaps(cfg, champion, options)
+    calibration = calibrations(build.calibration_uri, options).get(champion)
+    gaps, excluded = champion_gaps(cfg, champion, options, calibration)
     reg = registry.Registry(cfg.registry_uri, options)
     with tempfile.TemporaryDirectory(prefix="reviewpipe-register-") as tmp:
         tarball = str(Path(tmp) / "model.tar.gz")
@@ -50,7 +51,7 @@ def main(params: DictConfig) -> None:
             model_path,
             tarball,
             model_name=champion,
-            calibration=calibrations(build.calibration_uri, options).get(champion),
+            calibration=calibration,
             **package_build_options(to_dict(params.package), options),
         )
         serving = serving_figures(params, cfg, tarball, options)
@@ -173,9 +174,11 @@ def served_metric(serving: dict, select_on: str, metric: str) -> float | None:
 
 
 def champion_gaps(
-    cfg: RegisterParams, champion: str, options: StorageOptions
+    cfg: RegisterParams, champion: str, options: StorageOptions, calibration: dict | None = None
 ) -> tuple[list[Gap], list[Excluded]]:
-    """The fairness gate's measurements: the champion's group-vs-rest gaps on the selection set."""
+    """The fairness gate's measurements: the champion's group-vs-rest gaps on the selection set, for
+    the labels it will serve: with a `calibration` (shipped in its package), its decision rule applied
+    to the evaluated probabilities, as the package's inference.py applies it."""
     storage.require_exists(
         cfg.predictions_uri, "evaluation predictions", "run `dvc repro evaluate` first.", options
     )
@@ -191,9 +194,22 @@ def champion_gaps(
             "evaluate.fairness.features (evaluate writes them beside the predictions) and rerun evaluate."
         )
     label_id = {s: i for i, s in enumerate(SENTIMENTS)}
+    predicted = rows[f"{champion}_predicted"].map(label_id).to_numpy()
+    if calibration is not None:
+        from reviewpipe.evaluation.calibration import Calibration
+        from reviewpipe.evaluation.metrics import CLASS_NAMES
+
+        columns = [f"{champion}_p_{CLASS_NAMES[s]}" for s in SENTIMENTS]
+        if missing := [c for c in columns if c not in rows.columns]:
+            raise ReviewpipeError(
+                f"{cfg.predictions_uri} lacks {missing}, the champion's probabilities the fairness gate "
+                "needs to apply its calibration; rerun `dvc repro evaluate`."
+            )
+        rule = Calibration.from_json(calibration)
+        predicted = rule.decide(rule.probabilities(rows[columns].to_numpy(dtype=float)))
     return group_gaps(
         rows["sentiment"].map(label_id).to_numpy(),
-        rows[f"{champion}_predicted"].map(label_id).to_numpy(),
+        predicted,
         rows[list(cfg.fairness.features)].reset_index(drop=True),
         cfg.fairness.gaps,
         cfg.fairness.min_support,
