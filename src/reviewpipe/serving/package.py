@@ -233,17 +233,21 @@ def build_package(
         stacker = json.loads((model_path / "stacker.json").read_text())["stacker"]
         entries["stacker.json"] = lambda: json.dumps({"stacker": stacker}, indent=2, sort_keys=True).encode()
     with tempfile.TemporaryDirectory(prefix="reviewpipe-package-") as scratch:
-        if kind == "huggingface" and onnx is not None and onnx.export:
+        hf_models = _hugging_face_models(kind, model_path)
+        if hf_models and onnx is not None and onnx.export:
             from reviewpipe.serving.onnx_build import build_onnx
 
-            graphs = build_onnx(model_path, Path(scratch) / "onnx", calibration_texts, onnx)
+            shipped = []
+            for prefix, hf_dir in hf_models:  # the model itself, or each Hugging Face member of an ensemble
+                graphs = build_onnx(hf_dir, Path(scratch) / prefix / "onnx", calibration_texts, onnx)
+                for graph in graphs.values():
+                    entries[f"{prefix}onnx/{graph.name}"] = graph.read_bytes
+                    shipped.append(f"{prefix}onnx/{graph.name}")
             info["onnx"] = {
-                "files": sorted(f"onnx/{p.name}" for p in graphs.values()),
+                "files": sorted(shipped),
                 "calibration_rows": min(len(calibration_texts), onnx.calibration_rows),
                 "quant_format": onnx.quant_format,
             }
-            for graph in graphs.values():
-                entries[f"onnx/{graph.name}"] = graph.read_bytes
         extra = {
             "model_info.json": json.dumps(info, indent=2, sort_keys=True).encode() + b"\n",
             "code/inference.py": INFERENCE_SOURCE.read_bytes(),
@@ -260,6 +264,18 @@ def build_package(
             del entries["code/requirements.txt"]  # the image has everything: the toolkit installs nothing
         _write_tarball(Path(out_path), entries)
     return info
+
+
+def _hugging_face_models(kind: str, model_path: Path) -> list[tuple[str, Path]]:
+    """(prefix in the tarball, directory) of each Hugging Face model a package holds: the model itself,
+    or an ensemble's Hugging Face members (members/<name>/), whose ONNX graphs ship beside them."""
+    if kind == "huggingface":
+        return [("", model_path)]
+    if kind == "ensemble":
+        spec = json.loads((model_path / "stacker.json").read_text())
+        members = [(name, Path(spec["member_paths"][name])) for name in spec["stacker"]["members"]]
+        return [(f"members/{name}/", path) for name, path in members if model_kind(path) == "huggingface"]
+    return []
 
 
 def build_options(section: Any, options: Any = None) -> dict[str, Any]:
