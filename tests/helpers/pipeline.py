@@ -68,6 +68,11 @@ def git(cwd: Path, *args: str) -> str:
     return run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd)
 
 
+# Records of the committed real-data run (registry versions, what is deployed). A copy starts without
+# them, like a new project, so its registry numbers versions from 1.
+RUN_RECORDS = ("models/registry/versions/", "models/deploy/deployment.json")
+
+
 def copy_repo(dst: Path, rows: int = 1500, overrides: list[str] | None = None) -> Path:
     """Tracked and untracked-not-ignored files of this checkout as a fresh git repo (one commit), with a
     synthetic raw file in place of the real one. `overrides` (dotted, as for -S) are written into
@@ -85,6 +90,8 @@ def copy_repo(dst: Path, rows: int = 1500, overrides: list[str] | None = None) -
     ).stdout.split(b"\0")
     for rel in filter(None, (f.decode() for f in files)):
         src = REPO_ROOT / rel
+        if rel.startswith(RUN_RECORDS):  # this checkout's own registry and deployment: a new project has none
+            continue
         if src.is_file():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / rel)
