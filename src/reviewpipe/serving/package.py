@@ -112,13 +112,17 @@ PACKAGERS: dict[str, Packager] = {
 }
 
 
+def _ensemble_members(path: Path) -> list[tuple[str, Path]]:
+    """(name, model path) of each member of the stacked ensemble at `path`, in the stacker's order."""
+    spec = json.loads((path / "stacker.json").read_text())
+    return [(name, Path(spec["member_paths"][name])) for name in spec["stacker"]["members"]]
+
+
 def _ensemble_files(path: Path) -> list[tuple[str, Path]]:
     """The stacker and each member in its own kind's layout under members/<name>/ (stacker.json
     itself is written without the build machine's member paths, in build_package)."""
-    spec = json.loads((path / "stacker.json").read_text())
     files = [("stacker.json", path / "stacker.json")]
-    for name in spec["stacker"]["members"]:
-        member = Path(spec["member_paths"][name])
+    for name, member in _ensemble_members(path):
         kind = model_kind(member)
         files += [(f"members/{name}/{n}", p) for n, p in PACKAGERS[kind].files(member)]
     return files
@@ -272,8 +276,7 @@ def _hugging_face_models(kind: str, model_path: Path) -> list[tuple[str, Path]]:
     if kind == "huggingface":
         return [("", model_path)]
     if kind == "ensemble":
-        spec = json.loads((model_path / "stacker.json").read_text())
-        members = [(name, Path(spec["member_paths"][name])) for name in spec["stacker"]["members"]]
+        members = _ensemble_members(model_path)
         return [(f"members/{name}/", path) for name, path in members if model_kind(path) == "huggingface"]
     return []
 
