@@ -12,7 +12,12 @@ deploy stage writes it, then
    server -> `monitor check --capture` on each: data checks per variant, model quality against the
    ratings in the lake, and the A/B comparison.
 
-    .venv/bin/python bench/monitor_real.py [--workdir /tmp/monitor-real]
+    .venv/bin/python bench/monitor_real.py [--workdir /tmp/monitor-real] [--champion PACKAGE]
+
+--champion: a package `dvc repro package` built on the shipped data (models/package/model.tar.gz of
+a course-protocol run: BERT, AutoGluon or the ensemble) is the champion instead, and the TF-IDF
+baseline the challenger. Its split is the one prepare makes here (same data, same seed), so the
+monitor never scores rows the champion trained on as "production".
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ def params_file(work: Path, raw: Path = RAW) -> Path:
     return path
 
 
-def build(work: Path, params_path: Path) -> None:
+def build(work: Path, params_path: Path, champion: Path | None = None) -> None:
     from reviewpipe.config import load_params
     from reviewpipe.deploy import VariantConfig, variant_records
     from reviewpipe.models.baseline import save_model, train_baseline
@@ -69,21 +74,24 @@ def build(work: Path, params_path: Path) -> None:
     params = load_params(params_path)
     for stage in (ingest, catalog, prepare, baseline):
         stage.main(params)
-    word_only = BaselineParams.from_params(load_params(params_path, ["baseline.char.enabled=false"]))
-    save_model(
-        train_baseline(read_split("data/prepared", "train"), word_only), "models/challenger/model.joblib"
-    )
+    if champion is None:
+        word_only = BaselineParams.from_params(load_params(params_path, ["baseline.char.enabled=false"]))
+        save_model(
+            train_baseline(read_split("data/prepared", "train"), word_only), "models/challenger/model.joblib"
+        )
+        build_package(
+            "models/baseline/model.joblib",
+            "models/package/model.tar.gz",
+            model_name="baseline",
+            model_version="baseline-v1",
+        )
+        challenger = "models/challenger/model.joblib"
+    else:
+        Path("models/package").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(champion, "models/package/model.tar.gz")
+        challenger = "models/baseline/model.joblib"
     build_package(
-        "models/baseline/model.joblib",
-        "models/package/model.tar.gz",
-        model_name="baseline",
-        model_version="baseline-v1",
-    )
-    build_package(
-        "models/challenger/model.joblib",
-        "models/package/challenger.tar.gz",
-        model_name="challenger",
-        model_version="challenger-v1",
+        challenger, "models/package/challenger.tar.gz", model_name="challenger", model_version="challenger-v1"
     )
     variants = [
         VariantConfig("champion", "models/package/model.tar.gz", 0.8),
@@ -202,6 +210,12 @@ def main() -> None:
         default=RAW,
         help="raw reviews CSV (default: the shipped data; a small one: a smoke run)",
     )
+    parser.add_argument(
+        "--champion",
+        type=Path,
+        help="a package built on the shipped data (course protocol) to serve as champion; "
+        "the TF-IDF baseline is then the challenger",
+    )
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="monitor-real-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -210,7 +224,7 @@ def main() -> None:
     params_path = params_file(work, args.raw.resolve())
     started = time.perf_counter()
     if not Path("models/deploy/deployment.json").exists():  # a rerun in the same folder reuses the build
-        build(work, params_path)
+        build(work, params_path, args.champion.resolve() if args.champion else None)
     from reviewpipe.cli import main as cli
 
     assert cli(["monitor", "baseline", "--params", str(params_path)]) == 0

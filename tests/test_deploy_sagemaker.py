@@ -411,6 +411,14 @@ def test_user_mistakes_are_reported(
         SageMakerSettings.from_mapping({**good, "s3_uri": "/local/dir"})
     with pytest.raises(ReviewpipeError, match="unknown keys"):
         SageMakerSettings.from_mapping({**good, "aws_secret_access_key": "x"})
+    # the container has torch and no onnxruntime: static int8 (an ONNX graph) and backend onnx cannot run
+    with pytest.raises(ReviewpipeError, match=r"deploy.sagemaker.quantize='int8'.*torch"):
+        SageMakerSettings.from_mapping({**good, "quantize": "int8"})
+    with pytest.raises(ReviewpipeError, match="deploy.sagemaker.backend='onnx'"):
+        SageMakerSettings.from_mapping({**good, "backend": "onnx"})
+    with pytest.raises(ReviewpipeError, match="quantize='int8'"):
+        ServeSettings.from_mapping({}).container_environment("int8")
+    assert SageMakerSettings.from_mapping({**good, "quantize": "int8-dynamic"}).quantize == "int8-dynamic"
     deployer = SageMakerDeployer(settings(s3_bucket), session=session)
     with pytest.raises(ReviewpipeError, match="not a valid SageMaker name"):
         deployer.deploy("reviews_v2", [VariantConfig("a", "x.tar.gz")])

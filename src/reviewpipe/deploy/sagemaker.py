@@ -28,6 +28,7 @@ from reviewpipe.aws.clients import aws_call
 from reviewpipe.deploy import VariantConfig, checked_keys, now, package_info
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.serving.capture import CaptureSettings
+from reviewpipe.serving.server import check_container_quantize
 
 NAME_LIMIT = 63  # SageMaker model / endpoint-config / endpoint / variant names
 _VALID_NAME = re.compile(r"(?=.{1,63}$)[A-Za-z0-9](-*[A-Za-z0-9])*")  # SageMaker's own pattern
@@ -67,11 +68,12 @@ class SageMakerSettings:
                 "deploy.sagemaker.role_arn must be an IAM role ARN "
                 f"(arn:aws:iam::<account>:role/<name>), not {settings.role_arn!r}"
             )
-        if settings.backend != "torch" or settings.quantize not in ("none", "int8-dynamic"):
+        if settings.backend != "torch":
             raise ReviewpipeError(
-                f"deploy.sagemaker.backend={settings.backend} quantize={settings.quantize}: the SageMaker "
-                "container runs torch (no onnxruntime); use backend=torch with quantize none or int8-dynamic"
+                f"deploy.sagemaker.backend={settings.backend!r}: the SageMaker container runs torch "
+                "(no onnxruntime); use backend=torch"
             )
+        check_container_quantize(settings.quantize, "deploy.sagemaker.quantize")
         if not settings.image_uri:
             raise ReviewpipeError(
                 "deploy.sagemaker.image_uri is empty; use the Hugging Face PyTorch "

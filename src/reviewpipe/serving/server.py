@@ -42,7 +42,7 @@ from starlette.routing import Route
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.serving.batching import MicroBatcher, Piece
 from reviewpipe.serving.capture import CaptureSettings, DataCapture
-from reviewpipe.serving.inference import QUANTIZE_MODES
+from reviewpipe.serving.inference import QUANTIZE_MODES, TORCH_QUANTIZE_MODES
 from reviewpipe.serving.loader import load_package
 from reviewpipe.serving.metrics import ServerMetrics
 from reviewpipe.serving.router import INVOKED_VARIANT_HEADER, TARGET_VARIANT_HEADER, VariantRouter
@@ -164,11 +164,17 @@ class ServeSettings:
         """The Environment for a SageMaker container (endpoint or batch transform): the Hugging Face
         PyTorch image has torch and no onnxruntime, so it runs the torch backend whatever serve.backend
         the local server uses; quantize: none or int8-dynamic."""
-        if quantize not in ("none", "int8-dynamic"):
-            raise ReviewpipeError(
-                f"quantize={quantize!r} cannot run in the SageMaker container (torch only): use none or int8-dynamic"
-            )
+        check_container_quantize(quantize, "quantize")
         return {**self.environment(), "REVIEWPIPE_BACKEND": "torch", "REVIEWPIPE_QUANTIZE": quantize}
+
+
+def check_container_quantize(quantize: str, setting: str) -> None:
+    """SageMaker's Hugging Face PyTorch image runs torch only: static int8 (an ONNX graph) cannot run there."""
+    if quantize not in TORCH_QUANTIZE_MODES:
+        raise ReviewpipeError(
+            f"{setting}={quantize!r} cannot run in the SageMaker container (torch, no onnxruntime): "
+            f"use one of {list(TORCH_QUANTIZE_MODES)}"
+        )
 
 
 def admin_token(settings: ServeSettings, token_file: str | None = None) -> str | None:
