@@ -154,7 +154,8 @@ STOP_REASONS = ("planned_steps", "early_stopping", "max_time", "interrupted")
 
 
 class FitOutcome(Callback):
-    """Puts the plan and why fit ended into `trainer.callback_metrics` at the end of training. Under
+    """Puts the plan, the steps taken and why fit ended into `trainer.callback_metrics` at the end of
+    training. Under
     ddp_spawn, fit runs in worker processes: callback metrics are what Lightning copies back to this
     one (its trainer has no data source attached, so it cannot estimate the plan afterwards)."""
 
@@ -162,13 +163,18 @@ class FitOutcome(Callback):
         planned = int(trainer.estimated_stepping_batches)
         reason = stop_reason(trainer, planned)
         trainer.callback_metrics["fit/planned_steps"] = torch.tensor(float(planned))
+        trainer.callback_metrics["fit/global_step"] = torch.tensor(float(trainer.global_step))
         trainer.callback_metrics["fit/stopped_by"] = torch.tensor(float(STOP_REASONS.index(reason)))
 
 
-def fit_outcome(trainer: L.Trainer) -> tuple[int, str]:
-    """(planned optimizer steps, why fit ended) as FitOutcome recorded them, in any process."""
+def fit_outcome(trainer: L.Trainer) -> tuple[int, int, str]:
+    """(planned optimizer steps, steps taken, why fit ended) as FitOutcome recorded them, in any process."""
     metrics = trainer.callback_metrics
-    return int(metrics["fit/planned_steps"]), STOP_REASONS[int(metrics["fit/stopped_by"])]
+    return (
+        int(metrics["fit/planned_steps"]),
+        int(metrics["fit/global_step"]),
+        STOP_REASONS[int(metrics["fit/stopped_by"])],
+    )
 
 
 def stop_reason(trainer: L.Trainer, planned_steps: int) -> str:
@@ -394,7 +400,7 @@ def fit_bert(
         trim_live_history(live_dir, _checkpoint_step(last))
     trainer = build_trainer(s, ckpt_dir, live_dir, extra_callbacks, resume_logs=resume)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
-    planned, stopped_by = fit_outcome(trainer)
+    planned, steps, stopped_by = fit_outcome(trainer)
 
     best = best_checkpoint(trainer)
     if live_dir is not None and not s["fast_dev_run"]:
@@ -412,7 +418,7 @@ def fit_bert(
             "test_rows": int((frame["split_type"] == "test").sum()),
             "train_rows": int((frame["split_type"] == "train").sum()),
             "best_checkpoint": Path(best).name if best else None,
-            "global_step": _trained_steps(trainer, last),
+            "global_step": steps,
             # The schedule is planned from max_epochs/max_steps; max_time is only a safety stop, and a run
             # it stopped is incomplete (its learning rate never decayed): rerun with a larger max_time to resume.
             "planned_steps": planned,
@@ -455,13 +461,6 @@ def record_run(trainer: L.Trainer, metrics: Mapping[str, Any]) -> None:
 
 def _checkpoint_step(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
-
-
-def _trained_steps(trainer: L.Trainer, last: Path) -> int:
-    # Under ddp_spawn this process's trainer never stepped; the workers' last checkpoint did.
-    if trainer.global_step or not last.exists():
-        return int(trainer.global_step)
-    return _checkpoint_step(last)
 
 
 def trim_live_history(live_dir: str | Path, step: int) -> None:
