@@ -60,7 +60,6 @@ MAX_PADDING_WASTE = 0.15  # share of padded tokens a forward pass may carry
 # none: fp32. int8: static int8, activation scales calibrated when packaging (ONNX Runtime only), so a
 # review's result does not depend on its batch. int8-dynamic: scales from each batch (batch-dependent).
 QUANTIZE_MODES = ("none", "int8", "int8-dynamic")
-TORCH_QUANTIZE_MODES = ("none", "int8-dynamic")  # static int8 is an ONNX Runtime graph
 ONNX_DIR = "onnx"  # graphs shipped in the package (or cached there by older packages)
 ONNX_FILES = {"none": "model.onnx", "int8": "model.int8.onnx", "int8-dynamic": "model.int8-dynamic.onnx"}
 
@@ -134,7 +133,7 @@ class HFModel(_Model):
             raise ValueError(f"REVIEWPIPE_QUANTIZE must be one of {QUANTIZE_MODES}, not {self.quantize!r}")
         if self.backend not in ("torch", "onnx"):
             raise ValueError(f"REVIEWPIPE_BACKEND must be torch or onnx, not {self.backend!r}")
-        if self.backend == "torch" and self.quantize not in TORCH_QUANTIZE_MODES:
+        if self.backend == "torch" and self.quantize == "int8":
             raise ValueError(
                 "REVIEWPIPE_QUANTIZE=int8 (static, calibrated) runs on REVIEWPIPE_BACKEND=onnx; torch has "
                 "int8-dynamic only, whose results depend on the batch"

@@ -42,7 +42,7 @@ from starlette.routing import Route
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.serving.batching import MicroBatcher, Piece
 from reviewpipe.serving.capture import CaptureSettings, DataCapture
-from reviewpipe.serving.inference import QUANTIZE_MODES, TORCH_QUANTIZE_MODES
+from reviewpipe.serving.inference import QUANTIZE_MODES
 from reviewpipe.serving.loader import load_package
 from reviewpipe.serving.metrics import ServerMetrics
 from reviewpipe.serving.router import INVOKED_VARIANT_HEADER, TARGET_VARIANT_HEADER, VariantRouter
@@ -166,6 +166,11 @@ class ServeSettings:
         the local server uses; quantize: none or int8-dynamic."""
         check_container_quantize(quantize, "quantize")
         return {**self.environment(), "REVIEWPIPE_BACKEND": "torch", "REVIEWPIPE_QUANTIZE": quantize}
+
+
+# What torch runs (static int8 is an ONNX Runtime graph): all a SageMaker container can, since the Hugging
+# Face PyTorch image has no onnxruntime. code/inference.py refuses the rest itself (it ships alone).
+TORCH_QUANTIZE_MODES = ("none", "int8-dynamic")
 
 
 def check_container_quantize(quantize: str, setting: str) -> None:
