@@ -66,6 +66,9 @@ INFERENCE_ID_HEADER = "X-Amzn-SageMaker-Inference-Id"
 ADMIN_TOKEN_ENV = "REVIEWPIPE_ADMIN_TOKEN"
 ADMIN_MAX_BODY = 64 * 1024
 SERVER_NAME = "reviewpipe-serve"
+# What torch runs (static int8 is an ONNX Runtime graph): all a SageMaker container can, since the Hugging
+# Face PyTorch image has no onnxruntime. code/inference.py refuses the rest itself (it ships alone).
+TORCH_QUANTIZE_MODES = ("none", "int8-dynamic")
 _VARIANT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})")
 
 
@@ -166,11 +169,6 @@ class ServeSettings:
         the local server uses; quantize: none or int8-dynamic."""
         check_container_quantize(quantize, "quantize")
         return {**self.environment(), "REVIEWPIPE_BACKEND": "torch", "REVIEWPIPE_QUANTIZE": quantize}
-
-
-# What torch runs (static int8 is an ONNX Runtime graph): all a SageMaker container can, since the Hugging
-# Face PyTorch image has no onnxruntime. code/inference.py refuses the rest itself (it ships alone).
-TORCH_QUANTIZE_MODES = ("none", "int8-dynamic")
 
 
 def check_container_quantize(quantize: str, setting: str) -> None:

@@ -155,9 +155,8 @@ STOP_REASONS = ("planned_steps", "early_stopping", "max_time", "interrupted")
 
 class FitOutcome(Callback):
     """Puts the plan, the steps taken and why fit ended into `trainer.callback_metrics` at the end of
-    training. Under
-    ddp_spawn, fit runs in worker processes: callback metrics are what Lightning copies back to this
-    one (its trainer has no data source attached, so it cannot estimate the plan afterwards)."""
+    training. Under ddp_spawn, fit runs in worker processes: callback metrics are what Lightning copies
+    back to this one (its trainer never stepped and has no data source to estimate the plan from)."""
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         planned = int(trainer.estimated_stepping_batches)
