@@ -217,14 +217,18 @@ def main() -> None:
         "the TF-IDF baseline is then the challenger",
     )
     args = parser.parse_args()
+    # paths given are relative to the caller: resolve them before moving into the scratch folder
+    raw, champion = args.raw.resolve(), args.champion.resolve() if args.champion else None
     work = Path(args.workdir or tempfile.mkdtemp(prefix="monitor-real-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)
     shutil.copytree(REPO / "conf", work / "conf", dirs_exist_ok=True)
-    params_path = params_file(work, args.raw.resolve())
+    params_path = params_file(work, raw)
     started = time.perf_counter()
     if not Path("models/deploy/deployment.json").exists():  # a rerun in the same folder reuses the build
-        build(work, params_path, args.champion.resolve() if args.champion else None)
+        build(work, params_path, champion)
+    elif champion and champion.read_bytes() != Path("models/package/model.tar.gz").read_bytes():
+        sys.exit(f"{work} was built with another champion package; use a new --workdir")
     from reviewpipe.cli import main as cli
 
     assert cli(["monitor", "baseline", "--params", str(params_path)]) == 0

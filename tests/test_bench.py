@@ -3,6 +3,7 @@ They check that each benchmark completes and reports its comparison, never its s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -72,6 +73,24 @@ def test_monitor_real_runs_on_a_small_synthetic_file(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "work" / "monitor_real.json").read_text())
     assert results["shifted_batch"]["violations"] > 0  # the incident is flagged
     assert {"capture_same", "capture_shift"} <= set(results)
+
+    # --champion: a given package (a path relative to the caller) is the champion, served and baselined
+    champion = tmp_path / "work" / "models" / "package" / "model.tar.gz"
+    relative = os.path.relpath(champion, REPO_ROOT)
+    bench("monitor_real.py", "--raw", str(raw), "--workdir", str(tmp_path / "w2"), "--champion", relative)
+    results = json.loads((tmp_path / "w2" / "monitor_real.json").read_text())
+    assert results["baseline"]["model"]["sha256"] == hashlib.sha256(champion.read_bytes()).hexdigest()
+    assert results["capture_same"]["variants"].keys() == {"champion", "challenger"}
+    # the same scratch folder with another champion is refused, not silently monitored with the old one
+    other = tmp_path / "work" / "models" / "package" / "challenger.tar.gz"
+    rerun = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "monitor_real.py"), "--raw", str(raw)]
+        + ["--workdir", str(tmp_path / "w2"), "--champion", str(other)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")},
+    )
+    assert rerun.returncode != 0 and "another champion package" in rerun.stderr
 
 
 @pytest.mark.slow
