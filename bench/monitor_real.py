@@ -41,6 +41,13 @@ REPO = Path(__file__).resolve().parents[1]
 RAW = REPO / "data" / "raw" / "womens_clothing_ecommerce_reviews.csv.gz"
 
 
+def same_package(a: Path, b: Path) -> bool:
+    """Equal content, hashed in chunks (packages run to hundreds of MB: never both in memory)."""
+    from reviewpipe.serving.package import file_sha256
+
+    return file_sha256(a) == file_sha256(b)
+
+
 def params_file(work: Path, raw: Path = RAW) -> Path:
     from reviewpipe.config import load_params, to_dict
 
@@ -227,7 +234,7 @@ def main() -> None:
     started = time.perf_counter()
     if not Path("models/deploy/deployment.json").exists():  # a rerun in the same folder reuses the build
         build(work, params_path, champion)
-    elif champion and champion.read_bytes() != Path("models/package/model.tar.gz").read_bytes():
+    elif champion and not same_package(champion, Path("models/package/model.tar.gz")):
         sys.exit(f"{work} was built with another champion package; use a new --workdir")
     from reviewpipe.cli import main as cli
 
