@@ -366,3 +366,42 @@ def test_predict_over_the_lake_reads_each_reviews_current_version(
     )
     with pytest.raises(ReviewpipeError, match="holds output of another job"):
         run_batch(baseline, job, progress=False)
+
+
+def test_offline_model_calls_get_every_core_and_answer_as_with_the_servers_share() -> None:
+    """serve.num_threads is a server worker's share of the cores; a batch job or the monitoring
+    baseline is the only caller, so its model calls run on every core, with the same answers."""
+    pytest.importorskip("onnxruntime")
+    onnx = ServeSettings(port=0, backend="onnx", quantize="none", num_threads=1, max_batch_size=8)
+    offline = PackagedModel(tiny_artifacts()["bert_tar"], onnx)
+    pinned = PackagedModel(tiny_artifacts()["bert_tar"], onnx, threads=1)
+    try:
+        threads = [m.model.onnx_session.get_session_options().intra_op_num_threads for m in (offline, pinned)]
+        assert threads == [0, 1]  # 0: ONNX Runtime's default, one thread per core
+        assert offline.predict(GOOD_TEXTS) == pinned.predict(GOOD_TEXTS)
+    finally:
+        offline.close()
+        pinned.close()
+
+
+def test_predict_refuses_a_negative_thread_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reviews(3).to_parquet(tmp_path / "in.parquet")
+    assert (
+        cli.main(
+            [
+                "predict",
+                "--model",
+                str(tiny_artifacts()["baseline_tar"]),
+                "--input",
+                str(tmp_path / "in.parquet"),
+                "--output",
+                str(tmp_path / "out"),
+                "--num-threads",
+                "-1",
+                "--trust",
+            ]
+        )
+        != 0
+    )
+    assert "--num-threads must be 0 (every core) or more, not -1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

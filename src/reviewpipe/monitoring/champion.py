@@ -5,8 +5,9 @@
   and rewritten by `reviewpipe deploy shift`) lists the variants behind the endpoint, each with its
   package, sha256 and model version. The monitored one is `model.variant`, or, when that is null,
   the variant serving the largest share of traffic. Its package must still be the deployed bytes
-  (sha256), and it is scored through its own code/inference.py with the serving settings (`serve`),
-  exactly as the endpoint answers, so a baseline describes what production returns.
+  (sha256), and it is scored through its own code/inference.py with the serving settings (`serve`;
+  on every core, which changes no answer), exactly as the endpoint answers, so a baseline describes
+  what production returns.
 - `path`: `model.kind` + `model.path` (a package, or a trained model of one kind).
 - `none`: no model; data checks only.
 """

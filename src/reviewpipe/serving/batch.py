@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import posixpath
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,7 +32,7 @@ from reviewpipe import storage
 from reviewpipe.data import lake
 from reviewpipe.errors import ReviewpipeError
 from reviewpipe.serving.inference import QUANTIZE_MODES
-from reviewpipe.serving.loader import add_trust_arguments, check_trusted
+from reviewpipe.serving.loader import add_trust_arguments, check_trusted, environment
 from reviewpipe.storage import StorageOptions
 
 INPUT_FORMATS = ("parquet", "csv", "jsonl", "lake")
@@ -60,25 +58,15 @@ class Predictor(Protocol):
 # ---------------------------------------------------------------- the model
 
 
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 class PackagedModel:
     """A model package run through its own code/inference.py, loaded by the server's own loader
-    with the same settings (serve section), so batch and real-time predictions agree."""
+    with the same settings (serve section), so batch and real-time predictions agree.
 
-    def __init__(self, path: str | Path, serve_settings: Any = None) -> None:
+    Except the thread count: serve.num_threads splits the cores among the server's workers, while
+    an offline job (batch predict, the monitoring baseline) is the machine's only caller, so its
+    model calls get `threads` (0: every core). The thread count does not change a prediction."""
+
+    def __init__(self, path: str | Path, serve_settings: Any = None, threads: int = 0) -> None:
         from reviewpipe.serving.metrics import ServerMetrics
         from reviewpipe.serving.server import ServeSettings, Variant, VariantSpec
 
@@ -87,7 +75,9 @@ class PackagedModel:
         if not self.path.exists():
             raise ReviewpipeError(f"--model {path} does not exist; build it with `dvc repro package`")
         self._variant = Variant(VariantSpec("batch", str(self.path)), settings, ServerMetrics())
-        with _environment(settings.environment()):  # what the endpoint's Environment would carry
+        # What the endpoint's Environment would carry, the thread count set either way (an inherited
+        # value would otherwise apply).
+        with environment({**settings.environment(), "REVIEWPIPE_NUM_THREADS": str(threads)}):
             self._variant.load()
         self.module = self._variant.module
         self.model = self._variant.model
@@ -568,6 +558,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--quantize", choices=QUANTIZE_MODES, help="override serve.quantize")
     parser.add_argument(
+        "--num-threads",
+        type=int,
+        default=0,
+        help="threads per model call (default 0: every core; serve.num_threads is the server's per-worker share)",
+    )
+    parser.add_argument(
         "--params",
         default="params.yaml",
         help="params file: `serve` (model settings, as the server) and `storage` (S3 options)",
@@ -614,7 +610,9 @@ def run(args: argparse.Namespace) -> int:
             f"predict: {manifest['predicted']} predictions, {manifest['rejected']} rejected rows -> {args.output}"
         )
         return 0
-    model = PackagedModel(args.model, settings)
+    if args.num_threads < 0:
+        raise ReviewpipeError(f"--num-threads must be 0 (every core) or more, not {args.num_threads}")
+    model = PackagedModel(args.model, settings, threads=args.num_threads)
     try:
         manifest = run_batch(model, job, options, progress=not args.no_progress)
     finally:
