@@ -16,7 +16,9 @@ probabilities then mean nothing). Reviews: data/prepared/test.parquet when prese
 of the shipped raw file (held in memory only). The serve settings are params.yaml's `serve`
 section (the configured backend), overridable with --backend / --quantize.
 Targets (issue 13): >= 3x the pipeline's throughput with 8 clients; p50 <= 30 ms for one review;
-probabilities independent of the batch. The machine's load average is printed: on a shared CPU,
+probabilities independent of the batch. For scale it also prints the sent reviews' forward-pass
+FLOPs times each server's throughput as a share of this CPU's measured fp32 matmul rate: what the
+model's arithmetic leaves for any server to gain here. The machine's load average is printed: on a shared CPU,
 compare ratios measured in the same run, not absolute figures across runs.
 """
 
@@ -328,6 +330,37 @@ def serve_threads() -> int:
     return int(yaml.safe_load((ROOT / "params.yaml").read_text())["serve"]["num_threads"])
 
 
+def forward_gflop(model_dir: str, texts: list[str]) -> tuple[float, float]:
+    """(mean GFLOP of one forward pass per review, mean tokens per review) for the sent reviews:
+    per layer 2 x the matrix-multiply weights x tokens, plus attention's two tokens x tokens
+    products; embeddings are lookups and the head is negligible, so neither is counted."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
+    limit = min(tokenizer.model_max_length, config.max_position_embeddings)
+    tokens = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=limit)["input_ids"]]
+    hidden, inner = config.hidden_size, config.intermediate_size
+    weights = 4 * hidden * hidden + 2 * hidden * inner  # Q, K, V, output; the two feed-forward matrices
+    flops = [config.num_hidden_layers * (2 * t * weights + 4 * t * t * hidden) for t in tokens]
+    return statistics.mean(flops) / 1e9, statistics.mean(tokens)
+
+
+def matmul_gflops(seconds: float = 3.0, size: int = 1024) -> float:
+    """This CPU's fp32 matrix-multiply rate on every core (torch, square GEMMs): an upper bound for
+    what a transformer's forward pass can reach here, since its products are smaller."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        done += 1
+    return 2 * size**3 * done / (time.perf_counter() - started) / 1e9
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -388,6 +421,9 @@ def main() -> int:
         pool = pd.read_csv(raw, usecols=["Review Text"])["Review Text"].dropna().astype(str)
         calibration_texts = [t for t in pool.sample(frac=1.0, random_state=1) if t not in sent]
     build_package(model_dir, tarball, model_name="bench", onnx=onnx, calibration_texts=calibration_texts)
+    # Measured before any server starts, on an otherwise idle CPU.
+    gflop, tokens = forward_gflop(model_dir, texts)
+    peak = matmul_gflops()
     overrides = []
     if args.quantize:
         overrides += ["--quantize", args.quantize]
@@ -467,6 +503,19 @@ def main() -> int:
     )
     if "capture_on_vs_off_throughput" in ratios:
         print(f"data capture on / off throughput: {ratios['capture_on_vs_off_throughput']:.2f}")
+    compute = {
+        "gflop_per_review": gflop,
+        "tokens_per_review": tokens,
+        "matmul_gflops": peak,
+        **{f"{name}_share_of_matmul": r["load_rps"] * gflop / peak for name, r in results.items()},
+    }
+    print(
+        f"compute: {gflop:.2f} GFLOP per review ({tokens:.0f} tokens on average); this CPU multiplies fp32 "
+        f"matrices at {peak:.0f} GFLOP/s (1024x1024, every core). Under load reviewpipe runs at "
+        f"{compute['reviewpipe_share_of_matmul']:.0%} of that, the HF pipeline at "
+        f"{compute['hf_pipeline_share_of_matmul']:.0%}; 3x the pipeline would need "
+        f"{3 * compute['hf_pipeline_share_of_matmul']:.0%}"
+    )
     print(f"load average at end {load_average()}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -477,6 +526,7 @@ def main() -> int:
                     "ratios": ratios,
                     "batch_independence": independence,
                     "small_behind_big": fairness,
+                    "compute": compute,
                     "model": model_dir,
                     "model_note": model_note,
                     "settings": vars(args),

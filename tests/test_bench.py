@@ -117,3 +117,36 @@ def test_serve_runs_both_servers(tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert {"reviewpipe", "hf_pipeline"} <= set(report["results"])
     assert all(r["load_rps"] > 0 for r in report["results"].values())
     assert report["ratios"]["throughput_x"] > 0
+    # the compute figures: the sent reviews' forward FLOPs against this CPU's measured matmul rate
+    compute = report["compute"]
+    assert compute["matmul_gflops"] > 0 and compute["tokens_per_review"] > 2  # [CLS] text [SEP]
+    for name in ("reviewpipe", "hf_pipeline"):
+        share = report["results"][name]["load_rps"] * compute["gflop_per_review"] / compute["matmul_gflops"]
+        assert compute[f"{name}_share_of_matmul"] == pytest.approx(share)
+
+
+def test_serve_forward_flops_agree_with_torchs_flop_counter(tiny_checkpoint: Path) -> None:
+    """The benchmark's per-review FLOPs against torch's FlopCounterMode over the encoder's forward
+    pass (eager attention, whose two products it counts), averaged over reviews of unequal length."""
+    import importlib.util
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModel, AutoTokenizer
+
+    spec = importlib.util.spec_from_file_location("bench_serve", REPO_ROOT / "bench" / "serve.py")
+    serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve)
+    texts = ["fits well", "the fabric is thin and the colour is not what the photo shows at all"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    encoder = AutoModel.from_pretrained(tiny_checkpoint, add_pooling_layer=False, attn_implementation="eager")
+    counted, lengths = [], []
+    for text in texts:
+        encoded = tokenizer([text], return_tensors="pt")
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            encoder.eval()(**encoded)
+        counted.append(counter.get_total_flops())
+        lengths.append(encoded["input_ids"].shape[1])
+    gflop, tokens = serve.forward_gflop(str(tiny_checkpoint), texts)
+    assert lengths[0] < lengths[1] and tokens == sum(lengths) / 2
+    assert gflop * 1e9 == pytest.approx(sum(counted) / 2)
