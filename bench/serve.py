@@ -340,9 +340,11 @@ def forward_gflop(model_dir: str, texts: list[str]) -> tuple[float, float]:
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
     limit = min(tokenizer.model_max_length, config.max_position_embeddings)
     tokens = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=limit)["input_ids"]]
-    hidden, inner = config.hidden_size, config.intermediate_size
+    # reviewpipe's mean-pooling head keeps its encoder's config inside its own
+    encoder = config.encoder_config() if hasattr(config, "encoder_config") else config
+    hidden, inner = encoder.hidden_size, encoder.intermediate_size
     weights = 4 * hidden * hidden + 2 * hidden * inner  # Q, K, V, output; the two feed-forward matrices
-    flops = [config.num_hidden_layers * (2 * t * weights + 4 * t * t * hidden) for t in tokens]
+    flops = [encoder.num_hidden_layers * (2 * t * weights + 4 * t * t * hidden) for t in tokens]
     return statistics.mean(flops) / 1e9, statistics.mean(tokens)
 
 

@@ -125,28 +125,44 @@ def test_serve_runs_both_servers(tiny_checkpoint: Path, tmp_path: Path) -> None:
         assert compute[f"{name}_share_of_matmul"] == pytest.approx(share)
 
 
-def test_serve_forward_flops_agree_with_torchs_flop_counter(tiny_checkpoint: Path) -> None:
+@pytest.mark.parametrize("head", ["bert", "mean_pooling"])
+def test_serve_forward_flops_agree_with_torchs_flop_counter(head: str, tmp_path: Path) -> None:
     """The benchmark's per-review FLOPs against torch's FlopCounterMode over the encoder's forward
-    pass (eager attention, whose two products it counts), averaged over reviews of unequal length."""
+    pass (eager attention, whose two products it counts), averaged over reviews of unequal length,
+    for a standard checkpoint and for the project's mean-pooling head (which nests its encoder's config)."""
     import importlib.util
 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoModel, AutoTokenizer
 
+    from tests.helpers.bert import minilm_tokenizer, tiny_mean_pooling
+
+    if head == "bert":
+        model_dir = save_tiny_checkpoint(tmp_path / "bert")
+        encoder_config = AutoModel.from_pretrained(model_dir).config
+    else:
+        tokenizer = minilm_tokenizer()
+        model = tiny_mean_pooling(tokenizer.vocab_size)
+        model_dir = tmp_path / "mean"
+        model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        encoder_config = model.config.encoder_config()
     spec = importlib.util.spec_from_file_location("bench_serve", REPO_ROOT / "bench" / "serve.py")
     serve = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(serve)
     texts = ["fits well", "the fabric is thin and the colour is not what the photo shows at all"]
-    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
-    encoder = AutoModel.from_pretrained(tiny_checkpoint, add_pooling_layer=False, attn_implementation="eager")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    encoder = AutoModel.from_config(
+        encoder_config, attn_implementation="eager", add_pooling_layer=False
+    ).eval()
     counted, lengths = [], []
     for text in texts:
         encoded = tokenizer([text], return_tensors="pt")
         with FlopCounterMode(display=False) as counter, torch.inference_mode():
-            encoder.eval()(**encoded)
+            encoder(**encoded)
         counted.append(counter.get_total_flops())
         lengths.append(encoded["input_ids"].shape[1])
-    gflop, tokens = serve.forward_gflop(str(tiny_checkpoint), texts)
+    gflop, tokens = serve.forward_gflop(str(model_dir), texts)
     assert lengths[0] < lengths[1] and tokens == sum(lengths) / 2
     assert gflop * 1e9 == pytest.approx(sum(counted) / 2)
