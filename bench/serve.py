@@ -18,8 +18,8 @@ section (the configured backend), overridable with --backend / --quantize.
 Targets (issue 13): >= 3x the pipeline's throughput with 8 clients; p50 <= 30 ms for one review;
 probabilities independent of the batch. For scale it also prints the sent reviews' forward-pass
 FLOPs times each server's throughput as a share of this CPU's measured fp32 matmul rate: what the
-model's arithmetic leaves for any server to gain here. The machine's load average is printed: on a shared CPU,
-compare ratios measured in the same run, not absolute figures across runs.
+model's arithmetic leaves for any server to gain here. The machine's load average is printed: on a
+shared CPU, compare ratios measured in the same run, not absolute figures across runs.
 """
 
 from __future__ import annotations
