@@ -93,3 +93,30 @@ def test_closure_follows_lazy_relative_and_package_imports(tmp_path: Path) -> No
         "pkg/sub/lazy.py",
         "pkg/sub/deeper.py",
     }
+
+
+def test_python_bytecode_never_changes_a_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Running the code writes __pycache__ into the source folders that stages list as deps; with the
+    project's .dvcignore that must not make DVC see the stage as changed (nor a clone without them)."""
+    import shutil
+
+    from dvc.repo import Repo
+
+    monkeypatch.chdir(tmp_path)  # DVC resolves stage targets from the working directory
+    Repo.init(str(tmp_path), no_scm=True)
+    shutil.copy(REPO_ROOT / ".dvcignore", tmp_path / ".dvcignore")
+    package = tmp_path / "src" / "pkg"
+    package.mkdir(parents=True)
+    (package / "mod.py").write_text("X = 1\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  run:\n    cmd: python -c pass\n    deps:\n      - src/pkg\n"
+    )
+    with Repo(str(tmp_path)) as repo:
+        repo.reproduce("run")
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"\x00bytecode")
+    with Repo(str(tmp_path)) as repo:
+        assert repo.status() == {}
+    (package / "mod.py").write_text("X = 2\n")
+    with Repo(str(tmp_path)) as repo:
+        assert repo.status() == {"run": [{"changed deps": {"src/pkg": "modified"}}]}
