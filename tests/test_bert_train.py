@@ -14,6 +14,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from reviewpipe.errors import ReviewpipeError
 from reviewpipe.hf import resolve_checkpoint
 from reviewpipe.models.bert.module import SentimentClassifier, decay_parameter_groups
 from reviewpipe.models.bert.predict import BertPredictor
@@ -24,7 +25,7 @@ from reviewpipe.models.bert.train import (
     resolve_precision,
     run_fingerprint,
 )
-from tests.helpers.bert import tiny_bert
+from tests.helpers.bert import tiny_bert, tiny_mean_pooling
 from tests.helpers.params import conf_section
 
 WORDS = {
@@ -100,6 +101,34 @@ def test_weight_decay_skips_biases_and_layer_norm(tokenizer) -> None:
     module = SentimentClassifier(tiny_network(tokenizer.vocab_size), freeze_word_embeddings=True)
     frozen = module.network.get_input_embeddings().weight
     assert all(p is not frozen for g in decay_parameter_groups(module.network, 0.01) for p in g["params"])
+
+
+@pytest.mark.parametrize("build", [tiny_bert, tiny_mean_pooling], ids=["cls", "mean"])
+def test_freeze_layers_trains_only_the_layers_above(tokenizer, tmp_path: Path, build: Any) -> None:
+    net = build(tokenizer.vocab_size, num_hidden_layers=3)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fit_bert(
+        tiny_cfg(fast_dev_run=True, freeze_layers=2),
+        tiny_frame(),
+        out_dir=tmp_path / "bert",
+        ckpt_dir=tmp_path / "ckpt",
+        network=net,
+        tokenizer=tokenizer,
+    )
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(before[k], v)}
+    frozen = [k for k in before if "embeddings." in k or ".layer.0." in k or ".layer.1." in k]
+    assert frozen and not changed & set(frozen)
+    assert any(".layer.2." in k for k in changed) and any("classifier" in k for k in changed)
+    trainable = {id(p) for g in decay_parameter_groups(net, 0.01) for p in g["params"]}
+    assert not any(id(p) in trainable for k, p in net.named_parameters() if k in frozen)
+
+
+@pytest.mark.parametrize("layers", [3, 7])
+def test_freeze_layers_must_leave_a_layer_to_train(tokenizer, layers: int) -> None:
+    with pytest.raises(
+        ReviewpipeError, match=r"bert.freeze_layers must be between 0 and 2 .*3 encoder layers"
+    ):
+        SentimentClassifier(tiny_bert(tokenizer.vocab_size, num_hidden_layers=3), freeze_layers=layers)
 
 
 class ModesSeen(L.Callback):

@@ -260,6 +260,7 @@ class BertParams(Section):
     class_weights: bool
     class_weights_uri: str
     freeze_word_embeddings: bool
+    freeze_layers: Annotated[int, Field(ge=0)]
     gradient_clip_val: float | None
     max_epochs: int
     max_steps: int

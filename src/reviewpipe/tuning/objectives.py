@@ -158,6 +158,7 @@ def bert_objective(
             warmup_ratio=float(s["warmup_ratio"]),
             class_weights=class_weights if s["class_weights"] else None,
             freeze_word_embeddings=bool(s["freeze_word_embeddings"]),
+            freeze_layers=int(s["freeze_layers"]),
         )
         pruning = OptunaPruning(trial, MONITOR)
         with tempfile.TemporaryDirectory(prefix="tune-bert-") as scratch:

@@ -213,7 +213,10 @@ def plan_run(
     data.setup("fit")
     collate = PadCollator(tokenizer.pad_token_id)
     module = SentimentClassifier(
-        network, class_weights=class_weights, freeze_word_embeddings=bool(s["freeze_word_embeddings"])
+        network,
+        class_weights=class_weights,
+        freeze_word_embeddings=bool(s["freeze_word_embeddings"]),
+        freeze_layers=int(s["freeze_layers"]),
     )
 
     def timed(split: str, batch_size: int, train: bool, count: int) -> tuple[list[int], LinearCost]:

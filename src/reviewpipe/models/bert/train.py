@@ -389,6 +389,7 @@ def fit_bert(
         warmup_ratio=float(s["warmup_ratio"]),
         class_weights=class_weights,
         freeze_word_embeddings=bool(s["freeze_word_embeddings"]),
+        freeze_layers=int(s["freeze_layers"]),
     )
 
     last = Path(ckpt_dir) / LAST_CHECKPOINT
