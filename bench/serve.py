@@ -52,12 +52,6 @@ INDEPENDENCE_TOLERANCE = 1e-4  # fp32 reordering noise is ~1e-7; per-batch activ
 # ---------------------------------------------------------------- the comparison server
 
 
-def truncation_limit(tokenizer: Any, config: Any) -> int:
-    """Where reviewpipe's handler truncates: the tokenizer's limit or the position table, whichever
-    is shorter."""
-    return min(tokenizer.model_max_length, config.max_position_embeddings)
-
-
 def run_pipeline_server(model_dir: str, port: int, threads: int) -> None:
     """The plain way: one pipeline, one call per request, a threaded stdlib HTTP server.
     `threads` > 0 sets torch's intra-op threads (--peer-threads match: serve.num_threads); 0 keeps
@@ -66,6 +60,8 @@ def run_pipeline_server(model_dir: str, port: int, threads: int) -> None:
     import torch
     from transformers import pipeline
 
+    from reviewpipe.serving.inference import max_sequence_length
+
     if threads > 0:
         torch.set_num_threads(threads)
 
@@ -73,7 +69,7 @@ def run_pipeline_server(model_dir: str, port: int, threads: int) -> None:
     classify = pipeline(
         "text-classification", model=model_dir, tokenizer=model_dir, device=-1, trust_remote_code=True
     )
-    limit = truncation_limit(classify.tokenizer, classify.model.config)
+    limit = max_sequence_length(classify.model.config, classify.tokenizer)  # as reviewpipe's handler
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -341,9 +337,11 @@ def forward_gflop(model_dir: str, texts: list[str]) -> tuple[float, float]:
     products; embeddings are lookups and the head is negligible, so neither is counted."""
     from transformers import AutoConfig, AutoTokenizer
 
+    from reviewpipe.serving.inference import max_sequence_length
+
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
-    limit = truncation_limit(tokenizer, config)
+    limit = max_sequence_length(config, tokenizer)
     tokens = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=limit)["input_ids"]]
     # reviewpipe's mean-pooling head keeps its encoder's config inside its own
     encoder = config.encoder_config() if hasattr(config, "encoder_config") else config

@@ -136,18 +136,14 @@ def test_serve_forward_flops_agree_with_torchs_flop_counter(head: str, tmp_path:
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoModel, AutoTokenizer
 
-    from tests.helpers.bert import minilm_tokenizer, tiny_mean_pooling
+    from reviewpipe.models.bert.modeling_mean_pooling import MeanPoolingConfig
 
     if head == "bert":
         model_dir = save_tiny_checkpoint(tmp_path / "bert")
         encoder_config = AutoModel.from_pretrained(model_dir).config
     else:
-        tokenizer = minilm_tokenizer()
-        model = tiny_mean_pooling(tokenizer.vocab_size)
-        model_dir = tmp_path / "mean"
-        model.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
-        encoder_config = model.config.encoder_config()
+        model_dir = save_tiny_checkpoint(tmp_path / "mean", pooling="mean")
+        encoder_config = MeanPoolingConfig.from_pretrained(model_dir).encoder_config()
     spec = importlib.util.spec_from_file_location("bench_serve", REPO_ROOT / "bench" / "serve.py")
     serve = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(serve)

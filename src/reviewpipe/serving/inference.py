@@ -79,6 +79,21 @@ def _env(name: str, default: str = "") -> str:
 # ---------------------------------------------------------------- models
 
 
+def max_sequence_length(config: Any, tokenizer: Any, configured: int | str = 0) -> int:
+    """Where a text model truncates: the configured length (environment or package info), the
+    position table and the tokenizer's own limit, whichever is shortest (512 when none is known)."""
+    limits = [
+        int(v)
+        for v in (
+            configured,
+            getattr(config, "max_position_embeddings", 0),
+            tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else 0,
+        )
+        if v and int(v) > 0
+    ]
+    return min(limits) if limits else 512
+
+
 class _Model:
     kind = "base"
     labels: tuple[int, ...] = LABELS
@@ -145,16 +160,9 @@ class HFModel(_Model):
         self.tokenizer_lock = threading.Lock()
         config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
         self.labels = tuple(int(config.id2label[i]) for i in range(config.num_labels))
-        limits = [
-            int(v)
-            for v in (
-                _env("REVIEWPIPE_MAX_LENGTH") or info.get("max_length") or 0,
-                getattr(config, "max_position_embeddings", 0),
-                self.tokenizer.model_max_length if self.tokenizer.model_max_length < 10**6 else 0,
-            )
-            if v and int(v) > 0
-        ]
-        self.max_length = min(limits) if limits else 512
+        self.max_length = max_sequence_length(
+            config, self.tokenizer, _env("REVIEWPIPE_MAX_LENGTH") or info.get("max_length") or 0
+        )
         self.batch_size = int(_env("REVIEWPIPE_BATCH_SIZE", "32") or 32)
         self.onnx_session = None
         self.model = None

@@ -69,25 +69,26 @@ def freeze_bottom(network: nn.Module, layers: int) -> None:
     Backpropagation then stops at the first trainable layer, so each frozen layer saves its share of
     the backward pass (two thirds of a layer's training compute) as well as its AdamW update.
     """
+    modules = dict(network.named_modules())
     stacks = [
-        (name, module)
-        for name, module in network.named_modules()
-        if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layer", "layers")
+        n
+        for n, m in modules.items()
+        if isinstance(m, nn.ModuleList) and n.rsplit(".", 1)[-1] in ("layer", "layers")
     ]
-    embeddings = [m for name, m in network.named_modules() if name.rsplit(".", 1)[-1] == "embeddings"]
+    embeddings = [n for n in modules if n.rsplit(".", 1)[-1] == "embeddings"]
     if len(stacks) != 1 or len(embeddings) != 1:
         raise ReviewpipeError(
             f"bert.freeze_layers={layers}: cannot find one embeddings module and one stack of encoder "
-            f"layers in {type(network).__name__} (found {len(embeddings)} and {[n for n, _ in stacks]}); "
+            f"layers in {type(network).__name__} (found {len(embeddings)} and {stacks}); "
             "set bert.freeze_layers=0 for this checkpoint"
         )
-    stack = stacks[0][1]
+    stack = modules[stacks[0]]
     if not 0 < layers < len(stack):
         raise ReviewpipeError(
             f"bert.freeze_layers must be between 0 and {len(stack) - 1} for this checkpoint "
             f"({len(stack)} encoder layers), not {layers}; set it in conf/bert/"
         )
-    embeddings[0].requires_grad_(False)
+    modules[embeddings[0]].requires_grad_(False)
     for layer in stack[:layers]:
         layer.requires_grad_(False)
 
